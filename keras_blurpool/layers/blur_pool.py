@@ -1,0 +1,341 @@
+"""BlurPool: low-pass filter, then subsample (Zhang, ICML 2019).
+
+Strided convolutions and pools alias: a one-pixel shift of the input can
+change the subsampled output completely. BlurPool blurs with a fixed,
+normalised binomial kernel before subsampling, which suppresses the
+frequencies that alias. The layers here equal `antialiased_cnns.BlurPool`
+and `antialiased_cnns.BlurPool1D` of the PyTorch reference, with the
+channel count taken from the input instead of a constructor argument.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+# Aliases accepted by the reference, mapped to one canonical name each.
+_PAD_TYPES = {
+    "reflect": "reflect",
+    "refl": "reflect",
+    "replicate": "replicate",
+    "repl": "replicate",
+    "zero": "zero",
+}
+_DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def binomial_filter(filter_size: int) -> np.ndarray:
+    """Normalised 1-D binomial taps, e.g. `[1, 3, 3, 1] / 8` for size 4.
+
+    Args:
+        filter_size: number of taps, a positive int.
+
+    Returns:
+        float64 NumPy array of `filter_size` taps summing to 1.
+    """
+    _check_positive_int("filter_size", filter_size)
+    taps = np.array(
+        [math.comb(filter_size - 1, i) for i in range(filter_size)],
+        dtype="float64",
+    )
+    return taps / taps.sum()
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_positive_int(name, value):
+    if not _is_int(value) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive int. Received: {name}={value!r}"
+        )
+
+
+def _standardize_strides(strides, rank):
+    values = strides if isinstance(strides, (tuple, list)) else (strides,)
+    if len(values) == 1:
+        values = tuple(values) * rank
+    if len(values) != rank or not all(_is_int(s) and s >= 1 for s in values):
+        raise ValueError(
+            f"`strides` must be an int >= 1 or a tuple of {rank} ints >= 1. "
+            f"Received: strides={strides!r}"
+        )
+    return tuple(int(s) for s in values)
+
+
+class _BlurPool(keras.layers.Layer):
+    """Shared implementation of BlurPool1D and BlurPool2D."""
+
+    _rank = None  # number of spatial axes, set by subclasses
+
+    def __init__(
+        self,
+        filter_size,
+        strides=2,
+        pad_type="reflect",
+        pad_off=0,
+        data_format=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_positive_int("filter_size", filter_size)
+        if pad_type not in _PAD_TYPES:
+            raise ValueError(
+                "`pad_type` must be one of "
+                f"{sorted(_PAD_TYPES)}. Received: pad_type={pad_type!r}"
+            )
+        if not _is_int(pad_off) or pad_off < 0:
+            raise ValueError(
+                "`pad_off` must be an int >= 0. "
+                f"Received: pad_off={pad_off!r}"
+            )
+        if data_format is None:
+            data_format = keras.config.image_data_format()
+        if data_format not in _DATA_FORMATS:
+            raise ValueError(
+                f"`data_format` must be one of {_DATA_FORMATS} or None. "
+                f"Received: data_format={data_format!r}"
+            )
+        self.filter_size = int(filter_size)
+        self.strides = _standardize_strides(strides, self._rank)
+        self.pad_type = _PAD_TYPES[pad_type]
+        self.pad_off = int(pad_off)
+        self.data_format = data_format
+        # The reference pads floor((k-1)/2) before and ceil((k-1)/2) after.
+        self._pads = (
+            (filter_size - 1) // 2 + self.pad_off,
+            filter_size // 2 + self.pad_off,
+        )
+        taps = binomial_filter(self.filter_size)
+        self._taps = taps
+        kernel = taps
+        for _ in range(self._rank - 1):
+            kernel = np.multiply.outer(kernel, taps)
+        self._kernel_2d = kernel  # spatial kernel, (k,) or (k, k)
+        self.input_spec = keras.layers.InputSpec(ndim=self._rank + 2)
+
+    @property
+    def _spatial_axes(self):
+        first = 1 if self.data_format == "channels_last" else 2
+        return tuple(range(first, first + self._rank))
+
+    @property
+    def _channel_axis(self):
+        return -1 if self.data_format == "channels_last" else 1
+
+    @property
+    def filter(self) -> np.ndarray:
+        """The normalised spatial filter, shape `(k,)` or `(k, k)`."""
+        return self._kernel_2d.copy()
+
+    def build(self, input_shape):
+        channels = input_shape[self._channel_axis]
+        if channels is None:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' needs a known channel "
+                f"dimension. Received input_shape={tuple(input_shape)}"
+            )
+        self._check_spatial_sizes(input_shape)
+        self.input_spec = keras.layers.InputSpec(
+            ndim=self._rank + 2, axes={self._channel_axis: channels}
+        )
+
+    def _check_spatial_sizes(self, shape):
+        if self.pad_type != "reflect":
+            return
+        pad = max(self._pads)
+        sizes = [shape[a] for a in self._spatial_axes]
+        if any(n is not None and n <= pad for n in sizes):
+            size = "x".join(str(n) for n in sizes)
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' cannot reflect-pad a "
+                f"{size} feature map by {pad} pixel(s) "
+                f"(filter_size={self.filter_size}, pad_off={self.pad_off}): "
+                "reflect padding needs every spatial size to be larger than "
+                "the padding. Use pad_type='replicate' or 'zero', or a "
+                "smaller filter_size."
+            )
+
+    def _output_length(self, n, axis_index):
+        if n is None:
+            return None
+        before, after = self._pads
+        return (n + before + after - self.filter_size) // self.strides[
+            axis_index
+        ] + 1
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        for i, axis in enumerate(self._spatial_axes):
+            shape[axis] = self._output_length(shape[axis], i)
+        return tuple(shape)
+
+    def _same_padding_is_exact(self, shape):
+        """Whether the backend's "same" zero padding equals ours.
+
+        It then pads inside the convolution and no padded copy of the input
+        is made, which is most of the cost of the layer.
+        """
+        if self.pad_type != "zero":
+            return False
+        before = self._pads[0]
+        for i, axis in enumerate(self._spatial_axes):
+            n, s = shape[axis], self.strides[i]
+            if n is None:
+                return False
+            out = -(-n // s)
+            same_before = max((out - 1) * s + self.filter_size - n, 0) // 2
+            if same_before != before or out != self._output_length(n, i):
+                return False
+        return True
+
+    def _pad(self, x):
+        before, after = self._pads
+        if before == 0 and after == 0:
+            return x
+        if self.pad_type == "replicate":
+            # keras.ops.pad has no "edge" mode on TensorFlow.
+            for axis in self._spatial_axes:
+                lead = (slice(None),) * axis
+                parts = [x]
+                if before:
+                    parts.insert(0, ops.repeat(x[lead + (slice(0, 1),)], before, axis))
+                if after:
+                    parts.append(ops.repeat(x[lead + (slice(-1, None),)], after, axis))
+                x = ops.concatenate(parts, axis=axis)
+            return x
+        widths = [[0, 0] for _ in range(self._rank + 2)]
+        for axis in self._spatial_axes:
+            widths[axis] = [before, after]
+        mode = "reflect" if self.pad_type == "reflect" else "constant"
+        return ops.pad(x, widths, mode=mode)
+
+    def call(self, inputs):
+        self._check_spatial_sizes(inputs.shape)
+        channels = inputs.shape[self._channel_axis]
+        kernel = np.broadcast_to(
+            self._kernel_2d[..., None, None],
+            self._kernel_2d.shape + (channels, 1),
+        )
+        # A constant, not a weight: it is never trained and gets no gradient.
+        kernel = ops.convert_to_tensor(kernel, dtype=self.compute_dtype)
+        if self._same_padding_is_exact(inputs.shape):
+            x, padding = inputs, "same"
+        else:
+            x, padding = self._pad(inputs), "valid"
+        return ops.depthwise_conv(
+            x,
+            kernel,
+            strides=self.strides,
+            padding=padding,
+            data_format=self.data_format,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filter_size": self.filter_size,
+                "strides": self.strides,
+                "pad_type": self.pad_type,
+                "pad_off": self.pad_off,
+                "data_format": self.data_format,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_blurpool")
+class BlurPool2D(_BlurPool):
+    """Anti-aliased 2-D downsampling: pad, binomial blur, subsample.
+
+    Equals `antialiased_cnns.BlurPool(channels, pad_type, filt_size, stride,
+    pad_off)`; the channel count comes from the input. Use it in place of a
+    stride: evaluate the layer before it at stride 1, then `BlurPool2D`.
+
+    Args:
+        filter_size: taps of the binomial filter per axis (1 = no blur,
+            plain subsampling; the paper's default is 4 for even maps).
+        strides: int or tuple of 2 ints, the subsampling factor.
+        pad_type: `"reflect"` (alias `"refl"`), `"replicate"` (`"repl"`)
+            or `"zero"`. Pads `floor((k-1)/2) + pad_off` before and
+            `ceil((k-1)/2) + pad_off` after on each spatial axis.
+        pad_off: extra padding on each side, an int >= 0.
+        data_format: `"channels_last"` or `"channels_first"`; defaults to
+            `keras.config.image_data_format()`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    >>> x = keras.random.normal((1, 32, 32, 8))
+    >>> keras_blurpool.BlurPool2D(filter_size=4)(x).shape
+    (1, 16, 16, 8)
+    """
+
+    _rank = 2
+
+    def __init__(
+        self,
+        filter_size=4,
+        strides=2,
+        pad_type="reflect",
+        pad_off=0,
+        data_format=None,
+        **kwargs,
+    ):
+        super().__init__(
+            filter_size=filter_size,
+            strides=strides,
+            pad_type=pad_type,
+            pad_off=pad_off,
+            data_format=data_format,
+            **kwargs,
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_blurpool")
+class BlurPool1D(_BlurPool):
+    """Anti-aliased 1-D downsampling: pad, binomial blur, subsample.
+
+    Equals `antialiased_cnns.BlurPool1D`; the channel count comes from the
+    input. Inputs are `(batch, steps, channels)` for `"channels_last"`.
+
+    Args:
+        filter_size: taps of the binomial filter (1 = plain subsampling).
+        strides: int (or tuple of 1 int), the subsampling factor.
+        pad_type: `"reflect"`/`"refl"`, `"replicate"`/`"repl"` or `"zero"`.
+        pad_off: extra padding on each side, an int >= 0.
+        data_format: `"channels_last"` or `"channels_first"`; defaults to
+            `keras.config.image_data_format()`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    >>> x = keras.random.normal((2, 100, 4))
+    >>> keras_blurpool.BlurPool1D(filter_size=3)(x).shape
+    (2, 50, 4)
+    """
+
+    _rank = 1
+
+    def __init__(
+        self,
+        filter_size=3,
+        strides=2,
+        pad_type="reflect",
+        pad_off=0,
+        data_format=None,
+        **kwargs,
+    ):
+        super().__init__(
+            filter_size=filter_size,
+            strides=strides,
+            pad_type=pad_type,
+            pad_off=pad_off,
+            data_format=data_format,
+            **kwargs,
+        )

@@ -1,0 +1,5 @@
+"""Reading and converting weights of the PyTorch reference."""
+
+from keras_blurpool.weights.torch_state_dict import load_torch_weights
+
+__all__ = ["load_torch_weights"]

@@ -1,0 +1,209 @@
+"""Loading a PyTorch state_dict of the reference into our Keras models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+
+from keras_blurpool.layers import BlurPool2D
+
+# Buffers that carry no state we use.
+_IGNORED_SUFFIXES = (".num_batches_tracked",)
+
+
+def _layer_tensors(layer, prefix: str) -> dict[str, tuple]:
+    """`{torch_key: (variable, torch_to_keras)}` for one Keras layer."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        # torch (C, 1, kh, kw) -> Keras (kh, kw, C, 1)
+        out = {prefix + ".weight": (layer.depthwise_kernel, _oihw_to_hwio_dw)}
+    elif isinstance(layer, keras.layers.Conv2D):
+        # torch (O, I/groups, kh, kw) -> Keras (kh, kw, I/groups, O)
+        out = {prefix + ".weight": (layer.kernel, _oihw_to_hwio)}
+    elif isinstance(layer, keras.layers.Dense):
+        out = {prefix + ".weight": (layer.kernel, np.transpose)}
+    elif isinstance(layer, keras.layers.BatchNormalization):
+        out = {
+            prefix + ".weight": (layer.gamma, None),
+            prefix + ".bias": (layer.beta, None),
+            prefix + ".running_mean": (layer.moving_mean, None),
+            prefix + ".running_var": (layer.moving_variance, None),
+        }
+        return out
+    else:
+        raise ValueError(
+            f"Layer '{layer.name}' of type {type(layer).__name__} has weights "
+            "but no PyTorch counterpart is known."
+        )
+    if getattr(layer, "use_bias", False):
+        out[prefix + ".bias"] = (layer.bias, None)
+    return out
+
+
+def _oihw_to_hwio(w):
+    return np.transpose(w, (2, 3, 1, 0))
+
+
+def _oihw_to_hwio_dw(w):
+    return np.transpose(w, (2, 3, 0, 1))
+
+
+def _chw_to_hwc_columns(flat_shape):
+    """Torch flattens (C, H, W); channels_last flattens (H, W, C)."""
+    h, w, c = flat_shape
+
+    def convert(weight):  # torch Linear weight (out, C*H*W) -> Keras kernel
+        weight = weight.reshape(weight.shape[0], c, h, w)
+        weight = weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
+        return weight.T
+
+    return convert
+
+
+def _flattened_dense_inputs(model) -> dict[str, tuple]:
+    """Dense layers fed by a Flatten of a 4-D map: name -> (H, W, C)."""
+    result = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Flatten):
+            continue
+        shape = tuple(layer.input.shape)
+        if len(shape) != 4:
+            continue
+        for other in model.layers:
+            if isinstance(other, keras.layers.Dense) and other.input is layer.output:
+                result[other.name] = shape[1:]
+    return result
+
+
+def _plan(model, names: Mapping[str, str]):
+    """`{torch_key: (variable_or_layer, convert)}` expected by the model."""
+    flat = _flattened_dense_inputs(model)
+    plan = {}
+    for layer in model.layers:
+        prefix = names.get(layer.name)
+        if isinstance(layer, BlurPool2D):
+            if prefix is not None:
+                plan[prefix + ".filt"] = (layer, None)
+            continue
+        if not layer.weights:
+            continue
+        if prefix is None:
+            raise ValueError(
+                f"Layer '{layer.name}' has weights but no PyTorch name."
+            )
+        entries = _layer_tensors(layer, prefix)
+        if layer.name in flat:
+            variable, _ = entries[prefix + ".weight"]
+            entries[prefix + ".weight"] = (
+                variable,
+                _chw_to_hwc_columns(flat[layer.name]),
+            )
+        plan.update(entries)
+    return plan
+
+
+def _check_and_convert(plan, state_dict):
+    """Returns the assignments, or the list of every problem found."""
+    problems, assignments = [], []
+    keys = {k for k in state_dict if not k.endswith(_IGNORED_SUFFIXES)}
+    for key in sorted(keys - plan.keys()):
+        problems.append(f"unexpected key '{key}'")
+    for key in sorted(plan.keys() - keys, key=list(plan).index):
+        if key.endswith(".filt"):
+            continue  # baseline (torchvision) checkpoints have no filters
+        problems.append(f"missing key '{key}'")
+    for key, (target, convert) in plan.items():
+        if key not in keys:
+            continue
+        value = np.asarray(state_dict[key])
+        if isinstance(target, BlurPool2D):
+            problem = _filter_problem(key, target, value)
+            if problem:
+                problems.append(problem)
+            continue
+        try:
+            value = convert(value) if convert is not None else value
+        except ValueError:
+            value = None
+        if value is None or tuple(value.shape) != tuple(target.shape):
+            problems.append(
+                f"'{key}' has shape {tuple(np.shape(state_dict[key]))}, "
+                f"which does not fit '{target.path}' of shape "
+                f"{tuple(target.shape)}"
+            )
+            continue
+        assignments.append((target, value))
+    return problems, assignments
+
+
+def _filter_problem(key, layer, value):
+    expected = layer.filter
+    if value.ndim != 4 or value.shape[2:] != expected.shape:
+        k = value.shape[-1] if value.ndim else "?"
+        return (
+            f"'{key}' is a BlurPool filter of size {k}, but layer "
+            f"'{layer.name}' has filter_size={layer.filter_size}: build the "
+            f"model with filter_size={k}"
+        )
+    if not np.allclose(value[:, 0], expected, atol=1e-6):
+        return f"'{key}' is not the binomial filter of layer '{layer.name}'"
+    return None
+
+
+def load_torch_weights(
+    model: keras.Model, state_dict: Mapping[str, np.ndarray]
+) -> keras.Model:
+    """Copies a reference PyTorch state_dict into one of our models.
+
+    Maps the names of `antialiased_cnns` (and torchvision) modules onto our
+    layers: conv kernels OIHW -> HWIO (grouped and depthwise too), BatchNorm
+    weight/bias/running statistics, Dense kernels transposed (with the
+    C,H,W -> H,W,C column order after a Flatten). BlurPool `filt` buffers
+    are checked against the model's filters; `num_batches_tracked` is
+    ignored. Nothing is assigned unless every key fits.
+
+    Args:
+        model: a model from `keras_blurpool.applications`.
+        state_dict: mapping of PyTorch names to NumPy arrays (or anything
+            `numpy.asarray` accepts).
+
+    Returns:
+        The model, with its weights replaced.
+
+    Raises:
+        ValueError: listing every unexpected, missing or mis-shaped key.
+
+    Example:
+
+    >>> model = keras_blurpool.applications.ResNet18()
+    >>> keras_blurpool.load_torch_weights(model, state_dict)
+    """
+    from keras_blurpool.applications import _torch_name_maps
+
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(
+            "`state_dict` must be a mapping of names to arrays. "
+            f"Received: {type(state_dict).__name__}"
+        )
+    candidates = []
+    for names in _torch_name_maps(model):
+        plan = _plan(model, names)
+        problems, assignments = _check_and_convert(plan, state_dict)
+        if not problems:
+            for variable, value in assignments:
+                variable.assign(value.astype(variable.dtype))
+            return model
+        candidates.append(problems)
+    if not candidates:
+        raise ValueError(
+            f"Model '{model.name}' is not an architecture of "
+            "keras_blurpool.applications; no PyTorch names are known for it."
+        )
+    problems = min(candidates, key=len)
+    shown = "\n  ".join(problems[:50])
+    more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+    raise ValueError(
+        f"The state_dict does not fit model '{model.name}' "
+        f"({len(problems)} problem(s)); nothing was loaded:\n  {shown}{more}"
+    )

@@ -1,0 +1,85 @@
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--zoo",
+        action="store_true",
+        help="also run the reference comparison of every architecture",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "zoo: whole-table reference comparison (run with --zoo)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--zoo"):
+        return
+    skip = pytest.mark.skip(reason="whole architecture table: pass --zoo")
+    for item in items:
+        if "zoo" in item.keywords:
+            item.add_marker(skip)
+
+
+def _import_reference():
+    try:
+        import antialiased_cnns
+        import torch
+    except ImportError as error:  # pragma: no cover - depends on the machine
+        return None, None, f"PyTorch reference not installed ({error})"
+    torch.set_num_threads(2)
+    return torch, antialiased_cnns, None
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """`(torch, antialiased_cnns)`; skips with the reason where absent."""
+    torch, aa, reason = _import_reference()
+    if reason:
+        pytest.skip(reason)
+    return torch, aa
+
+
+def randomize_batchnorm(torch, torch_model, seed=0):
+    """Non-trivial BatchNorm statistics and affine parameters."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in torch_model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+    return torch_model.eval()
+
+
+def numpy_state_dict(torch_model):
+    return {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}
+
+
+def assert_same_logits(torch, torch_model, keras_model, size=224, batch=2, seed=0):
+    """Loads the reference's weights into `keras_model`, compares logits."""
+    import keras_blurpool
+
+    randomize_batchnorm(torch, torch_model, seed)
+    keras_blurpool.load_torch_weights(keras_model, numpy_state_dict(torch_model))
+    rng = np.random.default_rng(seed)
+    h, w = (size, size) if np.isscalar(size) else size
+    x = rng.standard_normal((batch, 3, h, w)).astype("float32")
+    with torch.no_grad():
+        expected = torch_model(torch.from_numpy(x)).numpy()
+    got = np.asarray(keras_model(x.transpose(0, 2, 3, 1), training=False))
+    assert got.shape == expected.shape
+    rel = np.abs(got - expected).max() / np.abs(expected).max()
+    assert rel < 1e-4, f"max |diff| / max |logit| = {rel:.3g}"
+    np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
+    return rel
