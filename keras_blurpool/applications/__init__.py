@@ -5,10 +5,39 @@ and returns a functional `keras.Model` that equals the PyTorch reference
 layer for layer once its weights are loaded.
 """
 
+from keras_blurpool.applications import alexnet
+from keras_blurpool.applications import densenet
+from keras_blurpool.applications import mobilenet_v2
+from keras_blurpool.applications import resnet
+from keras_blurpool.applications import vgg
+from keras_blurpool.applications.alexnet import AlexNet
+from keras_blurpool.applications.densenet import DenseNet121
+from keras_blurpool.applications.densenet import DenseNet161
+from keras_blurpool.applications.densenet import DenseNet169
+from keras_blurpool.applications.densenet import DenseNet201
+from keras_blurpool.applications.mobilenet_v2 import MobileNetV2
+from keras_blurpool.applications.resnet import ResNet18
+from keras_blurpool.applications.resnet import ResNet34
+from keras_blurpool.applications.resnet import ResNet50
+from keras_blurpool.applications.resnet import ResNet101
+from keras_blurpool.applications.resnet import ResNet152
+from keras_blurpool.applications.resnet import ResNeXt50_32x4d
+from keras_blurpool.applications.resnet import ResNeXt101_32x8d
+from keras_blurpool.applications.resnet import WideResNet50_2
+from keras_blurpool.applications.resnet import WideResNet101_2
+from keras_blurpool.applications.vgg import VGG11
+from keras_blurpool.applications.vgg import VGG11BN
+from keras_blurpool.applications.vgg import VGG13
+from keras_blurpool.applications.vgg import VGG13BN
+from keras_blurpool.applications.vgg import VGG16
+from keras_blurpool.applications.vgg import VGG16BN
+from keras_blurpool.applications.vgg import VGG19
+from keras_blurpool.applications.vgg import VGG19BN
+
 # Each family module defines `_torch_names(model) -> dict | None`: the
 # PyTorch module name of every layer with weights (and of every
 # BlurPool2D), or None when the model is not of that family.
-_FAMILIES = []
+_FAMILIES = (resnet, vgg, alexnet, densenet, mobilenet_v2)
 
 
 def _torch_name_maps(model):
