@@ -53,6 +53,7 @@ class MaxBlurPool2D(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="blur",
         )
+        self.data_format = self.blur.data_format
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
@@ -71,7 +72,7 @@ class MaxBlurPool2D(keras.layers.Layer):
             pool_size=self.pool_size,
             strides=1,
             padding="valid",
-            data_format=self.blur.data_format,
+            data_format=self.data_format,
         )
         return self.blur(pooled)
 
@@ -86,7 +87,7 @@ class MaxBlurPool2D(keras.layers.Layer):
                 "filter_size": self.blur.filter_size,
                 "strides": self.blur.strides,
                 "pad_type": self.blur.pad_type,
-                "data_format": self.blur.data_format,
+                "data_format": self.data_format,
             }
         )
         return config

@@ -1,0 +1,289 @@
+"""BlurPool1D / BlurPool2D / MaxBlurPool2D: formula, reference, Keras life.
+
+Backend-agnostic: also run with KERAS_BACKEND=jax and KERAS_BACKEND=torch.
+"""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_blurpool
+from keras_blurpool import BlurPool1D
+from keras_blurpool import BlurPool2D
+from keras_blurpool import MaxBlurPool2D
+
+PAD_TYPES = ["reflect", "refl", "replicate", "repl", "zero"]
+NP_MODES = {"reflect": "reflect", "refl": "reflect", "replicate": "edge",
+            "repl": "edge", "zero": "constant"}
+
+
+def pascal_taps(k):
+    """Binomial taps built row by row (independent of math.comb)."""
+    row = [1.0]
+    for _ in range(k - 1):
+        row = [a + b for a, b in zip([0.0] + row, row + [0.0])]
+    row = np.array(row)
+    return row / row.sum()
+
+
+def numpy_blurpool(x, k, s, pad_type, pad_off, rank):
+    """Channels-last NumPy implementation of the documented formula."""
+    before, after = (k - 1) // 2 + pad_off, -(-(k - 1) // 2) + pad_off
+    widths = [(0, 0)] + [(before, after)] * rank + [(0, 0)]
+    x = np.pad(x.astype("float64"), widths, mode=NP_MODES[pad_type])
+    taps = pascal_taps(k)
+    for axis in range(1, rank + 1):
+        n = x.shape[axis]
+        starts = range(0, n - k + 1, s)
+        x = np.stack(
+            [np.tensordot(np.take(x, range(i, i + k), axis=axis), taps,
+                          axes=([axis], [0])) for i in starts],
+            axis=axis,
+        )
+    return x
+
+
+def to_numpy(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+GRID_2D = list(itertools.product(
+    range(1, 8), PAD_TYPES, [1, 2, 3], [0, 1], [(9, 9), (10, 7), (8, 12)]))
+
+
+@pytest.mark.parametrize("k,pad_type,s,pad_off,hw", GRID_2D)
+def test_blurpool2d_matches_numpy_formula(k, pad_type, s, pad_off, hw):
+    x = np.random.default_rng(k * 100 + s).standard_normal((2, *hw, 3))
+    x = x.astype("float32")
+    layer = BlurPool2D(k, strides=s, pad_type=pad_type, pad_off=pad_off)
+    got = to_numpy(layer(x))
+    expected = numpy_blurpool(x, k, s, pad_type, pad_off, rank=2)
+    assert got.shape == expected.shape
+    assert got.shape == layer.compute_output_shape(x.shape)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,pad_type,s,pad_off,n", list(itertools.product(
+    range(1, 8), PAD_TYPES, [1, 2, 3], [0, 1], [9, 10])))
+def test_blurpool1d_matches_numpy_formula(k, pad_type, s, pad_off, n):
+    x = np.random.default_rng(n + k).standard_normal((2, n, 3)).astype("float32")
+    layer = BlurPool1D(k, strides=s, pad_type=pad_type, pad_off=pad_off)
+    got = to_numpy(layer(x))
+    expected = numpy_blurpool(x, k, s, pad_type, pad_off, rank=1)
+    assert got.shape == expected.shape == layer.compute_output_shape(x.shape)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def _reference_grid(rank):
+    sizes = [(9, 9), (10, 7), (16, 16)] if rank == 2 else [(9,), (10,), (16,)]
+    return list(itertools.product(range(1, 8), PAD_TYPES, [1, 2, 3], [0, 1],
+                                  sizes, ["channels_last", "channels_first"]))
+
+
+def _compare_with_reference(torch, module, layer, x_nc):
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x_nc)).numpy()
+    if layer.data_format == "channels_last":
+        got = to_numpy(layer(np.moveaxis(x_nc, 1, -1)))
+        got = np.moveaxis(got, -1, 1)
+    else:
+        got = to_numpy(layer(x_nc))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("k,pad_type,s,pad_off,hw,data_format",
+                         _reference_grid(2))
+def test_blurpool2d_equals_reference(reference, k, pad_type, s, pad_off, hw,
+                                     data_format):
+    torch, aa = reference
+    x = np.random.default_rng(k + s).standard_normal((2, 4, *hw))
+    module = aa.BlurPool(4, pad_type=pad_type, filt_size=k, stride=s,
+                         pad_off=pad_off)
+    layer = BlurPool2D(k, s, pad_type, pad_off, data_format=data_format)
+    _compare_with_reference(torch, module, layer, x.astype("float32"))
+
+
+@pytest.mark.parametrize("k,pad_type,s,pad_off,n,data_format",
+                         _reference_grid(1))
+def test_blurpool1d_equals_reference(reference, k, pad_type, s, pad_off, n,
+                                     data_format):
+    torch, aa = reference
+    x = np.random.default_rng(k + s).standard_normal((2, 4, *n))
+    module = aa.BlurPool1D(4, pad_type=pad_type, filt_size=k, stride=s,
+                           pad_off=pad_off)
+    layer = BlurPool1D(k, s, pad_type, pad_off, data_format=data_format)
+    _compare_with_reference(torch, module, layer, x.astype("float32"))
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_max_blur_pool_equals_reference_composite(reference, data_format):
+    torch, aa = reference
+    x = np.random.default_rng(0).standard_normal((2, 5, 15, 12)).astype("float32")
+    module = torch.nn.Sequential(torch.nn.MaxPool2d(2, stride=1),
+                                 aa.BlurPool(5, filt_size=3, stride=2))
+    layer = MaxBlurPool2D(2, filter_size=3, data_format=data_format)
+    _compare_with_reference(torch, module, layer, x)
+
+
+def test_reference_filter_equals_binomial(reference):
+    _, aa = reference
+    for k in range(1, 8):
+        filt = aa.BlurPool(2, filt_size=k).filt.numpy()[0, 0]
+        np.testing.assert_allclose(BlurPool2D(k).filter, filt, atol=1e-7)
+
+
+def test_binomial_filter_uses_pascal_rows():
+    for k in range(1, 10):
+        np.testing.assert_allclose(keras_blurpool.binomial_filter(k),
+                                   pascal_taps(k))
+
+
+def test_anisotropic_strides():
+    x = np.random.default_rng(1).standard_normal((1, 12, 12, 2)).astype("float32")
+    got = to_numpy(BlurPool2D(3, strides=(1, 2), pad_type="zero")(x))
+    full = numpy_blurpool(x, 3, 1, "zero", 0, rank=2)
+    np.testing.assert_allclose(got, full[:, :, ::2], atol=1e-5)
+
+
+def test_no_weights_and_no_kernel_gradient():
+    layer = BlurPool2D()
+    layer.build((None, 8, 8, 3))
+    assert layer.weights == [] and layer.trainable_weights == []
+    model = keras.Sequential([keras.Input((8, 8, 3)),
+                              keras.layers.Conv2D(4, 3, padding="same"),
+                              BlurPool2D()])
+    assert len(model.trainable_weights) == 2  # the conv's kernel and bias
+
+
+def test_model_trains_through_blurpool():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 8, 8, 3)).astype("float32")
+    y = rng.standard_normal((16, 4, 4, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((8, 8, 3)),
+                              keras.layers.Conv2D(4, 3, padding="same"),
+                              BlurPool2D(4)])
+    model.compile("sgd", "mse")
+    before = to_numpy(model.layers[0].kernel).copy()
+    model.fit(x, y, epochs=1, verbose=0)
+    assert not np.allclose(before, to_numpy(model.layers[0].kernel))
+
+
+@pytest.mark.parametrize("layer", [
+    BlurPool2D(5, strides=(2, 3), pad_type="repl", pad_off=1),
+    BlurPool1D(4, pad_type="zero", data_format="channels_first"),
+    MaxBlurPool2D(3, filter_size=2, pad_type="zero"),
+])
+def test_get_config_round_trip(layer):
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_keras_file_round_trip_without_custom_objects(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = BlurPool2D(5, pad_type="replicate", name="bp")(x)
+    x = MaxBlurPool2D(name="mbp")(x)
+    outputs = keras.layers.Conv1D(2, 1)(keras.layers.Reshape((-1, 4))(x))
+    outputs = BlurPool1D(3)(outputs)
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).standard_normal((2, 37, 41, 3)).astype("float32")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(to_numpy(model(x)), to_numpy(loaded(x)))
+    assert isinstance(loaded.get_layer("bp"), BlurPool2D)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(policy):
+    x = np.random.default_rng(0).standard_normal((2, 16, 16, 3)).astype("float32")
+    exact = numpy_blurpool(x, 4, 2, "reflect", 0, rank=2)
+    layer = BlurPool2D(4, dtype=policy)
+    out = layer(x)
+    assert keras.backend.standardize_dtype(out.dtype) == layer.compute_dtype
+    assert layer.compute_dtype == policy.split("_")[1]
+    tol = 1e-2 if policy == "mixed_float16" else 5e-2
+    np.testing.assert_allclose(to_numpy(ops.cast(out, "float32")), exact,
+                               atol=tol)
+
+
+def test_global_mixed_policy_in_a_model():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([keras.Input((16, 16, 3)),
+                                  keras.layers.Conv2D(4, 3), MaxBlurPool2D()])
+        out = model(np.ones((1, 16, 16, 3), "float32"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert keras.backend.standardize_dtype(out.dtype) == "float16"
+
+
+def test_unknown_batch_and_spatial_dims():
+    inputs = keras.Input((None, None, 6))
+    layer = BlurPool2D(4, strides=3)
+    outputs = layer(inputs)
+    assert tuple(outputs.shape) == (None, None, None, 6)
+    model = keras.Model(inputs, outputs)
+    for hw in [(9, 9), (14, 11)]:
+        x = np.random.default_rng(0).standard_normal((3, *hw, 6)).astype("float32")
+        got = to_numpy(model(x))
+        np.testing.assert_allclose(
+            got, numpy_blurpool(x, 4, 3, "reflect", 0, rank=2), atol=1e-5)
+
+
+def test_static_output_shape():
+    assert BlurPool2D(4).compute_output_shape((None, 57, 56, 8)) == (None, 29, 28, 8)
+    assert BlurPool2D(3, 3, pad_off=1, data_format="channels_first") \
+        .compute_output_shape((4, 8, None, 10)) == (4, 8, None, 4)
+    assert BlurPool1D(7).compute_output_shape((None, 5, 2)) == (None, 3, 2)
+    assert MaxBlurPool2D().compute_output_shape((None, 32, 32, 3)) == (None, 16, 16, 3)
+
+
+@pytest.mark.parametrize("kwargs,argument", [
+    ({"filter_size": 0}, "filter_size=0"),
+    ({"filter_size": 2.5}, "filter_size=2.5"),
+    ({"filter_size": True}, "filter_size=True"),
+    ({"filter_size": "4"}, "filter_size='4'"),
+    ({"strides": 0}, "strides=0"),
+    ({"strides": (2, -1)}, "strides=(2, -1)"),
+    ({"strides": (2, 2, 2)}, "strides=(2, 2, 2)"),
+    ({"pad_type": "circular"}, "pad_type='circular'"),
+    ({"pad_off": -1}, "pad_off=-1"),
+    ({"data_format": "NHWC"}, "data_format='NHWC'"),
+])
+def test_bad_arguments_raise_early(kwargs, argument):
+    with pytest.raises(ValueError) as info:
+        BlurPool2D(**kwargs)
+    assert argument in str(info.value)
+    assert "must be" in str(info.value)
+
+
+def test_bad_max_blur_pool_arguments():
+    with pytest.raises(ValueError, match="pool_size=0"):
+        MaxBlurPool2D(pool_size=0)
+    with pytest.raises(ValueError, match="pad_type='mirror'"):
+        MaxBlurPool2D(pad_type="mirror")
+    with pytest.raises(ValueError, match="strides=0"):
+        BlurPool1D(strides=0)
+
+
+def test_too_small_map_for_reflect_is_a_clear_error():
+    layer = BlurPool2D(4, name="tiny")
+    with pytest.raises(ValueError) as info:
+        layer(np.zeros((1, 2, 2, 3), "float32"))
+    message = str(info.value)
+    for part in ["'tiny'", "2x2", "replicate", "zero", "smaller filter_size"]:
+        assert part in message
+    with pytest.raises(ValueError, match="2x2"):
+        keras.Sequential([keras.Input((2, 2, 3)), BlurPool2D(4)])
+    # The suggested fixes do work on the same map.
+    ones = np.ones((1, 2, 2, 3), "float32")
+    out = BlurPool2D(4, pad_type="replicate")(ones)
+    np.testing.assert_allclose(to_numpy(out), np.ones((1, 1, 1, 3)), atol=1e-6)
+    out = BlurPool2D(4, pad_type="zero")(ones)  # taps [0, 1, 1, 0] of [1,3,3,1]/8
+    np.testing.assert_allclose(to_numpy(out), np.full((1, 1, 1, 3), 0.75**2),
+                               atol=1e-6)
