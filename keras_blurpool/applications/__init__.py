@@ -15,6 +15,8 @@ from keras_blurpool.applications.densenet import DenseNet121
 from keras_blurpool.applications.densenet import DenseNet161
 from keras_blurpool.applications.densenet import DenseNet169
 from keras_blurpool.applications.densenet import DenseNet201
+from keras_blurpool.applications.imagenet_utils import decode_predictions
+from keras_blurpool.applications.imagenet_utils import preprocess_input
 from keras_blurpool.applications.mobilenet_v2 import MobileNetV2
 from keras_blurpool.applications.resnet import ResNet18
 from keras_blurpool.applications.resnet import ResNet34

@@ -1,31 +1,412 @@
-"""Placeholder: being written (replaced by the family implementation)."""
+"""Anti-aliased ResNet, ResNeXt and Wide ResNet (Zhang, ICML 2019).
 
-def ResNet18(*args, **kwargs):
-    raise NotImplementedError("ResNet18")
+Reference:
+- [Making Convolutional Networks Shift-Invariant Again](
+    https://arxiv.org/abs/1904.11486) (ICML 2019)
+- [Deep Residual Learning for Image Recognition](
+    https://arxiv.org/abs/1512.03385) (CVPR 2015)
 
-def ResNet34(*args, **kwargs):
-    raise NotImplementedError("ResNet34")
+The networks are torchvision's ResNet "v1.5" (the stride of a bottleneck
+block sits in its 3x3 convolution). Anti-aliasing moves every stride out
+of its layer into a `BlurPool2D` placed just before the following
+convolution: the strided layer is evaluated densely, then blurred and
+subsampled. In the stem, `pool_only=True` keeps the strided 7x7
+convolution and only anti-aliases the max pool. `filter_size=None` builds
+the plain torchvision network.
 
-def ResNet50(*args, **kwargs):
-    raise NotImplementedError("ResNet50")
+Layer names follow `keras.applications.ResNet50` (`conv1_conv`,
+`conv2_block1_1_conv`, `conv2_block1_0_conv` for the projection
+shortcut, ...); blur layers are named after the convolution they precede
+(`conv3_block1_2_blur`, `conv3_block1_0_blur`, `pool1_blur`).
+"""
 
-def ResNet101(*args, **kwargs):
-    raise NotImplementedError("ResNet101")
+from __future__ import annotations
 
-def ResNet152(*args, **kwargs):
-    raise NotImplementedError("ResNet152")
+import re
 
-def ResNeXt50_32x4d(*args, **kwargs):
-    raise NotImplementedError("ResNeXt50_32x4d")
+import keras
+from keras import layers
 
-def ResNeXt101_32x8d(*args, **kwargs):
-    raise NotImplementedError("ResNeXt101_32x8d")
+from keras_blurpool.applications._common import batch_norm
+from keras_blurpool.applications._common import blur_pool
+from keras_blurpool.applications._common import conv
+from keras_blurpool.applications._common import finish_model
+from keras_blurpool.applications._common import model_input
+from keras_blurpool.applications._common import pooling_head
+from keras_blurpool.applications._common import validate_builder_args
+from keras_blurpool.layers import BlurPool2D
 
-def WideResNet50_2(*args, **kwargs):
-    raise NotImplementedError("WideResNet50_2")
+_STAGE_FILTERS = (64, 128, 256, 512)
+_BOTTLENECK_EXPANSION = 4
 
-def WideResNet101_2(*args, **kwargs):
-    raise NotImplementedError("WideResNet101_2")
 
-def _torch_names(model):
-    return None
+def _residual_block(
+    x,
+    planes: int,
+    *,
+    strides: int,
+    bottleneck: bool,
+    groups: int,
+    width_per_group: int,
+    filter_size: int | None,
+    name: str,
+):
+    """A basic (two 3x3) or bottleneck (1x1, 3x3, 1x1) residual block."""
+    if bottleneck:
+        width = int(planes * (width_per_group / 64.0)) * groups
+        out_channels = planes * _BOTTLENECK_EXPANSION
+        # (kernel size, filters, groups) of each convolution.
+        convs = ((1, width, 1), (3, width, groups), (1, out_channels, 1))
+        strided = 2  # torchvision strides the 3x3 conv (ResNet v1.5)
+    else:
+        out_channels = planes
+        convs = ((3, planes, 1), (3, planes, 1))
+        strided = 1
+    antialiased = filter_size is not None and strides > 1
+
+    # Anti-aliased, conv `strided` runs at stride 1 and its activated output
+    # is blurred and subsampled just before the next conv.
+    y = x
+    for i, (kernel_size, filters, conv_groups) in enumerate(convs, start=1):
+        if antialiased and i == strided + 1:
+            y = blur_pool(
+                y, filter_size, strides=strides, name=f"{name}_{i}_blur"
+            )
+        y = conv(
+            y,
+            filters,
+            kernel_size,
+            strides=strides if i == strided and not antialiased else 1,
+            padding=kernel_size // 2,
+            groups=conv_groups,
+            name=f"{name}_{i}_conv",
+        )
+        y = batch_norm(y, name=f"{name}_{i}_bn")
+        if i < len(convs):
+            y = layers.Activation("relu", name=f"{name}_{i}_relu")(y)
+
+    shortcut = x
+    if strides > 1 or x.shape[-1] != out_channels:
+        # A 1x1 conv commutes with the blur; blurring its narrower input
+        # first is the cheaper order and the one of the reference.
+        if antialiased:
+            shortcut = blur_pool(
+                shortcut, filter_size, strides=strides, name=f"{name}_0_blur"
+            )
+        shortcut = conv(
+            shortcut,
+            out_channels,
+            1,
+            strides=1 if antialiased else strides,
+            name=f"{name}_0_conv",
+        )
+        shortcut = batch_norm(shortcut, name=f"{name}_0_bn")
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def _stem(x, *, filter_size: int | None, pool_only: bool):
+    """7x7 convolution and max pool: 4x downsampling."""
+    antialias_conv = filter_size is not None and not pool_only
+    x = conv(
+        x,
+        64,
+        7,
+        strides=1 if antialias_conv else 2,
+        padding=3,
+        name="conv1_conv",
+    )
+    x = batch_norm(x, name="conv1_bn")
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    if filter_size is None:
+        # Zero padding equals PyTorch's -inf padding here: inputs are >= 0.
+        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    if antialias_conv:
+        x = blur_pool(x, filter_size, name="conv1_blur")
+    x = layers.MaxPooling2D(2, strides=1, name="pool1_pool")(x)
+    return blur_pool(x, filter_size, name="pool1_blur")
+
+
+def _min_input_size(filter_size: int | None, pool_only: bool) -> int:
+    """Smallest input side for which every reflect-padded blur fits.
+
+    Reflect padding needs each blurred map to be larger than the padding.
+    """
+    if filter_size is None:
+        return 32
+    pad = filter_size // 2
+    size = 32
+    while True:
+        side, blurred = size, []
+        if pool_only:
+            side = (side - 1) // 2 + 1  # strided 7x7 conv
+        else:
+            blurred.append(side)
+            side = (side + 1) // 2
+        side -= 1  # 2x2 max pool, stride 1
+        for _ in range(4):  # pool1_blur and the first block of stages 3-5
+            blurred.append(side)
+            side = (side + 1) // 2
+        if min(blurred) > pad:
+            return size
+        size += 1
+
+
+def _resnet(
+    *,
+    bottleneck: bool,
+    repeats: tuple[int, int, int, int],
+    groups: int = 1,
+    width_per_group: int = 64,
+    default_name: str,
+    include_top: bool,
+    weights,
+    input_tensor,
+    input_shape,
+    pooling,
+    classes: int,
+    classifier_activation,
+    filter_size: int | None,
+    pool_only: bool,
+    name: str | None,
+) -> keras.Model:
+    """Builds any member of the family; see the public builders."""
+    validate_builder_args(
+        weights=weights,
+        filter_size=filter_size,
+        include_top=include_top,
+        pooling=pooling,
+        classes=classes,
+    )
+    img_input, inputs = model_input(
+        input_tensor,
+        input_shape,
+        min_size=_min_input_size(filter_size, pool_only),
+    )
+    x = _stem(img_input, filter_size=filter_size, pool_only=pool_only)
+    for stage, (planes, blocks) in enumerate(zip(_STAGE_FILTERS, repeats)):
+        for block in range(blocks):
+            x = _residual_block(
+                x,
+                planes,
+                strides=2 if stage > 0 and block == 0 else 1,
+                bottleneck=bottleneck,
+                groups=groups,
+                width_per_group=width_per_group,
+                filter_size=filter_size,
+                name=f"conv{stage + 2}_block{block + 1}",
+            )
+    x = pooling_head(
+        x,
+        include_top=include_top,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+    )
+    return finish_model(inputs, x, name=name or default_name, weights=weights)
+
+
+_DOCSTRING = """Instantiates the anti-aliased {title} architecture.
+
+Equals `antialiased_cnns.{reference}` of the PyTorch reference: with its
+state_dict loaded by `keras_blurpool.load_torch_weights`, the logits
+match. With `filter_size=None` it is torchvision's `{reference}` and loads
+torchvision state_dicts.
+
+Args:
+    include_top: whether to include the global average pooling and the
+        fully-connected classifier at the top of the network.
+    weights: `None` (random initialization) or the path of a Keras
+        `.weights.h5` file to load.
+    input_tensor: optional Keras tensor (output of `keras.Input()`) to use
+        as image input for the model.
+    input_shape: optional `(height, width, 3)` tuple; the default accepts
+        any size. Sides must be at least 32, 35 for `filter_size` 4-5 and
+        51 for 6-7 (the reflect padding of the last blur needs a feature
+        map larger than the padding).
+    pooling: feature pooling when `include_top=False`: `None` (the 4-D
+        output of the last block), `"avg"` or `"max"` (global pooling,
+        2-D output).
+    classes: number of classes, when `include_top=True`.
+    classifier_activation: activation of the top layer, a `str` or
+        callable; `None` returns the logits.
+    filter_size: taps of the binomial anti-aliasing filter, 1 to 7 (the
+        paper uses 4; 1 means plain subsampling at the new positions), or
+        `None` for the plain network with strided convolutions and pools.
+    pool_only: if `True` (the reference's default), only the max pool of
+        the stem is anti-aliased and the 7x7 convolution keeps its stride;
+        `False` also anti-aliases that convolution, at about 4x its cost.
+        No effect when `filter_size=None`.
+    name: name of the model; defaults to `"{reference}"`.
+
+Returns:
+    A `keras.Model` instance (channels_last inputs).
+
+Example:
+
+>>> model = keras_blurpool.applications.{builder}(filter_size=4)
+>>> model(np.zeros((1, 224, 224, 3))).shape
+(1, 1000)
+"""
+
+
+def _builder(
+    builder: str,
+    title: str,
+    reference: str,
+    *,
+    bottleneck: bool,
+    repeats: tuple[int, int, int, int],
+    groups: int = 1,
+    width_per_group: int = 64,
+):
+    """Makes the public builder of one architecture of the table."""
+
+    def build(
+        include_top: bool = True,
+        weights: str | None = None,
+        input_tensor=None,
+        input_shape: tuple[int | None, int | None, int] | None = None,
+        pooling: str | None = None,
+        classes: int = 1000,
+        classifier_activation="softmax",
+        filter_size: int | None = 4,
+        pool_only: bool = True,
+        name: str | None = None,
+    ) -> keras.Model:
+        return _resnet(
+            bottleneck=bottleneck,
+            repeats=repeats,
+            groups=groups,
+            width_per_group=width_per_group,
+            default_name=reference,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            filter_size=filter_size,
+            pool_only=pool_only,
+            name=name,
+        )
+
+    build.__name__ = build.__qualname__ = builder
+    build.__doc__ = _DOCSTRING.format(
+        title=title, reference=reference, builder=builder
+    )
+    return build
+
+
+ResNet18 = _builder(
+    "ResNet18", "ResNet-18", "resnet18", bottleneck=False, repeats=(2, 2, 2, 2)
+)
+ResNet34 = _builder(
+    "ResNet34", "ResNet-34", "resnet34", bottleneck=False, repeats=(3, 4, 6, 3)
+)
+ResNet50 = _builder(
+    "ResNet50", "ResNet-50", "resnet50", bottleneck=True, repeats=(3, 4, 6, 3)
+)
+ResNet101 = _builder(
+    "ResNet101",
+    "ResNet-101",
+    "resnet101",
+    bottleneck=True,
+    repeats=(3, 4, 23, 3),
+)
+ResNet152 = _builder(
+    "ResNet152",
+    "ResNet-152",
+    "resnet152",
+    bottleneck=True,
+    repeats=(3, 8, 36, 3),
+)
+ResNeXt50_32x4d = _builder(
+    "ResNeXt50_32x4d",
+    "ResNeXt-50 (32x4d)",
+    "resnext50_32x4d",
+    bottleneck=True,
+    repeats=(3, 4, 6, 3),
+    groups=32,
+    width_per_group=4,
+)
+ResNeXt101_32x8d = _builder(
+    "ResNeXt101_32x8d",
+    "ResNeXt-101 (32x8d)",
+    "resnext101_32x8d",
+    bottleneck=True,
+    repeats=(3, 4, 23, 3),
+    groups=32,
+    width_per_group=8,
+)
+WideResNet50_2 = _builder(
+    "WideResNet50_2",
+    "Wide ResNet-50-2",
+    "wide_resnet50_2",
+    bottleneck=True,
+    repeats=(3, 4, 6, 3),
+    width_per_group=128,
+)
+WideResNet101_2 = _builder(
+    "WideResNet101_2",
+    "Wide ResNet-101-2",
+    "wide_resnet101_2",
+    bottleneck=True,
+    repeats=(3, 4, 23, 3),
+    width_per_group=128,
+)
+
+
+_STEM_NAMES = {"conv1_conv": "conv1", "conv1_bn": "bn1", "predictions": "fc"}
+_BLOCK_LAYER = re.compile(r"conv([2-5])_block(\d+)_(\d)_(conv|bn|blur)")
+
+
+def _torch_names(model) -> dict[str, str] | None:
+    """Keras layer name -> module name in the reference's state_dict.
+
+    `layer2.0.conv2.0` is the blur and `layer2.0.conv2.1` the convolution
+    of an anti-aliased block; the plain network has torchvision's
+    `layer2.0.conv2`. Returns None unless every layer with weights and
+    every BlurPool2D is a ResNet layer of this module.
+    """
+    present = {layer.name for layer in model.layers}
+    if "conv1_conv" not in present or "conv2_block1_add" not in present:
+        return None
+    names = {}
+    for layer in model.layers:
+        if not (layer.weights or isinstance(layer, BlurPool2D)):
+            continue
+        if isinstance(layer, layers.Conv2D) and layer.use_bias:
+            return None  # e.g. keras.applications.ResNet50, another network
+        torch_name = _torch_name(layer.name, present)
+        if torch_name is None:
+            return None
+        names[layer.name] = torch_name
+    return names
+
+
+def _torch_name(keras_name: str, present: set[str]) -> str | None:
+    if keras_name in _STEM_NAMES:
+        return _STEM_NAMES[keras_name]
+    if keras_name == "conv1_blur":
+        return "maxpool.0"
+    if keras_name == "pool1_blur":
+        # The stem's max pool is a Sequential, after a blur if pool_only=False.
+        return "maxpool.2" if "conv1_blur" in present else "maxpool.1"
+    match = _BLOCK_LAYER.fullmatch(keras_name)
+    if match is None:
+        return None
+    stage, block, index, kind = match.groups()
+    prefix = f"layer{int(stage) - 1}.{int(block) - 1}"
+    blurred = f"conv{stage}_block{block}_{index}_blur" in present
+    if index == "0":  # shortcut: Sequential([blur,] conv, bn)
+        order = ("blur", "conv", "bn") if blurred else ("conv", "bn")
+        return f"{prefix}.downsample.{order.index(kind)}"
+    if kind == "bn":
+        return f"{prefix}.bn{index}"
+    if not blurred:
+        return f"{prefix}.conv{index}"
+    # An anti-aliased conv is Sequential([blur, conv]) in the reference.
+    return f"{prefix}.conv{index}.{0 if kind == 'blur' else 1}"

@@ -1,0 +1,123 @@
+"""BlurPool2D speed against the PyTorch reference and a memory floor.
+
+One run, side by side, same machine: forward and forward+backward of
+`BlurPool2D` (TF backend, inside `tf.function`, NHWC) and of the
+reference `antialiased_cnns.BlurPool` (torch CPU, its native NCHW), and a
+memory floor: a 2x2 stride-2 average pool, one pass that reads the input
+and writes a quarter-size output. Rounds interleave the candidates; the
+figures are medians over rounds, printed as ratios.
+
+    python benchmarks/blurpool_speed.py [--repeats 30] [--shape 16,56,56,256]
+"""
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_blurpool import BlurPool2D  # noqa: E402
+
+
+def _tf_candidates(x, filter_size, pad_type):
+    layer = BlurPool2D(filter_size, pad_type=pad_type)
+    layer.build(x.shape)
+
+    @tf.function
+    def forward():
+        return layer(x)
+
+    @tf.function
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        return tape.gradient(y, x, output_gradients=tf.ones_like(y))
+
+    @tf.function
+    def floor():
+        return tf.nn.avg_pool2d(x, 2, 2, "VALID")
+
+    def run(fn):
+        return lambda: fn().numpy()
+
+    return run(forward), run(forward_backward), run(floor)
+
+
+def _torch_candidates(shape, filter_size, pad_type):
+    try:
+        import antialiased_cnns
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count())
+    n, h, w, c = shape
+    x = torch.randn(n, c, h, w)
+    xg = x.clone().requires_grad_()
+    module = antialiased_cnns.BlurPool(c, pad_type=pad_type, filt_size=filter_size)
+
+    def forward():
+        with torch.no_grad():
+            module(x)
+
+    def forward_backward():
+        y = module(xg)
+        y.backward(torch.ones_like(y))
+        xg.grad = None
+
+    return forward, forward_backward
+
+
+def _median_ms(fns, repeats):
+    for fn in fns.values():  # warm up: tracing, allocation
+        fn()
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--shape", default="16,56,56,256", help="N,H,W,C")
+    parser.add_argument("--filter-size", type=int, default=4)
+    parser.add_argument("--pad-type", default="reflect")
+    args = parser.parse_args()
+    shape = tuple(int(v) for v in args.shape.split(","))
+    x = tf.random.normal(shape)
+    ours_f, ours_fb, floor = _tf_candidates(x, args.filter_size, args.pad_type)
+    fns = {"ours fwd": ours_f, "ours fwd+bwd": ours_fb, "floor": floor}
+    ref = _torch_candidates(shape, args.filter_size, args.pad_type)
+    if ref is not None:
+        fns["reference fwd"], fns["reference fwd+bwd"] = ref
+    ms = _median_ms(fns, args.repeats)
+
+    print(f"machine: {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores; TF {tf.__version__}; shape NHWC {shape}, "
+          f"filter {args.filter_size}, stride 2, pad {args.pad_type}; "
+          f"median of {args.repeats}")
+    for name, value in ms.items():
+        print(f"  {name:<18} {value:8.2f} ms")
+    print(f"forward / floor:                      {ms['ours fwd'] / ms['floor']:.2f}x"
+          "  (target <= 4)")
+    if ref is not None:
+        print("reference / ours, forward:            "
+              f"{ms['reference fwd'] / ms['ours fwd']:.2f}x")
+        print("reference / ours, forward+backward:   "
+              f"{ms['reference fwd+bwd'] / ms['ours fwd+bwd']:.2f}x  (target >= 6)")
+    else:
+        print("reference not installed: pip install torch antialiased-cnns")
+
+
+if __name__ == "__main__":
+    main()
