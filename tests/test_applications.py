@@ -1,0 +1,124 @@
+"""Behaviour shared by every builder, the loader's errors, ImageNet utils."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_blurpool
+from keras_blurpool import applications
+from keras_blurpool.applications import decode_predictions
+from keras_blurpool.applications import preprocess_input
+from tests.conftest import numpy_state_dict
+from tests.conftest import randomize_batchnorm
+
+
+def test_keras_file_round_trip_of_a_whole_model(tmp_path):
+    model = applications.ResNet18(input_shape=(64, 64, 3), classes=7)
+    x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype("float32")
+    path = tmp_path / "resnet18.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)),
+                               atol=1e-6)
+
+
+def test_weights_h5_path(tmp_path):
+    model = applications.MobileNetV2(input_shape=(64, 64, 3), classes=5)
+    path = str(tmp_path / "m.weights.h5")
+    model.save_weights(path)
+    again = applications.MobileNetV2(input_shape=(64, 64, 3), classes=5,
+                                     weights=path)
+    x = np.ones((1, 64, 64, 3), "float32")
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)))
+
+
+def test_mixed_float16_build():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = applications.ResNet18(input_shape=(64, 64, 3), classes=10)
+        out = model(np.ones((1, 64, 64, 3), "float32"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("conv1_conv").compute_dtype == "float16"
+    # The softmax head stays float32 only if asked; the output is finite.
+    assert np.isfinite(np.asarray(out, "float32")).all()
+
+
+@pytest.mark.parametrize("kwargs,argument", [
+    ({"filter_size": 8}, "filter_size=8"),
+    ({"filter_size": 0}, "filter_size=0"),
+    ({"filter_size": "4"}, "filter_size='4'"),
+    ({"pooling": "mean", "include_top": False}, "pooling='mean'"),
+    ({"classes": 0}, "classes=0"),
+    ({"weights": "imagenet21k"}, "weights='imagenet21k'"),
+    ({"weights": "/nonexistent/x.weights.h5"}, "weights='/nonexistent/x.weights.h5'"),
+    ({"input_shape": (224, 224, 4)}, "input_shape=(224, 224, 4)"),
+])
+def test_bad_builder_arguments(kwargs, argument):
+    with pytest.raises(ValueError) as info:
+        applications.ResNet18(**kwargs)
+    assert argument in str(info.value)
+
+
+def test_loader_lists_every_problem_and_loads_nothing(reference):
+    torch, aa = reference
+    state = numpy_state_dict(randomize_batchnorm(torch, aa.resnet18(filter_size=4)))
+    model = applications.ResNet18(filter_size=4)
+    before = [w.numpy().copy() for w in model.weights]
+    broken = dict(state)
+    broken["layer9.0.conv1.weight"] = np.zeros(3)
+    del broken["layer1.0.bn1.running_mean"]
+    broken["fc.weight"] = broken["fc.weight"][:10]
+    with pytest.raises(ValueError) as info:
+        keras_blurpool.load_torch_weights(model, broken)
+    message = str(info.value)
+    assert "unexpected key 'layer9.0.conv1.weight'" in message
+    assert "missing key 'layer1.0.bn1.running_mean'" in message
+    assert "'fc.weight' has shape (10, 512)" in message
+    assert "nothing was loaded" in message
+    for w, b in zip(model.weights, before):
+        np.testing.assert_array_equal(w.numpy(), b)
+
+
+def test_loader_rejects_other_filter_size(reference):
+    _, aa = reference
+    state = numpy_state_dict(aa.resnet18(filter_size=5))
+    with pytest.raises(ValueError, match="filter_size=5"):
+        keras_blurpool.load_torch_weights(applications.ResNet18(filter_size=4),
+                                          state)
+
+
+def test_loader_rejects_non_mapping_and_foreign_models():
+    with pytest.raises(ValueError, match="mapping"):
+        keras_blurpool.load_torch_weights(applications.ResNet18(), [1, 2])
+    foreign = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3)])
+    with pytest.raises(ValueError, match="not an architecture"):
+        keras_blurpool.load_torch_weights(foreign, {})
+
+
+def test_preprocess_input_matches_reference_normalisation():
+    images = np.random.default_rng(0).integers(0, 256, (2, 5, 5, 3)).astype("uint8")
+    mean = np.array([0.485, 0.456, 0.406])
+    std = np.array([0.229, 0.224, 0.225])
+    expected = (images / 255.0 - mean) / std
+    np.testing.assert_allclose(preprocess_input(images), expected, atol=1e-5)
+    first = preprocess_input(images.transpose(0, 3, 1, 2), "channels_first")
+    np.testing.assert_allclose(first, expected.transpose(0, 3, 1, 2), atol=1e-5)
+    tensor = preprocess_input(keras.ops.convert_to_tensor(images))
+    np.testing.assert_allclose(np.asarray(tensor), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="3 RGB channels"):
+        preprocess_input(np.zeros((1, 4, 4, 4)))
+
+
+def test_decode_predictions():
+    preds = np.zeros((2, 1000), "float32")
+    preds[0, [0, 1, 2]] = [0.2, 0.7, 0.1]
+    preds[1, 999] = 1.0
+    decoded = decode_predictions(preds, top=2)
+    assert decoded[0] == [("n01443537", "goldfish", pytest.approx(0.7)),
+                          ("n01440764", "tench", pytest.approx(0.2))]
+    assert decoded[1][0][0] == "n15075141"
+    with pytest.raises(ValueError, match="shape"):
+        decode_predictions(np.zeros((2, 10)))
+    with pytest.raises(ValueError, match="top=0"):
+        decode_predictions(preds, top=0)
