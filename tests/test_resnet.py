@@ -5,9 +5,9 @@ import itertools
 import keras
 import numpy as np
 import pytest
-from conftest import assert_same_logits
-from conftest import numpy_state_dict
-from conftest import randomize_batchnorm
+from tests.conftest import assert_same_logits
+from tests.conftest import numpy_state_dict
+from tests.conftest import randomize_batchnorm
 
 import keras_blurpool
 from keras_blurpool.applications import resnet

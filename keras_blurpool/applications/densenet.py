@@ -1,16 +1,306 @@
-"""Placeholder: being written (replaced by the family implementation)."""
+"""Anti-aliased DenseNet-121, -161, -169 and -201 (Zhang, ICML 2019).
 
-def DenseNet121(*args, **kwargs):
-    raise NotImplementedError("DenseNet121")
+DenseNet-BC of Huang et al. (CVPR 2017) as in `antialiased_cnns.densenet`:
+the stem's stride-2 max pool becomes a stride-1 max pool followed by
+`BlurPool2D`, and each transition's 2x2 average pool becomes a
+`BlurPool2D`. With `pool_only=False` the stride-2 stem convolution is
+antialiased as well.
+`filter_size=None` builds torchvision's plain DenseNet.
 
-def DenseNet161(*args, **kwargs):
-    raise NotImplementedError("DenseNet161")
+Layer names follow `keras.applications.densenet` (`conv1_conv`,
+`conv2_block1_0_bn`, `pool2_conv`, `bn`, ...); blur layers end in `_blur`.
+"""
 
-def DenseNet169(*args, **kwargs):
-    raise NotImplementedError("DenseNet169")
+from __future__ import annotations
 
-def DenseNet201(*args, **kwargs):
-    raise NotImplementedError("DenseNet201")
+import re
 
-def _torch_names(model):
+import keras
+from keras import layers
+
+from keras_blurpool.applications._common import batch_norm
+from keras_blurpool.applications._common import blur_pool
+from keras_blurpool.applications._common import conv
+from keras_blurpool.applications._common import finish_model
+from keras_blurpool.applications._common import model_input
+from keras_blurpool.applications._common import pooling_head
+from keras_blurpool.applications._common import validate_builder_args
+
+_BN_SIZE = 4  # the bottleneck has `_BN_SIZE * growth_rate` channels
+
+# Layers per dense block, growth rate, stem filters.
+_VARIANTS = {
+    "densenet121": ((6, 12, 24, 16), 32, 64),
+    "densenet161": ((6, 12, 36, 24), 48, 96),
+    "densenet169": ((6, 12, 32, 32), 32, 64),
+    "densenet201": ((6, 12, 48, 32), 32, 64),
+}
+
+
+def _min_input_size(filter_size) -> int:
+    # The last transition blurs the input downsampled 4 times (rounding
+    # up), and reflect padding needs a map larger than the pad.
+    if filter_size is None:
+        return 32
+    return max(32, 16 * (filter_size // 2) + 1)
+
+
+def _dense_layer(x, growth_rate: int, *, name: str):
+    y = batch_norm(x, name=f"{name}_0_bn")
+    y = layers.ReLU(name=f"{name}_0_relu")(y)
+    y = conv(y, _BN_SIZE * growth_rate, 1, name=f"{name}_1_conv")
+    y = batch_norm(y, name=f"{name}_1_bn")
+    y = layers.ReLU(name=f"{name}_1_relu")(y)
+    y = conv(y, growth_rate, 3, padding=1, name=f"{name}_2_conv")
+    return layers.Concatenate(axis=-1, name=f"{name}_concat")([x, y])
+
+
+def _transition(x, filter_size, *, name: str):
+    x = batch_norm(x, name=f"{name}_bn")
+    x = layers.ReLU(name=f"{name}_relu")(x)
+    x = conv(x, x.shape[-1] // 2, 1, name=f"{name}_conv")
+    if filter_size is None:
+        return layers.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)
+    return blur_pool(x, filter_size, name=f"{name}_blur")
+
+
+def _densenet(
+    variant: str,
+    *,
+    include_top,
+    weights,
+    input_tensor,
+    input_shape,
+    pooling,
+    classes,
+    classifier_activation,
+    filter_size,
+    pool_only,
+    name,
+):
+    validate_builder_args(
+        weights=weights,
+        filter_size=filter_size,
+        include_top=include_top,
+        pooling=pooling,
+        classes=classes,
+    )
+    if not isinstance(pool_only, bool):
+        raise ValueError(
+            f"`pool_only` must be a bool. Received: pool_only={pool_only!r}"
+        )
+    img_input, inputs = model_input(
+        input_tensor, input_shape, min_size=_min_input_size(filter_size)
+    )
+    blocks, growth_rate, stem_filters = _VARIANTS[variant]
+    antialiased = filter_size is not None
+    blur_stem_conv = antialiased and not pool_only
+
+    x = conv(
+        img_input,
+        stem_filters,
+        7,
+        strides=1 if blur_stem_conv else 2,
+        padding=3,
+        name="conv1_conv",
+    )
+    x = batch_norm(x, name="conv1_bn")
+    x = layers.ReLU(name="conv1_relu")(x)
+    if blur_stem_conv:
+        x = blur_pool(x, filter_size, name="conv1_blur")
+    # Zero padding equals PyTorch's -inf padding here: the input is a ReLU.
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(
+        3, strides=1 if antialiased else 2, name="pool1"
+    )(x)
+    if antialiased:
+        x = blur_pool(x, filter_size, name="pool1_blur")
+
+    for stage, num_layers in enumerate(blocks, start=2):
+        for i in range(1, num_layers + 1):
+            x = _dense_layer(x, growth_rate, name=f"conv{stage}_block{i}")
+        if stage <= len(blocks):
+            x = _transition(x, filter_size, name=f"pool{stage}")
+
+    x = batch_norm(x, name="bn")
+    x = layers.ReLU(name="relu")(x)
+    x = pooling_head(
+        x,
+        include_top=include_top,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+    )
+    return finish_model(inputs, x, name=name or variant, weights=weights)
+
+
+_DOC = """Instantiates the anti-aliased {title} architecture.
+
+    Reference:
+    - [Making Convolutional Networks Shift-Invariant Again](
+        https://arxiv.org/abs/1904.11486) (ICML 2019)
+    - [Densely Connected Convolutional Networks](
+        https://arxiv.org/abs/1608.06993) (CVPR 2017)
+
+    Equals `antialiased_cnns.{ref}(filter_size=..., pool_only=...)` once
+    its weights are loaded with `keras_blurpool.load_torch_weights`
+    (PyTorch names such as `features.denseblock1.denselayer1.norm1`;
+    the released checkpoints spell these `norm.1`, which the reference's
+    `_load_state_dict` renames before loading: do the same).
+    Inputs are channels_last RGB images normalised as for torchvision.
+
+    Args:
+        include_top: whether to include the classifier on top.
+        weights: `None` (random initialization) or the path to a Keras
+            `.weights.h5` file.
+        input_tensor: optional Keras tensor to use as the image input.
+        input_shape: optional `(height, width, 3)`; each size at least 32
+            (at least 33 for `filter_size` 4 or 5, 49 for 6 or 7, where
+            the last blur must be able to reflect-pad its map).
+        pooling: with `include_top=False`: `None` (4-D feature map),
+            `"avg"` or `"max"` (global pooling to 2-D).
+        classes: number of classes, with `include_top=True`.
+        classifier_activation: activation of the `predictions` layer,
+            e.g. `"softmax"` or `None` for logits.
+        filter_size: 1-7, taps of the binomial blur filter (1 = plain
+            subsampling), or `None` for torchvision's non-antialiased
+            DenseNet (stride-2 max pool, 2x2 average pools).
+        pool_only: `True` antialiases the pools only. `False` also
+            evaluates the 7x7 stem convolution at stride 1 and blurs
+            after it (costly). Ignored when `filter_size` is `None`.
+        name: model name, `"{ref}"` by default.
+
+    Returns:
+        A `keras.Model`.
+
+    Example:
+
+    >>> model = keras_blurpool.applications.{func}(filter_size=4)
+    >>> model.output_shape
+    (None, 1000)
+"""
+
+
+def DenseNet121(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    pool_only: bool = True,
+    name: str | None = None,
+) -> keras.Model:
+    return _densenet("densenet121", **locals())
+
+
+def DenseNet161(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    pool_only: bool = True,
+    name: str | None = None,
+) -> keras.Model:
+    return _densenet("densenet161", **locals())
+
+
+def DenseNet169(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    pool_only: bool = True,
+    name: str | None = None,
+) -> keras.Model:
+    return _densenet("densenet169", **locals())
+
+
+def DenseNet201(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    pool_only: bool = True,
+    name: str | None = None,
+) -> keras.Model:
+    return _densenet("densenet201", **locals())
+
+
+for _builder, _title in (
+    (DenseNet121, "DenseNet-121"),
+    (DenseNet161, "DenseNet-161"),
+    (DenseNet169, "DenseNet-169"),
+    (DenseNet201, "DenseNet-201"),
+):
+    _builder.__doc__ = _DOC.format(
+        title=_title, ref=_builder.__name__.lower(), func=_builder.__name__
+    )
+del _builder, _title
+
+
+_FIXED_NAMES = {
+    "conv1_conv": "features.conv0",
+    "conv1_bn": "features.norm0",
+    "conv1_blur": "features.ds0",
+    "pool1_blur": "features.pool0",
+    "bn": "features.norm5",
+    "predictions": "classifier",
+}
+_DENSE_LAYER_PARTS = {
+    "0_bn": "norm1",
+    "1_conv": "conv1",
+    "1_bn": "norm2",
+    "2_conv": "conv2",
+}
+_TRANSITION_PARTS = {"bn": "norm", "conv": "conv", "blur": "pool"}
+
+
+def _torch_name(layer_name: str) -> str | None:
+    if layer_name in _FIXED_NAMES:
+        return _FIXED_NAMES[layer_name]
+    # Keras stages count from conv1 (the stem); PyTorch blocks from 1.
+    match = re.fullmatch(r"conv(\d+)_block(\d+)_(\d_\w+)", layer_name)
+    if match and match[3] in _DENSE_LAYER_PARTS:
+        return (
+            f"features.denseblock{int(match[1]) - 1}."
+            f"denselayer{match[2]}.{_DENSE_LAYER_PARTS[match[3]]}"
+        )
+    match = re.fullmatch(r"pool(\d+)_(\w+)", layer_name)
+    if match and match[2] in _TRANSITION_PARTS:
+        return (
+            f"features.transition{int(match[1]) - 1}."
+            f"{_TRANSITION_PARTS[match[2]]}"
+        )
     return None
+
+
+def _torch_names(model) -> dict[str, str] | None:
+    """PyTorch module names of a DenseNet's layers, else None.
+
+    The reference and torchvision name the weighted modules alike (the
+    reference's BlurPools take the names of the pools they replace), so
+    one mapping serves both `filter_size=None` and antialiased models.
+    """
+    names = [layer.name for layer in getattr(model, "layers", ())]
+    if not {"conv1_conv", "conv2_block1_concat", "pool2_conv"} <= set(names):
+        return None
+    return {
+        name: torch_name
+        for name in names
+        if (torch_name := _torch_name(name)) is not None
+    }

@@ -1,7 +1,236 @@
-"""Placeholder: being written (replaced by the family implementation)."""
+"""Anti-aliased MobileNetV2 (Zhang, ICML 2019).
 
-def MobileNetV2(*args, **kwargs):
-    raise NotImplementedError("MobileNetV2")
+MobileNetV2 of Sandler et al. (CVPR 2018) as in
+`antialiased_cnns.mobilenet_v2`: every stride-2 inverted residual block
+evaluates its depthwise convolution at stride 1 and downsamples with
+`BlurPool2D` after its ReLU6. The stem convolution stays strided.
+`filter_size=None` builds torchvision's plain MobileNetV2.
 
-def _torch_names(model):
-    return None
+Layer names follow `keras.applications.mobilenet_v2` (`Conv1`,
+`bn_Conv1`, `expanded_conv_depthwise`, `block_1_expand`, `Conv_1`, ...);
+blur layers are `block_N_blur`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+from keras import layers
+
+from keras_blurpool.applications._common import batch_norm
+from keras_blurpool.applications._common import blur_pool
+from keras_blurpool.applications._common import conv
+from keras_blurpool.applications._common import finish_model
+from keras_blurpool.applications._common import model_input
+from keras_blurpool.applications._common import pooling_head
+from keras_blurpool.applications._common import validate_builder_args
+from keras_blurpool.layers import BlurPool2D
+
+# Expansion factor, output channels, repeats, stride of the first repeat.
+_BLOCKS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+_STEM_FILTERS = 32
+_LAST_FILTERS = 1280
+# Only torchvision's classifier has dropout; the reference removed it.
+_BASELINE_DROPOUT = 0.2
+
+
+def _min_input_size(filter_size) -> int:
+    # The last stride-2 block blurs the input downsampled 4 times (rounding
+    # up), and reflect padding needs a map larger than the pad.
+    if filter_size is None:
+        return 32
+    return max(32, 16 * (filter_size // 2) + 1)
+
+
+def _relu6(x, name: str):
+    return layers.ReLU(6.0, name=name)(x)
+
+
+def _inverted_res_block(x, expansion, filters, stride, filter_size, block_id):
+    prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
+    in_channels = x.shape[-1]
+    y = x
+    if expansion != 1:
+        hidden = int(round(in_channels * expansion))
+        y = conv(y, hidden, 1, name=f"{prefix}expand")
+        y = batch_norm(y, name=f"{prefix}expand_BN")
+        y = _relu6(y, f"{prefix}expand_relu")
+    blur = stride != 1 and filter_size is not None
+    y = layers.ZeroPadding2D(1, name=f"{prefix}pad")(y)
+    y = layers.DepthwiseConv2D(
+        3,
+        strides=1 if blur else stride,
+        use_bias=False,
+        name=f"{prefix}depthwise",
+    )(y)
+    y = batch_norm(y, name=f"{prefix}depthwise_BN")
+    y = _relu6(y, f"{prefix}depthwise_relu")
+    if blur:
+        y = blur_pool(y, filter_size, strides=stride, name=f"{prefix}blur")
+    y = conv(y, filters, 1, name=f"{prefix}project")
+    # Linear bottleneck: no activation after the projection.
+    y = batch_norm(y, name=f"{prefix}project_BN")
+    if stride == 1 and in_channels == filters:
+        return layers.Add(name=f"{prefix}add")([x, y])
+    return y
+
+
+def MobileNetV2(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    name: str | None = None,
+) -> keras.Model:
+    """Instantiates the anti-aliased MobileNetV2 architecture.
+
+    Reference:
+    - [Making Convolutional Networks Shift-Invariant Again](
+        https://arxiv.org/abs/1904.11486) (ICML 2019)
+    - [MobileNetV2: Inverted Residuals and Linear Bottlenecks](
+        https://arxiv.org/abs/1801.04381) (CVPR 2018)
+
+    Equals `antialiased_cnns.mobilenet_v2(filter_size=...)` (width
+    multiplier 1.0) once its weights are loaded with
+    `keras_blurpool.load_torch_weights`. Like the reference, the
+    antialiased model has no dropout before its classifier
+    (`classifier.0`); with `filter_size=None` it is torchvision's
+    `mobilenet_v2`, with dropout 0.2 and classifier `classifier.1`.
+    Inputs are channels_last RGB images normalised as for torchvision.
+
+    Args:
+        include_top: whether to include the classifier on top.
+        weights: `None` (random initialization) or the path to a Keras
+            `.weights.h5` file.
+        input_tensor: optional Keras tensor to use as the image input.
+        input_shape: optional `(height, width, 3)`; each size at least 32
+            (at least 33 for `filter_size` 4 or 5, 49 for 6 or 7, where
+            the last blur must be able to reflect-pad its map).
+        pooling: with `include_top=False`: `None` (4-D feature map),
+            `"avg"` or `"max"` (global pooling to 2-D).
+        classes: number of classes, with `include_top=True`.
+        classifier_activation: activation of the `predictions` layer,
+            e.g. `"softmax"` or `None` for logits.
+        filter_size: 1-7, taps of the binomial blur filter (1 = plain
+            subsampling), or `None` for torchvision's non-antialiased
+            MobileNetV2 (strided depthwise convolutions).
+        name: model name, `"mobilenet_v2"` by default.
+
+    Returns:
+        A `keras.Model`.
+
+    Example:
+
+    >>> model = keras_blurpool.applications.MobileNetV2(filter_size=3)
+    >>> model.output_shape
+    (None, 1000)
+    """
+    validate_builder_args(
+        weights=weights,
+        filter_size=filter_size,
+        include_top=include_top,
+        pooling=pooling,
+        classes=classes,
+    )
+    img_input, inputs = model_input(
+        input_tensor, input_shape, min_size=_min_input_size(filter_size)
+    )
+    x = conv(img_input, _STEM_FILTERS, 3, strides=2, padding=1, name="Conv1")
+    x = batch_norm(x, name="bn_Conv1")
+    x = _relu6(x, "Conv1_relu")
+
+    block_id = 0
+    for expansion, filters, repeats, stride in _BLOCKS:
+        for i in range(repeats):
+            x = _inverted_res_block(
+                x,
+                expansion,
+                filters,
+                stride if i == 0 else 1,
+                filter_size,
+                block_id,
+            )
+            block_id += 1
+
+    x = conv(x, _LAST_FILTERS, 1, name="Conv_1")
+    x = batch_norm(x, name="Conv_1_bn")
+    x = _relu6(x, "out_relu")
+    if include_top and filter_size is None:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dropout(_BASELINE_DROPOUT, name="dropout")(x)
+        x = layers.Dense(
+            classes, activation=classifier_activation, name="predictions"
+        )(x)
+    else:
+        x = pooling_head(
+            x,
+            include_top=include_top,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+        )
+    return finish_model(
+        inputs, x, name=name or "mobilenet_v2", weights=weights
+    )
+
+
+# Sub-modules of a PyTorch InvertedResidual's `conv` Sequential, in order.
+# Keras layer suffix -> (slot, sub-module): a ConvBNReLU slot holds its
+# conv as `.0` and its BN as `.1`.
+_BLOCK_PARTS = ("expand", "depthwise", "blur", "project", "project_BN")
+_SLOT_OF_SUFFIX = {
+    "expand": ("expand", ".0"),
+    "expand_BN": ("expand", ".1"),
+    "depthwise": ("depthwise", ".0"),
+    "depthwise_BN": ("depthwise", ".1"),
+    "blur": ("blur", ""),
+    "project": ("project", ""),
+    "project_BN": ("project_BN", ""),
+}
+
+
+def _torch_names(model) -> dict[str, str] | None:
+    """PyTorch module names of a MobileNetV2's layers, else None.
+
+    Handles both numberings: in the reference a stride-2 block's BlurPool
+    takes a slot of its `conv` Sequential, shifting the projection from
+    `conv.2`/`conv.3` (torchvision) to `conv.3`/`conv.4`.
+    """
+    names = {layer.name for layer in getattr(model, "layers", ())}
+    if not {"Conv1", "expanded_conv_depthwise"} <= names:
+        return None
+    antialiased = any(isinstance(x, BlurPool2D) for x in model.layers)
+    # features.0 is the stem, then one entry per block, then Conv_1.
+    last = 1 + sum(name.endswith("_project") for name in names)
+    result = {
+        "Conv1": "features.0.0",
+        "bn_Conv1": "features.0.1",
+        "Conv_1": f"features.{last}.0",
+        "Conv_1_bn": f"features.{last}.1",
+        "predictions": "classifier.0" if antialiased else "classifier.1",
+    }
+    for name in names:
+        match = re.fullmatch(r"(expanded_conv|block_(\d+))_(\w+)", name)
+        if not match or match[3] not in _SLOT_OF_SUFFIX:
+            continue
+        prefix = name[: match.end(1) + 1]
+        index = int(match[2] or 0) + 1
+        present = [p for p in _BLOCK_PARTS if prefix + p in names]
+        part, suffix = _SLOT_OF_SUFFIX[match[3]]
+        if part not in present:
+            continue
+        result[name] = f"features.{index}.conv.{present.index(part)}{suffix}"
+    return {k: v for k, v in result.items() if k in names}

@@ -17,7 +17,7 @@ def _layer_tensors(layer, prefix: str) -> dict[str, tuple]:
     """`{torch_key: (variable, torch_to_keras)}` for one Keras layer."""
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         # torch (C, 1, kh, kw) -> Keras (kh, kw, C, 1)
-        out = {prefix + ".weight": (layer.depthwise_kernel, _oihw_to_hwio_dw)}
+        out = {prefix + ".weight": (layer.kernel, _oihw_to_hwio_dw)}
     elif isinstance(layer, keras.layers.Conv2D):
         # torch (O, I/groups, kh, kw) -> Keras (kh, kw, I/groups, O)
         out = {prefix + ".weight": (layer.kernel, _oihw_to_hwio)}
