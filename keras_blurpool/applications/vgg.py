@@ -1,28 +1,421 @@
-"""Placeholder: being written (replaced by the family implementation)."""
+"""Anti-aliased VGG 11/13/16/19, with and without BatchNorm.
 
-def VGG11(*args, **kwargs):
-    raise NotImplementedError("VGG11")
+Reference:
+- [Making Convolutional Networks Shift-Invariant Again](
+    https://arxiv.org/abs/1904.11486) (Zhang, ICML 2019)
+- [Very Deep Convolutional Networks for Large-Scale Image Recognition](
+    https://arxiv.org/abs/1409.1556) (Simonyan & Zisserman, ICLR 2015)
 
-def VGG13(*args, **kwargs):
-    raise NotImplementedError("VGG13")
+Every 2x2 max pool of stride 2 becomes a max pool of stride 1 followed by
+a `BlurPool2D` of stride 2. The classifier is torchvision's: adaptive
+average pooling to 7x7, then three Dense layers with dropout.
 
-def VGG16(*args, **kwargs):
-    raise NotImplementedError("VGG16")
+The feature extractor is described as a list of layer specs, one per
+module of the reference's `features` `nn.Sequential`: the same list builds
+the Keras layers and gives every layer its PyTorch index `features.N`.
+The AlexNet module builds on the same machinery.
+"""
 
-def VGG19(*args, **kwargs):
-    raise NotImplementedError("VGG19")
+from __future__ import annotations
 
-def VGG11BN(*args, **kwargs):
-    raise NotImplementedError("VGG11BN")
+import keras
+from keras import layers
 
-def VGG13BN(*args, **kwargs):
-    raise NotImplementedError("VGG13BN")
+from keras_blurpool.applications._common import batch_norm
+from keras_blurpool.applications._common import blur_pool
+from keras_blurpool.applications._common import conv
+from keras_blurpool.applications._common import finish_model
+from keras_blurpool.applications._common import model_input
+from keras_blurpool.applications._common import pooling_head
+from keras_blurpool.applications._common import validate_builder_args
+from keras_blurpool.layers import BlurPool2D
 
-def VGG16BN(*args, **kwargs):
-    raise NotImplementedError("VGG16BN")
+# Convolutions per block (all 3x3) for each depth; block widths below.
+_STAGES = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3),
+           19: (2, 2, 4, 4, 4)}
+_WIDTHS = (64, 128, 256, 512, 512)
+# Dense layer -> index in the reference's `classifier` nn.Sequential
+# (Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear).
+_VGG_HEAD = {"fc1": 0, "fc2": 3, "predictions": 6}
+# Layer spec kinds with a PyTorch counterpart in the state_dict.
+_STATEFUL_KINDS = {
+    "conv": layers.Conv2D,
+    "bn": layers.BatchNormalization,
+    "blur": BlurPool2D,
+}
 
-def VGG19BN(*args, **kwargs):
-    raise NotImplementedError("VGG19BN")
 
-def _torch_names(model):
+def _pool(name: str, pool_size: int, filter_size):
+    """Specs of a stride-2 max pool, anti-aliased unless filter_size=None."""
+    if filter_size is None:
+        return [("maxpool", name, {"pool_size": pool_size, "strides": 2})]
+    # Max at stride 1 (dense), then blur and subsample in BlurPool.
+    return [
+        ("maxpool", name, {"pool_size": pool_size, "strides": 1}),
+        ("blur", f"{name}_blur", {"filter_size": filter_size}),
+    ]
+
+
+def _conv(name: str, filters: int, kernel_size: int, *, padding: int,
+          strides: int = 1):
+    """Spec of a biased Conv2D with PyTorch's symmetric zero padding."""
+    return ("conv", name, {"filters": filters, "kernel_size": kernel_size,
+                           "strides": strides, "padding": padding})
+
+
+def _vgg_features(depth: int, use_bn: bool, filter_size):
+    spec = []
+    for block, (convs, width) in enumerate(zip(_STAGES[depth], _WIDTHS), 1):
+        for i in range(1, convs + 1):
+            spec += [_conv(f"block{block}_conv{i}", width, 3, padding=1)]
+            if use_bn:
+                spec += [("bn", f"block{block}_bn{i}", {})]
+            spec += [("relu", f"block{block}_relu{i}", {})]
+        spec += _pool(f"block{block}_pool", 2, filter_size)
+    return spec
+
+
+def _apply_features(x, spec):
+    for kind, name, args in spec:
+        if kind == "conv":
+            x = conv(x, **args, use_bias=True, name=name)
+        elif kind == "bn":
+            x = batch_norm(x, name=name)
+        elif kind == "relu":
+            x = layers.Activation("relu", name=name)(x)
+        elif kind == "maxpool":
+            # "valid" pooling = PyTorch's default floor mode.
+            x = layers.MaxPooling2D(**args, name=name)(x)
+        else:
+            x = blur_pool(x, args["filter_size"], name=name)
+    return x
+
+
+def _output_size(size: int, spec):
+    """Spatial size after `spec`, or None if some layer cannot take it."""
+    for kind, _, args in spec:
+        if kind == "conv":
+            size = (size + 2 * args["padding"] - args["kernel_size"]) // args[
+                "strides"
+            ] + 1
+        elif kind == "maxpool":
+            size = (size - args["pool_size"]) // args["strides"] + 1
+        elif kind == "blur":
+            # Reflect padding by k // 2 needs a larger map (all blurs here
+            # have stride 2).
+            if size <= args["filter_size"] // 2:
+                return None
+            size = (size - 1) // 2 + 1
+        if size < 1:
+            return None
+    return size
+
+
+def _min_input_size(spec) -> int:
+    size = 1
+    while _output_size(size, spec) is None:
+        size += 1
+    return size
+
+
+def _classifier(x, *, pool_size: int, dropout_first: bool, classes: int,
+                classifier_activation):
+    x = layers.AdaptiveAveragePooling2D(pool_size, name="adaptive_avg_pool")(x)
+    for i in (1, 2):
+        if dropout_first:
+            # Element-wise dropout commutes with Flatten; applying it to the
+            # map keeps fc1 fed by the Flatten itself, which is how
+            # load_torch_weights finds fc1 and reorders its C,H,W columns.
+            x = layers.Dropout(0.5, name=f"dropout{i}")(x)
+        if i == 1:
+            x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(4096, activation="relu", name=f"fc{i}")(x)
+        if not dropout_first:
+            x = layers.Dropout(0.5, name=f"dropout{i}")(x)
+    return layers.Dense(
+        classes, activation=classifier_activation, name="predictions"
+    )(x)
+
+
+def _build(features, *, head_pool_size, dropout_first, include_top, weights,
+           input_tensor, input_shape, pooling, classes,
+           classifier_activation, name):
+    """The model of a features spec and the torchvision-style classifier."""
+    if include_top and input_tensor is None and input_shape is None:
+        # keras.layers.AdaptiveAveragePooling2D needs a static input size.
+        input_shape = (224, 224, 3)
+    img_input, inputs = model_input(
+        input_tensor, input_shape, min_size=_min_input_size(features)
+    )
+    if include_top and None in tuple(img_input.shape)[1:3]:
+        raise ValueError(
+            "With `include_top=True` the input size must be fixed (the "
+            "classifier's adaptive pooling needs it); pass e.g. "
+            "`input_shape=(224, 224, 3)`. Received input shape "
+            f"{tuple(img_input.shape)[1:]}"
+        )
+    x = _apply_features(img_input, features)
+    if include_top:
+        x = _classifier(
+            x,
+            pool_size=head_pool_size,
+            dropout_first=dropout_first,
+            classes=classes,
+            classifier_activation=classifier_activation,
+        )
+    else:
+        x = pooling_head(
+            x,
+            include_top=False,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+        )
+    return finish_model(inputs, x, name=name, weights=weights)
+
+
+def _match_names(model, features, head):
+    """`{keras_name: torch_name}` if `model` is exactly this network.
+
+    Every spec layer must be present with its type, and every layer of the
+    model with weights (or a BlurPool2D) must belong to the spec, so that a
+    deeper or differently built network never matches.
+    """
+    present = {layer.name: layer for layer in model.layers}
+    names = {}
+    for index, (kind, name, _) in enumerate(features):
+        if name not in present:
+            return None
+        if kind in _STATEFUL_KINDS:
+            if not isinstance(present[name], _STATEFUL_KINDS[kind]):
+                return None
+            names[name] = f"features.{index}"
+    dense = [n for n in head if isinstance(present.get(n), layers.Dense)]
+    if dense and len(dense) != len(head):
+        return None
+    names.update({n: f"classifier.{head[n]}" for n in dense})
+    for layer in model.layers:
+        if (layer.weights or isinstance(layer, BlurPool2D)) and (
+            layer.name not in names
+        ):
+            return None
+    return names
+
+
+def _first_match(model, candidates, head):
+    for features in candidates:
+        names = _match_names(model, features, head)
+        if names is not None:
+            return names
     return None
+
+
+def _torch_names(model) -> dict[str, str] | None:
+    """PyTorch names of a VGG model of this module, else None."""
+    # Names do not depend on the filter size: any size stands for "blurred".
+    candidates = (
+        _vgg_features(depth, use_bn, filter_size)
+        for depth in _STAGES
+        for use_bn in (False, True)
+        for filter_size in (4, None)
+    )
+    return _first_match(model, candidates, _VGG_HEAD)
+
+
+def _vgg(depth, use_bn, include_top, weights, input_tensor, input_shape,
+         pooling, classes, classifier_activation, filter_size, name):
+    validate_builder_args(
+        weights=weights,
+        filter_size=filter_size,
+        include_top=include_top,
+        pooling=pooling,
+        classes=classes,
+    )
+    return _build(
+        _vgg_features(depth, use_bn, filter_size),
+        head_pool_size=7,
+        dropout_first=False,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name or f"vgg{depth}" + ("_bn" if use_bn else ""),
+    )
+
+
+_DOC = """Instantiates the anti-aliased {title} architecture.
+
+Equals `antialiased_cnns.{reference}(filter_size=filter_size)`: every
+max pool runs at stride 1 and is followed by a `BlurPool2D` of stride 2.
+Its weights load with `keras_blurpool.load_torch_weights`.
+
+Args:
+    include_top: whether to include the classifier (adaptive average
+        pooling to 7x7, `flatten`, `fc1`, `fc2`, `predictions`).
+    weights: `None` (random initialization) or the path to a Keras
+        `.weights.h5` file.
+    input_tensor: optional Keras tensor (output of `keras.Input()`) to use
+        as image input.
+    input_shape: optional shape tuple `(height, width, 3)`. Defaults to
+        `(224, 224, 3)` with `include_top=True` (the classifier needs a
+        fixed size) and to `(None, None, 3)` otherwise.
+    pooling: pooling mode with `include_top=False`: `None` (the 4-D output
+        of the last block), `"avg"` or `"max"` (global pooling).
+    classes: number of classes, with `include_top=True`.
+    classifier_activation: activation of the `predictions` layer, or `None`
+        to return logits.
+    filter_size: size of the blur filter, 1 to 7; `None` builds the plain
+        (torchvision) network with max pools of stride 2.
+    name: name of the model. Defaults to `"{default_name}"`.
+
+Returns:
+    A `keras.Model` instance.
+
+Example:
+
+>>> model = keras_blurpool.applications.{builder}(filter_size=4)
+>>> model.output_shape
+(None, 1000)
+"""
+
+
+def VGG11(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    name: str | None = None,
+) -> keras.Model:
+    return _vgg(11, False, include_top, weights, input_tensor, input_shape,
+                pooling, classes, classifier_activation, filter_size, name)
+
+
+def VGG13(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    name: str | None = None,
+) -> keras.Model:
+    return _vgg(13, False, include_top, weights, input_tensor, input_shape,
+                pooling, classes, classifier_activation, filter_size, name)
+
+
+def VGG16(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    name: str | None = None,
+) -> keras.Model:
+    return _vgg(16, False, include_top, weights, input_tensor, input_shape,
+                pooling, classes, classifier_activation, filter_size, name)
+
+
+def VGG19(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    name: str | None = None,
+) -> keras.Model:
+    return _vgg(19, False, include_top, weights, input_tensor, input_shape,
+                pooling, classes, classifier_activation, filter_size, name)
+
+
+def VGG11BN(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    name: str | None = None,
+) -> keras.Model:
+    return _vgg(11, True, include_top, weights, input_tensor, input_shape,
+                pooling, classes, classifier_activation, filter_size, name)
+
+
+def VGG13BN(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    name: str | None = None,
+) -> keras.Model:
+    return _vgg(13, True, include_top, weights, input_tensor, input_shape,
+                pooling, classes, classifier_activation, filter_size, name)
+
+
+def VGG16BN(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    name: str | None = None,
+) -> keras.Model:
+    return _vgg(16, True, include_top, weights, input_tensor, input_shape,
+                pooling, classes, classifier_activation, filter_size, name)
+
+
+def VGG19BN(
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    filter_size: int | None = 4,
+    name: str | None = None,
+) -> keras.Model:
+    return _vgg(19, True, include_top, weights, input_tensor, input_shape,
+                pooling, classes, classifier_activation, filter_size, name)
+
+
+for _builder, _title, _reference in (
+    (VGG11, "VGG11", "vgg11"),
+    (VGG13, "VGG13", "vgg13"),
+    (VGG16, "VGG16", "vgg16"),
+    (VGG19, "VGG19", "vgg19"),
+    (VGG11BN, "VGG11 (with BatchNorm)", "vgg11_bn"),
+    (VGG13BN, "VGG13 (with BatchNorm)", "vgg13_bn"),
+    (VGG16BN, "VGG16 (with BatchNorm)", "vgg16_bn"),
+    (VGG19BN, "VGG19 (with BatchNorm)", "vgg19_bn"),
+):
+    _builder.__doc__ = _DOC.format(
+        title=_title,
+        reference=_reference,
+        default_name=_reference,
+        builder=_builder.__name__,
+    )
+del _builder, _title, _reference

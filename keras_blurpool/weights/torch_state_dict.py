@@ -192,7 +192,7 @@ def load_torch_weights(
         problems, assignments = _check_and_convert(plan, state_dict)
         if not problems:
             for variable, value in assignments:
-                variable.assign(value.astype(variable.dtype))
+                variable.assign(np.ascontiguousarray(value, dtype=variable.dtype))
             return model
         candidates.append(problems)
     if not candidates:
