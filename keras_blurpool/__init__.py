@@ -6,6 +6,7 @@ from keras_blurpool.layers import BlurPool2D
 from keras_blurpool.layers import MaxBlurPool2D
 from keras_blurpool.layers import binomial_filter
 from keras_blurpool.weights import load_torch_weights
+from keras_blurpool.weights import transfer_weights
 
 __version__ = "0.1.0"
 
@@ -16,4 +17,5 @@ __all__ = [
     "applications",
     "binomial_filter",
     "load_torch_weights",
+    "transfer_weights",
 ]
