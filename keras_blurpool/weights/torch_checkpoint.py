@@ -97,6 +97,10 @@ class _CheckpointError(ValueError):
     """A problem found by our own checks; the message says what it is."""
 
 
+class _CorruptedPickle(_CheckpointError):
+    """A pickle the unpickler could not parse."""
+
+
 # The stand-ins the unpickler hands out. Named tuples are immutable and
 # have no `__dict__`, so a crafted pickle cannot alter them with BUILD.
 
@@ -146,8 +150,11 @@ class _Tensor(NamedTuple):
 
 
 class _Callable(NamedTuple):
-    """A callable stand-in. Unlike a function, it has no attributes
-    (`__defaults__`, `__dict__`) a crafted BUILD could change."""
+    """A callable stand-in, immutable where a function is not.
+
+    A crafted BUILD could set a function's `__defaults__` or `__dict__`,
+    for every later read in the process.
+    """
 
     name: str
     function: Callable
@@ -184,6 +191,12 @@ def _describe(value: Any) -> str:
         return _REPR.repr(value)
     except Exception:  # e.g. an int with more digits than str() allows
         return f"<a {_kind(value)}>"
+
+
+def _explain(error: BaseException) -> str:
+    """`'EOFError'` or `'KeyError: 7'`: the type, and the message if any."""
+    message = str(error)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def _kind(value: Any) -> str:
@@ -289,12 +302,14 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
         ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
         ("torch", "Size"): _torch_size,
-        # Untyped storages hold bytes; `_rebuild_tensor_v3` says the dtype.
-        ("torch", "UntypedStorage"): _StorageType("UntypedStorage", "uint8"),
-        ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", "uint8"),
     }
-    for (module, name), function in list(allowed.items()):
-        allowed[module, name] = _Callable(f"{module}.{name}", function)
+    allowed = {
+        (module, name): _Callable(f"{module}.{name}", function)
+        for (module, name), function in allowed.items()
+    }
+    # Untyped storages hold bytes; `_rebuild_tensor_v3` says the dtype.
+    for module in ("torch", "torch.storage"):
+        allowed[module, "UntypedStorage"] = _StorageType("UntypedStorage", "uint8")
     for name, dtype in _TYPED_STORAGES.items():
         for module in ("torch", "torch.cuda"):
             allowed[module, name] = _StorageType(name, dtype)
@@ -371,20 +386,20 @@ class _RestrictedUnpickler(pickle._Unpickler):
             raise _CheckpointError(f"malformed storage type {_describe(storage_type)}")
         if type(key) is not str or type(location) not in (str, bytes):
             raise _CheckpointError(f"malformed persistent id {_describe(pid)}")
-        _check_int(numel, f"element count of storage {key!r}")
+        _check_int(numel, f"element count of storage {_describe(key)}")
         itemsize = np.dtype(_RAW_DTYPES[storage_type.dtype]).itemsize
         nbytes = numel * itemsize
         # Refuse before anything is allocated for it.
         if nbytes > self._file_size:
             raise _CheckpointError(
-                f"storage {key!r} declares {nbytes} bytes but the whole file "
+                f"storage {_describe(key)} declares {nbytes} bytes but the whole file "
                 f"has {self._file_size}"
             )
         storage = _Storage(key, storage_type.dtype, 0, nbytes)
         known = self._storages.setdefault(key, storage)
         if known != storage:
             raise _CheckpointError(
-                f"storage {key!r} is declared twice, differently: "
+                f"storage {_describe(key)} is declared twice, differently: "
                 f"{known.dtype} x {known.nbytes} bytes and "
                 f"{storage.dtype} x {storage.nbytes} bytes"
             )
@@ -397,7 +412,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
         _check_int(length, "storage view size")
         if (start + length) * itemsize > nbytes:
             raise _CheckpointError(
-                f"view [{start}, {start + length}) of storage {key!r} exceeds "
+                f"view [{start}, {start + length}) of storage {_describe(key)} exceeds "
                 f"its {numel} elements"
             )
         return _Storage(key, storage.dtype, start * itemsize, length * itemsize)
@@ -439,9 +454,7 @@ def _unpickle(
         raise
     except Exception as error:
         # Whatever a garbled pickle makes the unpickler trip on.
-        raise _CheckpointError(
-            f"{what} is corrupted ({type(error).__name__}: {error})"
-        ) from error
+        raise _CorruptedPickle(f"{what} is corrupted ({_explain(error)})") from error
 
 
 def _read_exact(file: Any, nbytes: int, what: str) -> np.ndarray:
@@ -504,7 +517,7 @@ def _read_zip(file: Any, file_size: int) -> dict[str, np.ndarray]:
         infos = archive.infolist()
     except Exception as error:
         raise _CheckpointError(
-            f"not a valid zip archive ({type(error).__name__}: {error})"
+            f"not a valid zip archive ({_explain(error)})"
         ) from error
     records = {}
     for info in infos:
@@ -541,7 +554,7 @@ def _read_zip(file: Any, file_size: int) -> dict[str, np.ndarray]:
     for key in _storage_keys(state_dict):
         name = f"{root}/data/{key}"
         if name not in records:
-            raise _CheckpointError(f"storage {key!r} has no record '{name}'")
+            raise _CheckpointError(f"storage {_describe(key)} has no record '{name}'")
         if records[name].file_size != storages[key].nbytes:
             raise _CheckpointError(
                 f"record '{name}' has {records[name].file_size} bytes, the "
@@ -554,12 +567,16 @@ def _read_zip(file: Any, file_size: int) -> dict[str, np.ndarray]:
 def _read_legacy(file: Any, file_size: int) -> dict[str, np.ndarray]:
     file.seek(0)
     reader = _BoundedReader(file, file_size)
-    magic = _unpickle(reader, file_size, None, "the magic number pickle")
+    not_a_checkpoint = (
+        "not a PyTorch checkpoint: neither a zip archive nor a legacy file "
+        "starting with the magic number"
+    )
+    try:
+        magic = _unpickle(reader, file_size, None, "the magic number pickle")
+    except _CorruptedPickle as error:
+        raise _CheckpointError(f"{not_a_checkpoint} ({error})") from error.__cause__
     if type(magic) is not int or magic != _LEGACY_MAGIC:
-        raise _CheckpointError(
-            "not a PyTorch checkpoint: neither a zip archive nor a legacy "
-            f"file (magic number {_describe(magic)})"
-        )
+        raise _CheckpointError(f"{not_a_checkpoint} (found {_describe(magic)})")
     protocol = _unpickle(reader, file_size, None, "the protocol version pickle")
     if type(protocol) is not int or protocol != _LEGACY_PROTOCOL:
         raise _CheckpointError(f"unsupported legacy protocol {_describe(protocol)}")
@@ -578,25 +595,26 @@ def _read_legacy(file: Any, file_size: int) -> dict[str, np.ndarray]:
     buffers = {}
     # One iteration per listed key, each reading at least 8 bytes or failing.
     for key in keys:
+        what = f"storage {_describe(key)}"
         if key not in storages or key in buffers:
             raise _CheckpointError(
-                f"storage key list names {key!r}, unknown or listed twice"
+                f"storage key list names {_describe(key)}, unknown or listed twice"
             )
         storage = storages[key]
         head = file.read(8)
         if len(head) != 8:
-            raise _CheckpointError(f"storage {key!r} is truncated: the file ends early")
+            raise _CheckpointError(f"{what} is truncated: the file ends early")
         (count,) = struct.unpack("<q", head)
         itemsize = np.dtype(_RAW_DTYPES[storage.dtype]).itemsize
         if count < 0 or count * itemsize != storage.nbytes:
             raise _CheckpointError(
-                f"storage {key!r} holds {count} elements, the pickle declares "
+                f"{what} holds {count} elements, the pickle declares "
                 f"{storage.nbytes // itemsize}"
             )
         if storage.nbytes > file_size - file.tell():
-            raise _CheckpointError(f"storage {key!r} is truncated: the file ends early")
+            raise _CheckpointError(f"{what} is truncated: the file ends early")
         if key in needed:
-            buffers[key] = _read_exact(file, storage.nbytes, f"storage {key!r}")
+            buffers[key] = _read_exact(file, storage.nbytes, what)
         else:
             file.seek(storage.nbytes, os.SEEK_CUR)  # e.g. optimizer state
         # Also marks the key as seen for the duplicate check above.
@@ -614,7 +632,7 @@ def _find_state_dict(checkpoint: Any) -> dict[str, _Tensor]:
             "no state dict found: the checkpoint is a "
             f"{_kind(checkpoint)}, not a dict"
         )
-    # `dict.*` methods, not the object's: nothing to look up on it.
+    # Unbound `dict` methods: nothing of the unpickled object gets to run.
     if dict.__contains__(checkpoint, "state_dict"):
         candidate = dict.__getitem__(checkpoint, "state_dict")
         where = "the 'state_dict' entry"
@@ -627,7 +645,7 @@ def _find_state_dict(checkpoint: Any) -> dict[str, _Tensor]:
     others = [k for k, v in dict.items(candidate) if not isinstance(v, _Tensor)]
     if others:
         names = ", ".join(_describe(k) for k in others[:5])
-        hint = "" if where != "the checkpoint" else " and it has no 'state_dict' entry"
+        hint = " and it has no 'state_dict' entry" if where == "the checkpoint" else ""
         raise _CheckpointError(
             f"no state dict found: entries of {where} are not tensors ({names}"
             f"{', ...' if len(others) > 5 else ''}){hint}"
@@ -790,17 +808,16 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 return _read_zip(file, file_size)
             if head[257:262] == b"ustar":
                 raise _CheckpointError(
-                    "tar checkpoints (PyTorch before 0.4) are not supported"
+                    "tar checkpoints (the format of the first PyTorch "
+                    "releases) are not supported"
                 )
-            if head[:1] == b"\x80":  # PROTO: a pickle, the legacy format
-                return _read_legacy(file, file_size)
-            raise _CheckpointError(
-                f"not a PyTorch checkpoint (the file starts with {head[:8]!r})"
-            )
+            # Anything else is a legacy file or not a checkpoint at all; the
+            # magic number, the first pickle, will tell.
+            return _read_legacy(file, file_size)
         except _CheckpointError as error:
             problem, cause = str(error), error.__cause__
         except Exception as error:
             # Our checks should leave nothing else; still, never let a
             # library exception escape for a bad file.
-            problem, cause = f"{type(error).__name__}: {error}", error
+            problem, cause = _explain(error), error
     raise ValueError(f"Cannot read PyTorch checkpoint '{path}': {problem}") from cause
