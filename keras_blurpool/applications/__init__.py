@@ -35,6 +35,7 @@ from keras_blurpool.applications.vgg import VGG16
 from keras_blurpool.applications.vgg import VGG16BN
 from keras_blurpool.applications.vgg import VGG19
 from keras_blurpool.applications.vgg import VGG19BN
+from keras_blurpool.layers import BlurPool2D
 
 # Each family module defines `_torch_names(model) -> dict | None`: the
 # PyTorch module name of every layer with weights (and of every
@@ -42,8 +43,27 @@ from keras_blurpool.applications.vgg import VGG19BN
 _FAMILIES = (resnet, vgg, alexnet, densenet, mobilenet_v2)
 
 
+class _WithoutBlurPool:
+    """An antialiased model as its plain (torchvision) twin would look.
+
+    BlurPool has no parameters, so hiding it leaves the twin's weighted
+    layers, and the families then give torchvision's module names.
+    """
+
+    def __init__(self, model):
+        self.name = model.name
+        self.layers = [
+            layer for layer in model.layers if not isinstance(layer, BlurPool2D)
+        ]
+
+
 def _torch_name_maps(model):
-    for family in _FAMILIES:
-        names = family._torch_names(model)
-        if names is not None:
-            yield names
+    """Candidate name maps: the reference's, then torchvision's."""
+    views = [model]
+    if any(isinstance(layer, BlurPool2D) for layer in model.layers):
+        views.append(_WithoutBlurPool(model))
+    for view in views:
+        for family in _FAMILIES:
+            names = family._torch_names(view)
+            if names is not None:
+                yield names

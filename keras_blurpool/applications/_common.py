@@ -13,15 +13,44 @@ import keras
 from keras import layers
 
 from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.weights import pretrained
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1 counts the other way round.
 
 
+_CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt")
+
+
 def validate_builder_args(
-    *, weights, filter_size, include_top, pooling, classes
+    *,
+    weights,
+    filter_size,
+    include_top,
+    pooling,
+    classes,
+    arch: str,
+    pool_only: bool | None = None,
 ) -> None:
-    """Early, named errors for the arguments every builder shares."""
+    """Early, named errors for the arguments every builder shares.
+
+    Args:
+        weights: the builder's `weights`: None, `"imagenet"`, or the path
+            of a Keras `.weights.h5` file or of a PyTorch checkpoint
+            (`.pth`, `.pth.tar`, `.pt`).
+        filter_size: the builder's `filter_size`.
+        include_top: the builder's `include_top`.
+        pooling: the builder's `pooling`.
+        classes: the builder's `classes`.
+        arch: the reference's name of the architecture (`"resnet50"`,
+            `"vgg16_bn"`, ...), which picks the released weights; never
+            the user's model `name`.
+        pool_only: the builder's `pool_only`, for the architectures that
+            have one.
+
+    Raises:
+        ValueError: naming the argument, the value and what is allowed.
+    """
     if filter_size is not None and (
         isinstance(filter_size, bool)
         or not isinstance(filter_size, int)
@@ -42,17 +71,33 @@ def validate_builder_args(
         raise ValueError(
             f"`classes` must be a positive int. Received: classes={classes!r}"
         )
-    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+    if weights is None:
+        return
+    allowed = (
+        "None, 'imagenet', or the path of a Keras `.weights.h5` file or of "
+        "a PyTorch checkpoint (`.pth`, `.pth.tar`, `.pt`)"
+    )
+    if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(
-            "`weights` must be None or a path to a `.weights.h5` file. "
-            f"Received: weights={weights!r}"
+            f"`weights` must be {allowed}. Received: weights={weights!r}"
         )
-    if weights is not None and not str(weights).endswith(".weights.h5"):
+    if weights == "imagenet":
+        if include_top and classes != 1000:
+            raise ValueError(
+                "With `weights='imagenet'` and `include_top=True`, `classes` "
+                "must be 1000 (the ImageNet classifier). Received: "
+                f"classes={classes!r}"
+            )
+        pretrained.check_imagenet_available(
+            arch, filter_size, pool_only=pool_only
+        )
+        return
+    path = os.fspath(weights)
+    if not path.endswith((".weights.h5",) + _CHECKPOINT_SUFFIXES):
         raise ValueError(
-            "`weights` must be None or a path to a Keras `.weights.h5` file. "
-            f"Received: weights={weights!r}"
+            f"`weights` must be {allowed}. Received: weights={weights!r}"
         )
-    if weights is not None and not os.path.isfile(weights):
+    if not os.path.isfile(path):
         raise ValueError(
             f"`weights` file does not exist. Received: weights={weights!r}"
         )
@@ -141,8 +186,41 @@ def pooling_head(
     return x
 
 
-def finish_model(inputs, outputs, *, name: str, weights) -> keras.Model:
+def finish_model(
+    inputs,
+    outputs,
+    *,
+    name: str,
+    weights,
+    arch: str,
+    filter_size: int | None,
+    include_top: bool,
+) -> keras.Model:
+    """Makes the functional model and loads `weights` into it.
+
+    Args:
+        inputs: the model inputs.
+        outputs: the model outputs.
+        name: the model name.
+        weights: as checked by `validate_builder_args`.
+        arch: the reference's name of the architecture.
+        filter_size: the builder's `filter_size`.
+        include_top: whether the model has its classifier.
+
+    Returns:
+        The `keras.Model`.
+    """
     model = keras.Model(inputs, outputs, name=name)
-    if weights is not None:
+    if weights is None:
+        return model
+    if weights == "imagenet":
+        pretrained.load_imagenet_weights(
+            model, arch, filter_size, include_top=include_top
+        )
+    elif os.fspath(weights).endswith(_CHECKPOINT_SUFFIXES):
+        pretrained.load_checkpoint_weights(
+            model, weights, include_top=include_top
+        )
+    else:
         model.load_weights(weights)
     return model

@@ -92,8 +92,10 @@ def AlexNet(
         include_top: whether to include the classifier (adaptive average
             pooling to 6x6, `dropout1`, `flatten`, `fc1`, `dropout2`,
             `fc2`, `predictions`).
-        weights: `None` (random initialization) or the path to a Keras
-            `.weights.h5` file.
+        weights: `None` (random initialization), `"imagenet"` (the
+            reference's released ImageNet weights, fetched once, verified and
+            cached), or the path of a Keras `.weights.h5` file or a PyTorch
+            `.pth`/`.pth.tar` checkpoint.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to
             use as image input.
         input_shape: optional shape tuple `(height, width, 3)`. Defaults to
@@ -126,6 +128,8 @@ def AlexNet(
         include_top=include_top,
         pooling=pooling,
         classes=classes,
+        arch="alexnet",
+        pool_only=pool_only,
     )
     if not isinstance(pool_only, bool):
         raise ValueError(
@@ -143,4 +147,6 @@ def AlexNet(
         classes=classes,
         classifier_activation=classifier_activation,
         name=name or "alexnet",
+        arch="alexnet",
+        filter_size=filter_size,
     )

@@ -84,6 +84,8 @@ def _densenet(
         include_top=include_top,
         pooling=pooling,
         classes=classes,
+        arch=variant,
+        pool_only=pool_only,
     )
     if not isinstance(pool_only, bool):
         raise ValueError(
@@ -131,7 +133,15 @@ def _densenet(
         classes=classes,
         classifier_activation=classifier_activation,
     )
-    return finish_model(inputs, x, name=name or variant, weights=weights)
+    return finish_model(
+        inputs,
+        x,
+        name=name or variant,
+        weights=weights,
+        arch=variant,
+        filter_size=filter_size,
+        include_top=include_top,
+    )
 
 
 _DOC = """Instantiates the anti-aliased {title} architecture.
@@ -151,8 +161,10 @@ _DOC = """Instantiates the anti-aliased {title} architecture.
 
     Args:
         include_top: whether to include the classifier on top.
-        weights: `None` (random initialization) or the path to a Keras
-            `.weights.h5` file.
+        weights: `None` (random initialization), `"imagenet"` (the
+            reference's released ImageNet weights, fetched once, verified and
+            cached), or the path of a Keras `.weights.h5` file or a PyTorch
+            `.pth`/`.pth.tar` checkpoint.
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: optional `(height, width, 3)`; each size at least 32
             (at least 33 for `filter_size` 4 or 5, 49 for 6 or 7, where

@@ -113,8 +113,10 @@ def MobileNetV2(
 
     Args:
         include_top: whether to include the classifier on top.
-        weights: `None` (random initialization) or the path to a Keras
-            `.weights.h5` file.
+        weights: `None` (random initialization), `"imagenet"` (the
+            reference's released ImageNet weights, fetched once, verified and
+            cached), or the path of a Keras `.weights.h5` file or a PyTorch
+            `.pth`/`.pth.tar` checkpoint.
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: optional `(height, width, 3)`; each size at least 32
             (at least 33 for `filter_size` 4 or 5, 49 for 6 or 7, where
@@ -144,6 +146,7 @@ def MobileNetV2(
         include_top=include_top,
         pooling=pooling,
         classes=classes,
+        arch="mobilenet_v2",
     )
     img_input, inputs = model_input(
         input_tensor, input_shape, min_size=_min_input_size(filter_size)
@@ -183,7 +186,13 @@ def MobileNetV2(
             classifier_activation=classifier_activation,
         )
     return finish_model(
-        inputs, x, name=name or "mobilenet_v2", weights=weights
+        inputs,
+        x,
+        name=name or "mobilenet_v2",
+        weights=weights,
+        arch="mobilenet_v2",
+        filter_size=filter_size,
+        include_top=include_top,
     )
 
 

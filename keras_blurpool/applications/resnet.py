@@ -178,6 +178,8 @@ def _resnet(
         include_top=include_top,
         pooling=pooling,
         classes=classes,
+        arch=default_name,
+        pool_only=pool_only,
     )
     img_input, inputs = model_input(
         input_tensor,
@@ -204,7 +206,15 @@ def _resnet(
         classes=classes,
         classifier_activation=classifier_activation,
     )
-    return finish_model(inputs, x, name=name or default_name, weights=weights)
+    return finish_model(
+        inputs,
+        x,
+        name=name or default_name,
+        weights=weights,
+        arch=default_name,
+        filter_size=filter_size,
+        include_top=include_top,
+    )
 
 
 _DOCSTRING = """Instantiates the anti-aliased {title} architecture.
@@ -217,8 +227,10 @@ torchvision state_dicts.
 Args:
     include_top: whether to include the global average pooling and the
         fully-connected classifier at the top of the network.
-    weights: `None` (random initialization) or the path of a Keras
-        `.weights.h5` file to load.
+    weights: `None` (random initialization), `"imagenet"` (the
+        reference's released ImageNet weights, fetched once, verified and
+        cached), or the path of a Keras `.weights.h5` file or a PyTorch
+        `.pth`/`.pth.tar` checkpoint.
     input_tensor: optional Keras tensor (output of `keras.Input()`) to use
         as image input for the model.
     input_shape: optional `(height, width, 3)` tuple; the default accepts

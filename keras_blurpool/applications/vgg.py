@@ -139,7 +139,7 @@ def _classifier(x, *, pool_size: int, dropout_first: bool, classes: int,
 
 def _build(features, *, head_pool_size, dropout_first, include_top, weights,
            input_tensor, input_shape, pooling, classes,
-           classifier_activation, name):
+           classifier_activation, name, arch, filter_size):
     """The model of a features spec and the torchvision-style classifier."""
     if include_top and input_tensor is None and input_shape is None:
         # keras.layers.AdaptiveAveragePooling2D needs a static input size.
@@ -171,7 +171,15 @@ def _build(features, *, head_pool_size, dropout_first, include_top, weights,
             classes=classes,
             classifier_activation=classifier_activation,
         )
-    return finish_model(inputs, x, name=name, weights=weights)
+    return finish_model(
+        inputs,
+        x,
+        name=name,
+        weights=weights,
+        arch=arch,
+        filter_size=filter_size,
+        include_top=include_top,
+    )
 
 
 def _match_names(model, features, head):
@@ -230,6 +238,7 @@ def _vgg(depth, use_bn, include_top, weights, input_tensor, input_shape,
         include_top=include_top,
         pooling=pooling,
         classes=classes,
+        arch=f"vgg{depth}" + ("_bn" if use_bn else ""),
     )
     return _build(
         _vgg_features(depth, use_bn, filter_size),
@@ -243,6 +252,8 @@ def _vgg(depth, use_bn, include_top, weights, input_tensor, input_shape,
         classes=classes,
         classifier_activation=classifier_activation,
         name=name or f"vgg{depth}" + ("_bn" if use_bn else ""),
+        arch=f"vgg{depth}" + ("_bn" if use_bn else ""),
+        filter_size=filter_size,
     )
 
 
@@ -255,8 +266,10 @@ Its weights load with `keras_blurpool.load_torch_weights`.
 Args:
     include_top: whether to include the classifier (adaptive average
         pooling to 7x7, `flatten`, `fc1`, `fc2`, `predictions`).
-    weights: `None` (random initialization) or the path to a Keras
-        `.weights.h5` file.
+    weights: `None` (random initialization), `"imagenet"` (the
+        reference's released ImageNet weights, fetched once, verified and
+        cached), or the path of a Keras `.weights.h5` file or a PyTorch
+        `.pth`/`.pth.tar` checkpoint.
     input_tensor: optional Keras tensor (output of `keras.Input()`) to use
         as image input.
     input_shape: optional shape tuple `(height, width, 3)`. Defaults to
