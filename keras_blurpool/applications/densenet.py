@@ -193,76 +193,45 @@ _DOC = """Instantiates the anti-aliased {title} architecture.
 """
 
 
-def DenseNet121(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    filter_size: int | None = 4,
-    pool_only: bool = True,
-    name: str | None = None,
-) -> keras.Model:
-    return _densenet("densenet121", **locals())
+def _builder(builder: str, title: str):
+    """Makes the public builder of one DenseNet of the table."""
+    variant = builder.lower()
+
+    def build(
+        include_top: bool = True,
+        weights: str | None = None,
+        input_tensor=None,
+        input_shape: tuple | None = None,
+        pooling: str | None = None,
+        classes: int = 1000,
+        classifier_activation="softmax",
+        filter_size: int | None = 4,
+        pool_only: bool = True,
+        name: str | None = None,
+    ) -> keras.Model:
+        return _densenet(
+            variant,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            filter_size=filter_size,
+            pool_only=pool_only,
+            name=name,
+        )
+
+    build.__name__ = build.__qualname__ = builder
+    build.__doc__ = _DOC.format(title=title, ref=variant, func=builder)
+    return build
 
 
-def DenseNet161(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    filter_size: int | None = 4,
-    pool_only: bool = True,
-    name: str | None = None,
-) -> keras.Model:
-    return _densenet("densenet161", **locals())
-
-
-def DenseNet169(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    filter_size: int | None = 4,
-    pool_only: bool = True,
-    name: str | None = None,
-) -> keras.Model:
-    return _densenet("densenet169", **locals())
-
-
-def DenseNet201(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    filter_size: int | None = 4,
-    pool_only: bool = True,
-    name: str | None = None,
-) -> keras.Model:
-    return _densenet("densenet201", **locals())
-
-
-for _builder, _title in (
-    (DenseNet121, "DenseNet-121"),
-    (DenseNet161, "DenseNet-161"),
-    (DenseNet169, "DenseNet-169"),
-    (DenseNet201, "DenseNet-201"),
-):
-    _builder.__doc__ = _DOC.format(
-        title=_title, ref=_builder.__name__.lower(), func=_builder.__name__
-    )
-del _builder, _title
+DenseNet121 = _builder("DenseNet121", "DenseNet-121")
+DenseNet161 = _builder("DenseNet161", "DenseNet-161")
+DenseNet169 = _builder("DenseNet169", "DenseNet-169")
+DenseNet201 = _builder("DenseNet201", "DenseNet-201")
 
 
 _FIXED_NAMES = {

@@ -295,140 +295,38 @@ Example:
 """
 
 
-def VGG11(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    filter_size: int | None = 4,
-    name: str | None = None,
-) -> keras.Model:
-    return _vgg(11, False, include_top, weights, input_tensor, input_shape,
-                pooling, classes, classifier_activation, filter_size, name)
+def _builder(builder: str, title: str, depth: int, use_bn: bool):
+    """Makes the public builder of one VGG of the table."""
+    reference = f"vgg{depth}" + ("_bn" if use_bn else "")
 
+    def build(
+        include_top: bool = True,
+        weights: str | None = None,
+        input_tensor=None,
+        input_shape: tuple | None = None,
+        pooling: str | None = None,
+        classes: int = 1000,
+        classifier_activation="softmax",
+        filter_size: int | None = 4,
+        name: str | None = None,
+    ) -> keras.Model:
+        return _vgg(depth, use_bn, include_top, weights, input_tensor,
+                    input_shape, pooling, classes, classifier_activation,
+                    filter_size, name)
 
-def VGG13(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    filter_size: int | None = 4,
-    name: str | None = None,
-) -> keras.Model:
-    return _vgg(13, False, include_top, weights, input_tensor, input_shape,
-                pooling, classes, classifier_activation, filter_size, name)
-
-
-def VGG16(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    filter_size: int | None = 4,
-    name: str | None = None,
-) -> keras.Model:
-    return _vgg(16, False, include_top, weights, input_tensor, input_shape,
-                pooling, classes, classifier_activation, filter_size, name)
-
-
-def VGG19(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    filter_size: int | None = 4,
-    name: str | None = None,
-) -> keras.Model:
-    return _vgg(19, False, include_top, weights, input_tensor, input_shape,
-                pooling, classes, classifier_activation, filter_size, name)
-
-
-def VGG11BN(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    filter_size: int | None = 4,
-    name: str | None = None,
-) -> keras.Model:
-    return _vgg(11, True, include_top, weights, input_tensor, input_shape,
-                pooling, classes, classifier_activation, filter_size, name)
-
-
-def VGG13BN(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    filter_size: int | None = 4,
-    name: str | None = None,
-) -> keras.Model:
-    return _vgg(13, True, include_top, weights, input_tensor, input_shape,
-                pooling, classes, classifier_activation, filter_size, name)
-
-
-def VGG16BN(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    filter_size: int | None = 4,
-    name: str | None = None,
-) -> keras.Model:
-    return _vgg(16, True, include_top, weights, input_tensor, input_shape,
-                pooling, classes, classifier_activation, filter_size, name)
-
-
-def VGG19BN(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    filter_size: int | None = 4,
-    name: str | None = None,
-) -> keras.Model:
-    return _vgg(19, True, include_top, weights, input_tensor, input_shape,
-                pooling, classes, classifier_activation, filter_size, name)
-
-
-for _builder, _title, _reference in (
-    (VGG11, "VGG11", "vgg11"),
-    (VGG13, "VGG13", "vgg13"),
-    (VGG16, "VGG16", "vgg16"),
-    (VGG19, "VGG19", "vgg19"),
-    (VGG11BN, "VGG11 (with BatchNorm)", "vgg11_bn"),
-    (VGG13BN, "VGG13 (with BatchNorm)", "vgg13_bn"),
-    (VGG16BN, "VGG16 (with BatchNorm)", "vgg16_bn"),
-    (VGG19BN, "VGG19 (with BatchNorm)", "vgg19_bn"),
-):
-    _builder.__doc__ = _DOC.format(
-        title=_title,
-        reference=_reference,
-        default_name=_reference,
-        builder=_builder.__name__,
+    build.__name__ = build.__qualname__ = builder
+    build.__doc__ = _DOC.format(
+        title=title, reference=reference, default_name=reference,
+        builder=builder,
     )
-del _builder, _title, _reference
+    return build
+
+
+VGG11 = _builder("VGG11", "VGG11", 11, use_bn=False)
+VGG13 = _builder("VGG13", "VGG13", 13, use_bn=False)
+VGG16 = _builder("VGG16", "VGG16", 16, use_bn=False)
+VGG19 = _builder("VGG19", "VGG19", 19, use_bn=False)
+VGG11BN = _builder("VGG11BN", "VGG11 (with BatchNorm)", 11, use_bn=True)
+VGG13BN = _builder("VGG13BN", "VGG13 (with BatchNorm)", 13, use_bn=True)
+VGG16BN = _builder("VGG16BN", "VGG16 (with BatchNorm)", 16, use_bn=True)
+VGG19BN = _builder("VGG19BN", "VGG19 (with BatchNorm)", 19, use_bn=True)
