@@ -1,0 +1,24 @@
+"""What the paper measures, for any Keras classifier and dataset.
+
+`accuracy`, `shift_consistency` (two random crops agree), `diagonal_shift`
+(predictions along a diagonal shift, with `plot_diagonal_shift`) and
+`circular_shift_consistency` (two circular shifts agree). All stream the
+dataset in batches, run under the active `tf.distribute` strategy, and
+show a progress bar.
+"""
+
+from keras_blurpool.evaluation.accuracy import accuracy
+from keras_blurpool.evaluation.consistency import circular_shift_consistency
+from keras_blurpool.evaluation.consistency import shift_consistency
+from keras_blurpool.evaluation.diagonal import DiagonalShiftResult
+from keras_blurpool.evaluation.diagonal import diagonal_shift
+from keras_blurpool.evaluation.diagonal import plot_diagonal_shift
+
+__all__ = [
+    "DiagonalShiftResult",
+    "accuracy",
+    "circular_shift_consistency",
+    "diagonal_shift",
+    "plot_diagonal_shift",
+    "shift_consistency",
+]

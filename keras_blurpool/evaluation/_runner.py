@@ -1,0 +1,364 @@
+"""Streams a dataset through a model, several views of each image.
+
+Every metric of the paper is a set of *views* of one square image per
+example: crops at given offsets, optionally rolled circularly. The input
+pipeline resizes each image once (short side to `square_size`, centre
+crop) and attaches the views' offsets, drawn per image from a stateless
+seed so that the figures do not depend on batch size, order of batches or
+number of replicas. The model step then cuts one view out of every image
+of the batch with a single gather and returns the model's scores, which
+the host reduces to a few numbers per image. Memory therefore depends on
+the batch, not on the dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+from typing import Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from keras_blurpool.applications.imagenet_utils import preprocess_input
+
+# Columns of a view: where its crop starts, and how far it is then rolled.
+CROP_Y, CROP_X, ROLL_Y, ROLL_X = range(4)
+
+_DEFAULT = object()
+
+
+def check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(
+            f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}"
+        )
+    if value < minimum:
+        raise ValueError(
+            f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def resolve_image_size(model, image_size) -> int:
+    """The crop size: given, or the model's static square input size."""
+    if image_size is not None:
+        return check_positive_int("image_size", image_size)
+    shape = None
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        pass
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], tuple):
+        shape = shape[0] if len(shape) == 1 else None
+    if (
+        isinstance(shape, tuple)
+        and len(shape) == 4
+        and shape[1] is not None
+        and shape[1] == shape[2]
+    ):
+        return int(shape[1])
+    raise ValueError(
+        "Cannot read a square input size from the model (input_shape="
+        f"{shape}). Pass `image_size`, e.g. image_size=224."
+    )
+
+
+def resolve_preprocess(preprocess) -> Callable:
+    if preprocess is _DEFAULT:
+        return preprocess_input
+    if preprocess is None:
+        return lambda x: x
+    if not callable(preprocess):
+        raise ValueError(
+            "`preprocess` must be a callable on float32 RGB batches, or None."
+            f" Received: preprocess={preprocess!r}"
+        )
+    return preprocess
+
+
+def examples(dataset) -> tf.data.Dataset:
+    """Unbatched `(image, label)` examples from what a user may pass.
+
+    Accepts a `tf.data.Dataset` of `(image, label)` tuples or of
+    `{"image": ..., "label": ...}` dicts (TFDS), batched or not, or a
+    tuple of NumPy arrays `(images, labels)`. One-hot labels become
+    indices.
+    """
+    if isinstance(dataset, tuple) and len(dataset) == 2:
+        dataset = tf.data.Dataset.from_tensor_slices(dataset)
+    if not isinstance(dataset, tf.data.Dataset):
+        raise ValueError(
+            "`dataset` must be a tf.data.Dataset of (image, label) or a tuple"
+            f" (images, labels) of arrays. Received: {type(dataset).__name__}"
+        )
+    spec = dataset.element_spec
+    if isinstance(spec, dict):
+        if "image" not in spec or "label" not in spec:
+            raise ValueError(
+                "A dataset of dicts needs 'image' and 'label' keys. Received "
+                f"keys: {sorted(spec)}"
+            )
+        dataset = dataset.map(lambda e: (e["image"], e["label"]))
+        spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        raise ValueError(
+            "`dataset` elements must be (image, label) pairs. Received "
+            f"element_spec={spec}"
+        )
+    if len(spec) > 2:
+        dataset = dataset.map(lambda image, label, *rest: (image, label))
+        spec = dataset.element_spec
+    rank = spec[0].shape.rank
+    if rank == 4:
+        dataset = dataset.unbatch()
+        spec = dataset.element_spec
+    elif rank != 3:
+        raise ValueError(
+            "Images must be (height, width, channels), or batches of them. "
+            f"Received images of shape {spec[0].shape}"
+        )
+    if spec[1].shape.rank == 1:  # one-hot
+        dataset = dataset.map(lambda image, label: (image, tf.argmax(label)))
+    elif spec[1].shape.rank not in (0, None):
+        raise ValueError(
+            "Labels must be class indices or one-hot vectors. Received labels "
+            f"of shape {spec[1].shape}"
+        )
+    return dataset.map(lambda image, label: (image, tf.cast(label, "int32")))
+
+
+def resize_square(image, size: int):
+    """Short side to `size` (torchvision's `Resize`), then centre crop.
+
+    uint8 images are rounded back to uint8 after resizing, as PIL does in
+    the reference's pipeline; float images stay float.
+    """
+    shape = tf.shape(image)
+    h, w = shape[0], shape[1]
+    short = tf.minimum(h, w)
+    # torchvision truncates the long side: int(size * long / short).
+    new_h = tf.where(h <= w, size, (size * h) // short)
+    new_w = tf.where(h <= w, (size * w) // short, size)
+    same = tf.logical_and(tf.equal(new_h, h), tf.equal(new_w, w))
+    resized = tf.cond(
+        same,
+        lambda: tf.cast(image, "float32"),
+        lambda: tf.image.resize(
+            tf.cast(image, "float32"), tf.stack([new_h, new_w]), antialias=True
+        ),
+    )
+    top = (new_h - size) // 2
+    left = (new_w - size) // 2
+    square = resized[top : top + size, left : left + size]
+    square = tf.ensure_shape(square, (size, size, None))
+    if image.dtype == tf.uint8:
+        return tf.cast(tf.round(tf.clip_by_value(square, 0, 255)), "uint8")
+    return square
+
+
+def crop_views(images, views, size: int):
+    """One `size` x `size` view of each image: crop, then circular roll.
+
+    Args:
+        images: `(batch, S, S, channels)`.
+        views: `(batch, 4)` int32 rows `(crop_y, crop_x, roll_y, roll_x)`.
+        size: side of the view.
+
+    Returns:
+        `(batch, size, size, channels)`; pixel `(i, j)` of a view is
+        `images[b, crop_y + (i - roll_y) % size, crop_x + (j - roll_x) % size]`,
+        which is `np.roll` of the crop.
+    """
+    square = images.shape[1]
+    channels = images.shape[-1]
+    views = ops.cast(views, "int32")
+    steps = ops.arange(size, dtype="int32")[None, :]
+    rows = views[:, CROP_Y : CROP_Y + 1] + ops.mod(
+        steps - views[:, ROLL_Y : ROLL_Y + 1], size
+    )
+    cols = views[:, CROP_X : CROP_X + 1] + ops.mod(
+        steps - views[:, ROLL_X : ROLL_X + 1], size
+    )
+    batch = ops.arange(ops.shape(images)[0], dtype="int32")
+    flat = (batch[:, None, None] * square + rows[:, :, None]) * square
+    flat = flat + cols[:, None, :]
+    pixels = ops.reshape(images, (-1, channels))
+    return ops.take(pixels, flat, axis=0)
+
+
+class ViewRunner:
+    """Runs a model on views of every image of a dataset.
+
+    Args:
+        model: a Keras classification model, one output of class scores.
+        image_size: side of the model's input (the view).
+        square_size: side of the square every image is first brought to.
+        view_fn: `(index, seed) -> (num_views, 4) int32` views of the
+            example at `index` (a scalar tensor), for a given seed; run in
+            the input pipeline, so it must use TF ops.
+        num_views: how many views `view_fn` gives.
+        preprocess: callable on float32 batches in the image's range.
+        batch_size: examples per batch (global, across replicas).
+        verbose: 1 shows a progress bar.
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        image_size: int,
+        square_size: int,
+        view_fn: Callable,
+        num_views: int,
+        preprocess: Callable,
+        batch_size: int,
+        verbose: int,
+        seed: int = 0,
+    ):
+        self.model = model
+        self.image_size = image_size
+        self.square_size = square_size
+        self.view_fn = view_fn
+        self.num_views = num_views
+        self.preprocess = preprocess
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.verbose = verbose
+        self.seed = int(seed)
+
+    def _pipeline(self, dataset) -> tf.data.Dataset:
+        dataset = examples(dataset)
+        size, seed, view_fn = self.square_size, self.seed, self.view_fn
+
+        def prepare(index, example):
+            image, label = example
+            return resize_square(image, size), view_fn(index, seed), label
+
+        dataset = dataset.enumerate().map(
+            prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+        dataset = dataset.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        # Generated or in-memory data has no files to shard by.
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        return dataset.with_options(options)
+
+    def _step(self, images, views, view_index):
+        view = crop_views(images, ops.take(views, view_index, axis=1), self.image_size)
+        inputs = self.preprocess(ops.cast(view, "float32"))
+        scores = self.model(inputs, training=False)
+        if isinstance(scores, (list, tuple, dict)):
+            raise ValueError(
+                "The model must have one output of class scores. Received "
+                f"{type(scores).__name__} outputs."
+            )
+        return ops.cast(scores, "float32")
+
+    def run(self, dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yields `(scores, labels)` per batch: `(views, batch, classes)`."""
+        pipeline = self._pipeline(dataset)
+        total = _num_batches(dataset, self.batch_size)
+        bar = keras.utils.Progbar(total, verbose=self.verbose, unit_name="batch")
+        if keras.backend.backend() == "tensorflow":
+            batches = self._run_tensorflow(pipeline)
+        else:
+            batches = self._run_eager(pipeline)
+        seen = step = 0
+        for step, (scores, labels) in enumerate(batches, start=1):
+            seen += len(labels)
+            bar.update(step)
+            yield scores, labels
+        if total is None:
+            bar.update(step, finalize=True)
+        if seen == 0:
+            raise ValueError("`dataset` is empty: nothing to evaluate.")
+
+    def _run_eager(self, pipeline):
+        for images, views, labels in pipeline.as_numpy_iterator():
+            scores = [
+                ops.convert_to_numpy(self._step(images, views, v))
+                for v in range(self.num_views)
+            ]
+            yield np.stack(scores), labels
+
+    def _run_tensorflow(self, pipeline):
+        strategy = tf.distribute.get_strategy()
+        if tf.distribute.has_strategy():
+            pipeline = strategy.experimental_distribute_dataset(pipeline)
+
+            # Gathering inside the function: one trace, not one per call.
+            @tf.function(reduce_retracing=True)
+            def step(images, views, v):
+                scores = strategy.run(self._step, args=(images, views, v))
+                return strategy.gather(scores, axis=0)
+
+            @tf.function(reduce_retracing=True)
+            def gather(labels):
+                return strategy.gather(labels, axis=0)
+
+        else:
+            step = tf.function(self._step, reduce_retracing=True)
+
+            def gather(labels):
+                return labels
+
+        def run(images, views, v):
+            return step(images, views, v).numpy()
+
+        view_indices = [tf.constant(v, "int32") for v in range(self.num_views)]
+        for images, views, labels in pipeline:
+            scores = [run(images, views, v) for v in view_indices]
+            yield np.stack(scores), gather(labels).numpy()
+
+
+def _num_batches(dataset, batch_size: int) -> int | None:
+    if not isinstance(dataset, tf.data.Dataset):
+        return math.ceil(len(dataset[1]) / batch_size)
+    spec = dataset.element_spec
+    image_spec = spec["image"] if isinstance(spec, dict) else spec[0]
+    count = int(dataset.cardinality())
+    if count < 0 or image_spec.shape.rank != 3:
+        return None
+    return math.ceil(count / batch_size)
+
+
+def uniform_offsets(index, seed: int, shape, maxval: int):
+    """Offsets in [0, maxval), a pure function of (seed, example index)."""
+    if maxval <= 0:
+        return tf.zeros(shape, "int32")
+    key = tf.stack([tf.cast(seed, "int64"), tf.cast(index, "int64")])
+    return tf.random.stateless_uniform(
+        shape, seed=key, minval=0, maxval=maxval, dtype="int32"
+    )
+
+
+class Probabilities:
+    """Softmax of logits; probabilities pass through.
+
+    With `from_logits=None` the first batch decides: scores that are
+    non-negative and sum to one per row are a softmax head's
+    probabilities, anything else is logits.
+    """
+
+    def __init__(self, from_logits: bool | None):
+        if from_logits not in (None, True, False):
+            raise ValueError(
+                "`from_logits` must be True, False or None (decide from the "
+                f"outputs). Received: from_logits={from_logits!r}"
+            )
+        self.from_logits = from_logits
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        if self.from_logits is None:
+            sums = scores.sum(axis=-1)
+            self.from_logits = not (
+                scores.min() >= 0 and np.allclose(sums, 1, atol=1e-3)
+            )
+        if not self.from_logits:
+            return scores
+        exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        return exp / exp.sum(axis=-1, keepdims=True)
