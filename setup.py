@@ -16,7 +16,9 @@ setup(
     package_data={"keras_blurpool.applications": ["imagenet_classes.txt"]},
     install_requires=["keras>=3.8", "tensorflow>=2.16", "numpy"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis"],
+        "test": ["pytest>=7", "hypothesis", "tensorflow-datasets", "matplotlib"],
+        # recipes/ (training, evaluation CLI) and the diagonal-shift plot.
+        "recipes": ["tensorflow-datasets", "matplotlib"],
         # The PyTorch reference, for the equality tests (CPU torch is enough).
         "reference": ["torch", "antialiased-cnns"],
         "backends": ["jax", "jaxlib"],

@@ -1,0 +1,241 @@
+"""Accuracy and shift-consistency of a zoo model, as the paper reports them.
+
+    python -m recipes.evaluate --arch resnet50 --filter-size 4 \\
+        --weights imagenet --data tfds:imagenet2012:validation \\
+        --manual-dir ~/imagenet --metrics accuracy,consistency,diagonal
+
+prints a table like the reference's README and writes `results.json`,
+the diagonal-shift curves (`diagonal_<model>.npz`) and their plot
+(`diagonal.png`) to `--out-dir`. `--baseline-weights` evaluates the plain
+network too, side by side, with the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+METRICS = ("accuracy", "consistency", "diagonal", "circular")
+
+
+def _filter_size(text: str):
+    if text.lower() in ("none", "baseline"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 7:
+        raise argparse.ArgumentTypeError(
+            f"expected an int from 1 to 7 or 'none', got {text!r}"
+        )
+    return value
+
+
+def _metrics(text: str) -> tuple[str, ...]:
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown metric(s) {unknown or text!r}; allowed: {','.join(METRICS)}"
+        )
+    return names
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m recipes.evaluate",
+        description="Accuracy and shift-consistency of an (antialiased) model.",
+    )
+    p.add_argument("--arch", required=True, help="e.g. resnet50, vgg16_bn, demo")
+    p.add_argument(
+        "--filter-size", type=_filter_size, default=4,
+        help="1-7, or 'none' for the plain network (default 4)",
+    )
+    p.add_argument(
+        "--weights", required=True,
+        help="'imagenet' or a .weights.h5 / PyTorch .pth checkpoint",
+    )
+    p.add_argument(
+        "--baseline-weights",
+        help="also evaluate the plain network (filter 'none') with these weights",
+    )
+    p.add_argument(
+        "--data", required=True,
+        help="tfds:NAME[:SPLIT], a folder ROOT/CLASS/*.jpg, or 'demo'",
+    )
+    p.add_argument("--split", default="validation", help="default: validation")
+    p.add_argument("--data-dir", help="TFDS data_dir")
+    p.add_argument("--manual-dir", help="TFDS manual_dir (imagenet2012)")
+    p.add_argument(
+        "--metrics", type=_metrics, default=("accuracy", "consistency"),
+        help=f"comma-separated, of {','.join(METRICS)} (default accuracy,consistency)",
+    )
+    p.add_argument("--out-dir", default="evaluation", help="default: ./evaluation")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--max-images", type=_positive, help="evaluate the first N only")
+    p.add_argument("--image-size", type=_positive, help="default: the data's (224)")
+    p.add_argument(
+        "--resize-size", type=_positive,
+        help="short side before the centre crop, default: the data's (256)",
+    )
+    p.add_argument(
+        "--max-shift", type=_positive,
+        help="largest shift, default resize size - image size (32)",
+    )
+    p.add_argument("--passes", type=_positive, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, choices=(0, 1), default=1)
+    return p
+
+
+def _label(filter_size) -> str:
+    return "baseline" if filter_size is None else f"antialiased (filter {filter_size})"
+
+
+def evaluate_model(model, source, args, image_size, resize_size, max_shift) -> dict:
+    """Runs the requested metrics on one model; returns figures (and curves)."""
+    from keras_blurpool import evaluation
+
+    data = source.dataset
+    if args.max_images:
+        data = data.take(args.max_images)
+    common = dict(batch_size=args.batch_size, verbose=args.verbose)
+    figures = {}
+    if "accuracy" in args.metrics:
+        top_k = (1, 5) if model.output_shape[-1] >= 5 else (1,)
+        figures["accuracy"] = evaluation.accuracy(
+            model, data, top_k, image_size=image_size, resize_size=resize_size,
+            **common,
+        )
+    if "consistency" in args.metrics:
+        figures["consistency"] = evaluation.shift_consistency(
+            model, data, image_size=image_size, max_shift=max_shift,
+            passes=args.passes, seed=args.seed, **common,
+        )
+    if "circular" in args.metrics:
+        figures["circular"] = evaluation.circular_shift_consistency(
+            model, data, image_size=image_size, resize_size=resize_size,
+            max_shift=max_shift, passes=args.passes, seed=args.seed, **common,
+        )
+    if "diagonal" in args.metrics:
+        figures["diagonal"] = evaluation.diagonal_shift(
+            model, data, image_size=image_size, max_shift=max_shift, **common
+        )
+    return figures
+
+
+def table(results: dict) -> str:
+    """A Markdown table: one row per model, a Delta row for two."""
+    columns = []
+    first = next(iter(results.values()))
+    if "accuracy" in first:
+        columns += [("Accuracy", lambda f: f["accuracy"]["top1"])]
+        if "top5" in first["accuracy"]:
+            columns += [("Top-5", lambda f: f["accuracy"]["top5"])]
+    if "consistency" in first:
+        columns += [("Consistency", lambda f: f["consistency"]["consistency"])]
+    if "circular" in first:
+        columns += [("Circular consistency", lambda f: f["circular"]["consistency"])]
+    if "diagonal" in first:
+        columns += [
+            ("Diagonal accuracy", lambda f: float(f["diagonal"].accuracy.mean()))
+        ]
+    rows = [
+        "| | " + " | ".join(name for name, _ in columns) + " |",
+        "| :-- |" + " :--: |" * len(columns),
+    ]
+    values = {}
+    for label, figures in results.items():
+        values[label] = [get(figures) for _, get in columns]
+        rows.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values[label]) + " |")
+    if len(values) == 2:
+        base, anti = values.values()
+        rows.append("| Delta | " + " | ".join(f"{a - b:+.2f}" for b, a in zip(base, anti)) + " |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from keras_blurpool import evaluation
+    from keras_blurpool.evaluation._files import atomic_path
+    from recipes import data as data_lib
+    from recipes import models
+
+    try:
+        models.check_arch(args.arch)
+        source = data_lib.load_images(
+            args.data, args.split, data_dir=args.data_dir,
+            manual_dir=args.manual_dir, imagenet_labels=True,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        parser().error(str(error))
+    image_size = args.image_size or source.image_size
+    resize_size = args.resize_size or max(source.resize_size, image_size)
+    max_shift = args.max_shift or max(resize_size - image_size, 1)
+
+    runs = {}
+    if args.baseline_weights:
+        runs[_label(None)] = (None, args.baseline_weights)
+    runs[_label(args.filter_size)] = (args.filter_size, args.weights)
+    results = {}
+    for label, (filter_size, weights) in runs.items():
+        classes = 1000 if weights == "imagenet" else source.num_classes
+        try:
+            model = models.build_model(
+                args.arch, filter_size, num_classes=classes,
+                image_size=image_size, weights=weights,
+            )
+        except (ValueError, FileNotFoundError) as error:
+            parser().error(f"{label} model: {error}")
+        print(f"{args.arch}, {label}:", file=sys.stderr)
+        results[label] = evaluate_model(
+            model, source, args, image_size, resize_size, max_shift
+        )
+
+    print(f"\n{args.arch} on {args.data} ({args.split})\n")
+    print(table(results))
+    os.makedirs(args.out_dir, exist_ok=True)
+    summary = {
+        "arch": args.arch, "data": args.data, "split": args.split,
+        "image_size": image_size, "resize_size": resize_size,
+        "max_shift": max_shift, "models": {},
+    }
+    curves = {}
+    for label, figures in results.items():
+        summary["models"][label] = {k: v for k, v in figures.items() if k != "diagonal"}
+        if "diagonal" in figures:
+            name = "baseline" if label == "baseline" else "antialiased"
+            path = os.path.join(args.out_dir, f"diagonal_{name}.npz")
+            figures["diagonal"].save(path)
+            curves[label] = figures["diagonal"]
+            summary["models"][label]["diagonal"] = {
+                "file": os.path.basename(path),
+                "accuracy": figures["diagonal"].accuracy.tolist(),
+                "mean_probability": figures["diagonal"].mean_probability.tolist(),
+            }
+    if curves:
+        png = os.path.join(args.out_dir, "diagonal.png")
+        evaluation.plot_diagonal_shift(curves, png, title=f"{args.arch} on {args.data}")
+        print(f"\nwrote {png}")
+    with atomic_path(os.path.join(args.out_dir, "results.json")) as partial:
+        with open(partial, "w") as f:
+            json.dump(summary, f, indent=2)
+    print(f"wrote {os.path.join(args.out_dir, 'results.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
