@@ -23,23 +23,14 @@ import tensorflow as tf
 from keras import ops
 
 from keras_blurpool.applications.imagenet_utils import preprocess_input
+from keras_blurpool.evaluation._checks import check_positive_int
+from keras_blurpool.evaluation.preprocessing import center_crop
+from keras_blurpool.evaluation.preprocessing import resize_short_side
 
 # Columns of a view: where its crop starts, and how far it is then rolled.
 CROP_Y, CROP_X, ROLL_Y, ROLL_X = range(4)
 
 _DEFAULT = object()
-
-
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(
-            f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}"
-        )
-    if value < minimum:
-        raise ValueError(
-            f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}"
-        )
-    return int(value)
 
 
 def resolve_image_size(model, image_size) -> int:
@@ -136,23 +127,7 @@ def resize_square(image, size: int):
     uint8 images are rounded back to uint8 after resizing, as PIL does in
     the reference's pipeline; float images stay float.
     """
-    shape = tf.shape(image)
-    h, w = shape[0], shape[1]
-    short = tf.minimum(h, w)
-    # torchvision truncates the long side: int(size * long / short).
-    new_h = tf.where(h <= w, size, (size * h) // short)
-    new_w = tf.where(h <= w, (size * w) // short, size)
-    same = tf.logical_and(tf.equal(new_h, h), tf.equal(new_w, w))
-    resized = tf.cond(
-        same,
-        lambda: tf.cast(image, "float32"),
-        lambda: tf.image.resize(
-            tf.cast(image, "float32"), tf.stack([new_h, new_w]), antialias=True
-        ),
-    )
-    top = (new_h - size) // 2
-    left = (new_w - size) // 2
-    square = resized[top : top + size, left : left + size]
+    square = center_crop(resize_short_side(image, size), size)
     square = tf.ensure_shape(square, (size, size, None))
     if image.dtype == tf.uint8:
         return tf.cast(tf.round(tf.clip_by_value(square, 0, 255)), "uint8")

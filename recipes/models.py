@@ -1,0 +1,255 @@
+"""The architectures the recipes train, by their torchvision names.
+
+`ARCHITECTURES` maps the reference's lowercase names (`"resnet50"`,
+`"vgg16_bn"`, `"mobilenet_v2"`, ...) to the builders of
+`keras_blurpool.applications`, plus `"demo"`: a small CNN for 32x32 inputs
+that trains in minutes on a CPU and shows what anti-aliasing does.
+`build_model` makes any of them with a logits output (no softmax), which is
+what the trainer's loss and the evaluation expect, as the reference's
+networks output logits.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import keras
+from keras import layers
+
+from keras_blurpool import applications
+from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.layers import MaxBlurPool2D
+
+# The zoo's BatchNorm settings: PyTorch's epsilon and momentum.
+_BN_EPSILON = 1e-5
+_BN_MOMENTUM = 0.9
+
+# (filters, downsampling) of the demo CNN's convolutions: "conv" is a
+# stride-2 convolution, "pool" a 2x2 max pool after it, None neither.
+_DEMO_LAYERS = (
+    (32, None),
+    (64, "conv"),
+    (64, "pool"),
+    (128, None),
+    (128, "conv"),
+)
+
+
+def demo_cnn(
+    filter_size: int | None = 4,
+    *,
+    classes: int = 10,
+    input_shape: tuple = (32, 32, 3),
+    weights: str | None = None,
+    name: str | None = None,
+) -> keras.Model:
+    """A small CNN for 32x32 images, plain or anti-aliased.
+
+    Five 3x3 convolutions with BatchNorm and ReLU, global average pooling
+    and a linear classifier; it downsamples 8x: two stride-2 convolutions
+    and one 2x2 max pool. With `filter_size` set, each stride-2
+    convolution runs at stride 1 and is followed by
+    `BlurPool2D(filter_size)`, and the max pool becomes
+    `MaxBlurPool2D(filter_size=filter_size)`, exactly as the paper
+    anti-aliases a network; both variants have the same weights under the
+    same layer names, so `keras_blurpool.transfer_weights` copies between
+    them.
+
+    Args:
+        filter_size: taps of the blur filter, 1 to 7, or `None` for the
+            plain network.
+        classes: number of classes (logits out).
+        input_shape: `(height, width, 3)`; sides of at least 16.
+        weights: `None`, or the path of a `.weights.h5` file to load.
+        name: the model name; `"demo_cnn"` or `"demo_cnn_lpf{k}"` if None.
+
+    Returns:
+        A functional `keras.Model` mapping float images to logits.
+    """
+    _check_filter_size(filter_size)
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise ValueError(
+            f"`classes` must be a positive int. Received: classes={classes!r}"
+        )
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != 3 or any(
+        side is not None and side < 16 for side in input_shape[:2]
+    ):
+        raise ValueError(
+            "`input_shape` must be (height, width, 3) with sides of at least "
+            f"16. Received: input_shape={input_shape!r}"
+        )
+    if weights is not None and not os.fspath(weights).endswith(".weights.h5"):
+        raise ValueError(
+            "`weights` of the demo CNN must be None or the path of a "
+            f"`.weights.h5` file. Received: weights={weights!r}"
+        )
+
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for i, (filters, downsample) in enumerate(_DEMO_LAYERS, start=1):
+        antialiased = filter_size is not None
+        strides = 2 if downsample == "conv" and not antialiased else 1
+        x = layers.Conv2D(
+            filters,
+            3,
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            name=f"conv{i}",
+        )(x)
+        x = layers.BatchNormalization(
+            epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=f"bn{i}"
+        )(x)
+        x = layers.Activation("relu", name=f"relu{i}")(x)
+        if downsample == "conv" and antialiased:
+            x = BlurPool2D(filter_size=filter_size, name=f"blur{i}")(x)
+        elif downsample == "pool":
+            if antialiased:
+                x = MaxBlurPool2D(filter_size=filter_size, name=f"pool{i}")(x)
+            else:
+                x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = layers.Dense(classes, name="predictions")(x)
+    if name is None:
+        name = "demo_cnn" if filter_size is None else f"demo_cnn_lpf{filter_size}"
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def _check_filter_size(filter_size) -> None:
+    if filter_size is not None and (
+        isinstance(filter_size, bool)
+        or not isinstance(filter_size, int)
+        or not 1 <= filter_size <= 7
+    ):
+        raise ValueError(
+            "`filter_size` must be None (the plain, non-antialiased network) "
+            f"or an int from 1 to 7. Received: filter_size={filter_size!r}"
+        )
+
+
+def _zoo(builder: Callable) -> Callable:
+    """Adapts a zoo builder to the common signature, with logits out."""
+
+    def build(filter_size, *, classes, input_shape, weights):
+        return builder(
+            include_top=True,
+            weights=weights,
+            input_shape=input_shape,
+            classes=classes,
+            classifier_activation=None,
+            filter_size=filter_size,
+        )
+
+    build.__name__ = builder.__name__
+    return build
+
+
+def _demo(filter_size, *, classes, input_shape, weights):
+    return demo_cnn(
+        filter_size, classes=classes, input_shape=input_shape, weights=weights
+    )
+
+
+# The reference's (torchvision's) architecture names. Every builder takes
+# `(filter_size, *, classes, input_shape, weights)` and returns logits.
+ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
+    "alexnet": _zoo(applications.AlexNet),
+    "vgg11": _zoo(applications.VGG11),
+    "vgg11_bn": _zoo(applications.VGG11BN),
+    "vgg13": _zoo(applications.VGG13),
+    "vgg13_bn": _zoo(applications.VGG13BN),
+    "vgg16": _zoo(applications.VGG16),
+    "vgg16_bn": _zoo(applications.VGG16BN),
+    "vgg19": _zoo(applications.VGG19),
+    "vgg19_bn": _zoo(applications.VGG19BN),
+    "resnet18": _zoo(applications.ResNet18),
+    "resnet34": _zoo(applications.ResNet34),
+    "resnet50": _zoo(applications.ResNet50),
+    "resnet101": _zoo(applications.ResNet101),
+    "resnet152": _zoo(applications.ResNet152),
+    "resnext50_32x4d": _zoo(applications.ResNeXt50_32x4d),
+    "resnext101_32x8d": _zoo(applications.ResNeXt101_32x8d),
+    "wide_resnet50_2": _zoo(applications.WideResNet50_2),
+    "wide_resnet101_2": _zoo(applications.WideResNet101_2),
+    "densenet121": _zoo(applications.DenseNet121),
+    "densenet161": _zoo(applications.DenseNet161),
+    "densenet169": _zoo(applications.DenseNet169),
+    "densenet201": _zoo(applications.DenseNet201),
+    "mobilenet_v2": _zoo(applications.MobileNetV2),
+    "demo": _demo,
+}
+
+
+def check_arch(arch) -> str:
+    """Returns `arch` if it names an architecture, else raises.
+
+    Args:
+        arch: an architecture name, e.g. `"resnet50"`.
+
+    Returns:
+        `arch`.
+
+    Raises:
+        ValueError: naming the value and listing the allowed names.
+    """
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        raise ValueError(
+            f"Unknown architecture. Received: arch={arch!r}. Allowed: "
+            + ", ".join(ARCHITECTURES)
+        )
+    return arch
+
+
+def build_model(
+    arch: str,
+    filter_size: int | None,
+    *,
+    num_classes: int = 1000,
+    image_size: int | None = 224,
+    weights: str | None = None,
+) -> keras.Model:
+    """Builds an architecture by name, with a logits output.
+
+    Args:
+        arch: a key of `ARCHITECTURES`: the reference's name
+            (`"resnet50"`, `"vgg16_bn"`, `"mobilenet_v2"`, ...) or
+            `"demo"`.
+        filter_size: taps of the anti-aliasing filter, 1 to 7, or `None`
+            for the plain (torchvision) network.
+        num_classes: size of the classifier.
+        image_size: side of the square input; `None` accepts any size.
+        weights: `None`, `"imagenet"` (zoo architectures, 1000 classes),
+            or the path of a `.weights.h5` file or (zoo architectures) a
+            PyTorch `.pth`/`.pth.tar` checkpoint, torchvision-named or the
+            reference's.
+
+    Returns:
+        A `keras.Model` from float images `(batch, size, size, 3)`,
+        normalised as `keras_blurpool.applications.preprocess_input`
+        does, to logits `(batch, num_classes)`.
+
+    Raises:
+        ValueError: for an unknown `arch` (listing the allowed names) or
+            any argument the builder refuses.
+    """
+    check_arch(arch)
+    if image_size is not None and (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or image_size < 1
+    ):
+        raise ValueError(
+            "`image_size` must be None or a positive int. "
+            f"Received: image_size={image_size!r}"
+        )
+    return ARCHITECTURES[arch](
+        filter_size,
+        classes=num_classes,
+        input_shape=(image_size, image_size, 3),
+        weights=weights,
+    )
