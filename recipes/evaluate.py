@@ -97,6 +97,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--passes", type=_positive, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--strategy", default="auto",
+        choices=("auto", "one_device", "mirrored", "multi_worker", "tpu"),
+        help="tf.distribute strategy; auto picks from the devices present",
+    )
     p.add_argument("--verbose", type=int, choices=(0, 1), default=1)
     return p
 
@@ -173,9 +178,12 @@ def main(argv=None) -> int:
     from keras_blurpool.evaluation._files import atomic_path
     from recipes import data as data_lib
     from recipes import models
+    from recipes import strategy as strategy_lib
 
     try:
         models.check_arch(args.arch)
+        # First TF op of the program: multi_worker needs that.
+        strategy = strategy_lib.make_strategy(args.strategy)
         source = data_lib.load_images(
             args.data, args.split, data_dir=args.data_dir,
             manual_dir=args.manual_dir, imagenet_labels=True,
@@ -193,20 +201,23 @@ def main(argv=None) -> int:
     results = {}
     for label, (filter_size, weights) in runs.items():
         classes = 1000 if weights == "imagenet" else source.num_classes
-        try:
-            model = models.build_model(
-                args.arch, filter_size, num_classes=classes,
-                image_size=image_size, weights=weights,
+        with strategy.scope():
+            try:
+                model = models.build_model(
+                    args.arch, filter_size, num_classes=classes,
+                    image_size=image_size, weights=weights,
+                )
+            except (ValueError, FileNotFoundError) as error:
+                parser().error(f"{label} model: {error}")
+            print(f"{args.arch}, {label}:", file=sys.stderr)
+            results[label] = evaluate_model(
+                model, source, args, image_size, resize_size, max_shift
             )
-        except (ValueError, FileNotFoundError) as error:
-            parser().error(f"{label} model: {error}")
-        print(f"{args.arch}, {label}:", file=sys.stderr)
-        results[label] = evaluate_model(
-            model, source, args, image_size, resize_size, max_shift
-        )
 
     print(f"\n{args.arch} on {args.data} ({args.split})\n")
     print(table(results))
+    if not strategy_lib.is_chief(strategy):
+        return 0  # every worker has the figures; the chief writes them
     os.makedirs(args.out_dir, exist_ok=True)
     summary = {
         "arch": args.arch, "data": args.data, "split": args.split,
