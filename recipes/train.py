@@ -1,0 +1,630 @@
+"""Trains an (antialiased) network with the reference's recipe.
+
+    python -m recipes.train                      # the demo: baseline vs antialiased
+    python -m recipes.train --arch resnet50 --filter-size 4 \\
+        --data tfds:imagenet2012 --manual-dir ~/imagenet --out-dir runs/rn50_lpf4
+
+Without `--arch` (and with no `--data` or `--data demo`) it trains a small
+CNN twice on the embedded demo dataset, plain and anti-aliased, with the
+same seed, initial weights and data order, then prints their accuracy and
+shift-consistency side by side: the point of the paper in a few CPU
+minutes.
+
+With `--arch` it trains one network with the reference's hyper-parameters
+(`recipes.config`): SGD with momentum 0.9, weight decay 1e-4, lr 0.1 for a
+batch of 256 (0.01 for AlexNet and VGG, 0.05 for VGG-BN; scaled linearly
+with the batch), divided by 10 every 30 epochs, 90 epochs; MobileNetV2
+lr 0.05, cosine, weight decay 4e-5, 150 epochs. `--finetune-from` starts
+from a baseline's weights and runs the last two thirds of the schedule.
+Rerunning the same command resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from recipes import strategy as strategy_lib  # noqa: E402
+from recipes.config import FINETUNE_FRACTION  # noqa: E402
+from recipes.config import recipe_for  # noqa: E402
+from recipes.models import ARCHITECTURES  # noqa: E402
+
+DEMO_FILTER_SIZE = 4
+# Shift-consistency of the demo: 32x32 crops at offsets in [0, 8) of the
+# 40x40 images, as recipes.evaluate does for the demo data.
+_DEMO_MAX_SHIFT = 8
+_VALIDATION_SPLITS = ("validation", "test")
+# "tfds:NAME[:x.y.z][:SPLIT]" (a version's colon is not the split's).
+_TFDS_WITH_SPLIT = re.compile(
+    r"tfds:(?P<name>[^:\s]+(?::[\d*]+\.[\d*]+\.[\d*]+)?)(?::(?P<split>.+))?"
+)
+
+
+def _filter_size(text: str):
+    if text.lower() in ("none", "baseline"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 7:
+        raise argparse.ArgumentTypeError(
+            f"expected an int from 1 to 7 or 'none', got {text!r}"
+        )
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number, got {text!r}"
+        )
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m recipes.train`.
+
+    Returns:
+        The `argparse.ArgumentParser`.
+    """
+    p = argparse.ArgumentParser(
+        prog="python -m recipes.train",
+        description=(
+            "Train an antialiased network (Zhang, ICML 2019) with the "
+            "reference's recipe. Without --arch: train a small CNN plain "
+            "and antialiased on the embedded demo data and compare them."
+        ),
+    )
+    p.add_argument(
+        "--arch",
+        metavar="ARCH",
+        help="architecture: " + ", ".join(ARCHITECTURES)
+        + " (default: the demo comparison)",
+    )
+    p.add_argument(
+        "--filter-size",
+        type=_filter_size,
+        default=DEMO_FILTER_SIZE,
+        help="blur filter taps 1-7, or 'none' for the plain network "
+        "(default 4)",
+    )
+    p.add_argument(
+        "--data",
+        help="'tfds:NAME[:SPLIT]', a folder ROOT/{train,val}/CLASS/*.jpg, or "
+        "'demo' (default)",
+    )
+    p.add_argument("--data-dir", help="TFDS data_dir")
+    p.add_argument(
+        "--manual-dir",
+        help="TFDS manual_dir, e.g. the folder of the ImageNet tarballs",
+    )
+    p.add_argument(
+        "--strategy",
+        default="auto",
+        choices=strategy_lib.STRATEGIES,
+        help="distribution strategy (default: auto, from what is present)",
+    )
+    p.add_argument("--tpu", help="TPU name or address for --strategy tpu")
+    p.add_argument(
+        "--cpu-devices",
+        type=_positive_int,
+        help="split the CPU into this many logical devices (mirrored "
+        "training without GPUs, for tests and benchmarks)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help="epochs (default: the recipe's; 2/3 of it with --finetune-from)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="global batch per forward/backward pass, over all replicas "
+        "(default: the recipe's 256 / --accum-steps)",
+    )
+    p.add_argument(
+        "--accum-steps",
+        type=_positive_int,
+        default=1,
+        help="forward/backward passes per optimizer step, gradients summed "
+        "(the reference's -ba): the effective batch is batch-size x "
+        "accum-steps (default 1)",
+    )
+    p.add_argument(
+        "--lr",
+        type=_positive_float,
+        help="learning rate at epoch 0 of the schedule, for the effective "
+        "batch (default: the recipe's, scaled linearly with the batch); "
+        "--finetune-from starts later in the schedule, e.g. at lr/10",
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=_non_negative_float,
+        help="L2 weight decay as torch's SGD (default: the recipe's)",
+    )
+    p.add_argument(
+        "--finetune-from",
+        metavar="CKPT",
+        help="baseline weights to start from (a torchvision-named .pth or a "
+        "filter_size=None .weights.h5); runs the last 2/3 of the schedule",
+    )
+    p.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="float16 compute with loss scaling (bfloat16 on TPU)",
+    )
+    p.add_argument(
+        "--steps-per-epoch",
+        type=_positive_int,
+        help="optimizer steps per epoch (default: the training images / "
+        "the effective batch)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=_positive_int,
+        help="training crop side (default: the data's, 224 or 32 for demo)",
+    )
+    p.add_argument(
+        "--out-dir",
+        help="checkpoints, logs and models (default: runs/<arch>_<filter> "
+        "or runs/demo)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_non_negative_int,
+        default=1000,
+        help="steps between checkpoints, besides each epoch end (0: epoch "
+        "ends only; default 1000)",
+    )
+    p.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="random seed (0)"
+    )
+    p.add_argument(
+        "--eval-batch-size",
+        type=_positive_int,
+        help="global validation batch (default: the training batch)",
+    )
+    p.add_argument(
+        "--no-validation",
+        action="store_true",
+        help="skip the validation at each epoch end (no best.* models)",
+    )
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress output"
+    )
+    return p
+
+
+def _validate(parser: argparse.ArgumentParser, args) -> bool:
+    """Early checks; returns whether this is the demo comparison."""
+    compare = args.arch is None and args.data in (None, "demo")
+    if args.arch is not None and args.arch not in ARCHITECTURES:
+        parser.error(
+            f"argument --arch: unknown architecture {args.arch!r}; allowed: "
+            + ", ".join(ARCHITECTURES)
+        )
+    if args.arch is None and not compare:
+        parser.error(
+            f"argument --arch is required with --data {args.data!r} (the demo "
+            "comparison runs only on --data demo); allowed: "
+            + ", ".join(ARCHITECTURES)
+        )
+    if compare and args.finetune_from:
+        parser.error(
+            "argument --finetune-from needs --arch: the demo comparison "
+            "trains both of its models from scratch"
+        )
+    if compare and args.filter_size is None:
+        parser.error(
+            "argument --filter-size: the demo comparison trains the plain "
+            "network and an antialiased one; give a filter size 1-7, not "
+            "'none'"
+        )
+    if args.batch_size is None:
+        batch = recipe_for(args.arch or "demo").batch_size
+        if batch % args.accum_steps:
+            parser.error(
+                f"argument --accum-steps: {args.accum_steps} does not divide "
+                f"the recipe's batch of {batch}; give --batch-size (the "
+                "batch of one forward/backward pass) as well"
+            )
+    if args.finetune_from:
+        path = args.finetune_from
+        allowed = (".weights.h5", ".pth", ".pth.tar", ".pt")
+        if not path.endswith(allowed):
+            parser.error(
+                f"argument --finetune-from: {path!r} is neither a Keras "
+                ".weights.h5 file nor a PyTorch checkpoint (.pth, .pth.tar, "
+                ".pt)"
+            )
+        if not os.path.isfile(path):
+            parser.error(
+                f"argument --finetune-from: no such file {path!r}"
+            )
+        if args.arch == "demo" and not path.endswith(".weights.h5"):
+            parser.error(
+                "argument --finetune-from: the demo CNN loads only Keras "
+                f".weights.h5 files, got {path!r}"
+            )
+    if args.tpu and args.strategy not in ("tpu", "auto"):
+        parser.error(
+            f"argument --tpu: only with --strategy tpu, got --strategy "
+            f"{args.strategy}"
+        )
+    return compare
+
+
+def _has_validation_folder(root: str) -> bool:
+    return any(
+        os.path.isdir(os.path.join(root, name))
+        for name in ("val", "validation")
+    )
+
+
+def _open_validation(data_lib, data, **load_kwargs):
+    """The validation split of `data`, or None if it has none."""
+    if not data.startswith("tfds:") and data != "demo" and not (
+        _has_validation_folder(data)
+    ):
+        # ROOT/CLASS/*.jpg has one split only: validating on it would
+        # measure the training images.
+        print(f"{data} has no val/ folder; training without validation")
+        return None
+    match = _TFDS_WITH_SPLIT.fullmatch(data)
+    if match and match["split"]:
+        # "tfds:NAME:SPLIT" names the training split; validate on NAME's.
+        data = f"tfds:{match['name']}"
+    last_error = None
+    for split in _VALIDATION_SPLITS:
+        try:
+            return data_lib.load_images(data, split, **load_kwargs)
+        except ValueError as error:
+            last_error = error
+    print(f"no validation split ({last_error}); training without validation")
+    return None
+
+
+def _finetune_init(arch, path, *, num_classes, image_size):
+    """Loads a baseline's weights into the model to train."""
+    import keras_blurpool
+    from keras_blurpool.weights import read_torch_checkpoint
+    from recipes.models import build_model
+
+    def init(model):
+        if path.endswith(".weights.h5"):
+            # A filter_size=None model has the same weights under the same
+            # names; build it, load, and copy across.
+            baseline = build_model(
+                arch, None, num_classes=num_classes, image_size=image_size
+            )
+            baseline.load_weights(path)
+            keras_blurpool.transfer_weights(baseline, model)
+        else:
+            # torchvision's names (or the reference's) map onto the
+            # antialiased model directly.
+            keras_blurpool.load_torch_weights(model, read_torch_checkpoint(path))
+        print(f"initialised {model.name} from baseline weights {path}")
+
+    return init
+
+
+def _train_one(args, strategy, *, arch, filter_size, out_dir, data):
+    """Trains one model; returns `(TrainResult, ImageSource of train)`."""
+    import keras
+
+    from recipes import data as data_lib
+    from recipes.models import build_model
+    from recipes.trainer import TrainConfig
+    from recipes.trainer import Trainer
+
+    recipe = recipe_for(arch)
+    load_kwargs = dict(data_dir=args.data_dir, manual_dir=args.manual_dir)
+    train_source = data_lib.load_images(data, "train", **load_kwargs)
+    num_classes = train_source.num_classes
+    image_size = args.image_size or train_source.image_size
+    # Keep the data's resize-to-crop ratio (256/224) at other crop sizes.
+    resize_size = round(
+        image_size * train_source.resize_size / train_source.image_size
+    )
+    accum = args.accum_steps
+    batch_size = args.batch_size or recipe.batch_size // accum
+    effective = batch_size * accum
+    finetune = bool(args.finetune_from)
+    epochs = args.epochs or (
+        max(1, round(recipe.epochs * FINETUNE_FRACTION))
+        if finetune
+        else recipe.epochs
+    )
+    schedule_epochs = epochs
+    epoch_offset = 0
+    if finetune:
+        # The last `epochs` epochs of the recipe's schedule.
+        schedule_epochs = max(recipe.epochs, epochs)
+        epoch_offset = schedule_epochs - epochs
+    steps_per_epoch = args.steps_per_epoch
+    if steps_per_epoch is None:
+        if not train_source.num_examples:
+            raise ValueError(
+                f"--data {data!r} does not tell how many training images it "
+                "has; give --steps-per-epoch"
+            )
+        steps_per_epoch = train_source.num_examples // effective
+        if steps_per_epoch < 1:
+            raise ValueError(
+                f"--batch-size {batch_size} x --accum-steps {accum} = "
+                f"{effective} is more than the {train_source.num_examples} "
+                f"training images of {data!r}"
+            )
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(
+            f"--batch-size {batch_size} is not a multiple of the "
+            f"{replicas} replicas of the strategy"
+        )
+    config = TrainConfig(
+        out_dir=out_dir,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        global_batch_size=batch_size,
+        accum_steps=accum,
+        lr=args.lr or recipe.scaled_lr(effective),
+        momentum=recipe.momentum,
+        weight_decay=(
+            recipe.weight_decay if args.weight_decay is None else args.weight_decay
+        ),
+        schedule=recipe.schedule,
+        schedule_epochs=schedule_epochs,
+        epoch_offset=epoch_offset,
+        lr_step_epochs=recipe.lr_step_epochs,
+        lr_gamma=recipe.lr_gamma,
+        mixed_precision=args.mixed_precision,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        verbose=0 if args.quiet else 1,
+        run_info={
+            "arch": arch,
+            "filter_size": filter_size,
+            "data": data,
+            "image_size": image_size,
+            "finetune_from": args.finetune_from,
+            "strategy": type(strategy).__name__,
+        },
+    )
+
+    def model_fn():
+        # The same seed gives a plain model and its antialiased twin the
+        # same initial weights: BlurPool draws no random numbers.
+        keras.utils.set_random_seed(args.seed)
+        return build_model(
+            arch, filter_size, num_classes=num_classes, image_size=image_size
+        )
+
+    sources = {}
+
+    def train_input_fn(context, per_replica_batch, epoch):
+        key = context.input_pipeline_id
+        if key not in sources:
+            sources[key] = data_lib.load_images(
+                data,
+                "train",
+                input_context=context,
+                shuffle_seed=args.seed,
+                **load_kwargs,
+            )
+        return data_lib.train_dataset(
+            sources[key],
+            per_replica_batch,
+            image_size=image_size,
+            seed=args.seed,
+            epoch=epoch,
+        )
+
+    eval_input_fn = None
+    if not args.no_validation:
+        val_source = _open_validation(data_lib, data, **load_kwargs)
+        if val_source is not None:
+
+            def eval_input_fn(batch):
+                return data_lib.eval_dataset(
+                    val_source,
+                    batch,
+                    image_size=image_size,
+                    resize_size=resize_size,
+                )
+
+    init_fn = None
+    if finetune:
+        init_fn = _finetune_init(
+            arch,
+            args.finetune_from,
+            num_classes=num_classes,
+            image_size=image_size,
+        )
+    trainer = Trainer(
+        config,
+        strategy,
+        model_fn,
+        train_input_fn,
+        eval_input_fn,
+        init_fn=init_fn,
+        eval_batch_size=args.eval_batch_size,
+    )
+    if trainer.is_chief and not args.quiet:
+        print(
+            f"{arch} (filter_size={filter_size}) on {data}: {num_classes} "
+            f"classes, {image_size}x{image_size}; {epochs} epochs x "
+            f"{steps_per_epoch} steps of {effective} images "
+            f"({batch_size} x {accum} accumulated) on "
+            f"{replicas} replica(s) ({type(strategy).__name__}); lr "
+            f"{config.lr:g} {config.schedule}"
+            + (f" from schedule epoch {epoch_offset}" if epoch_offset else "")
+            + f", weight decay {config.weight_decay:g}"
+            + (", mixed precision" if args.mixed_precision else "")
+            + f"; out-dir {out_dir}",
+            flush=True,
+        )
+    return trainer.fit(), trainer
+
+
+def _default_out_dir(arch: str, filter_size) -> str:
+    tag = "baseline" if filter_size is None else f"lpf{filter_size}"
+    return os.path.join("runs", f"{arch}_{tag}")
+
+
+def _compare(args, strategy) -> int:
+    """Trains the demo CNN plain and antialiased; prints both side by side."""
+    from keras_blurpool import evaluation
+    from recipes import data as data_lib
+
+    out_dir = args.out_dir or os.path.join("runs", "demo")
+    filter_size = args.filter_size
+    variants = (
+        ("baseline", None, os.path.join(out_dir, "baseline")),
+        (f"antialiased (filter {filter_size})", filter_size,
+         os.path.join(out_dir, f"lpf{filter_size}")),
+    )
+    started = time.perf_counter()
+    models = []
+    for label, size, directory in variants:
+        print(f"\n== {label} ==", flush=True)
+        result, trainer = _train_one(
+            args,
+            strategy,
+            arch="demo",
+            filter_size=size,
+            out_dir=directory,
+            data="demo",
+        )
+        if not trainer.is_chief:
+            continue
+        models.append((label, result.model, directory))
+    if not models:
+        return 0
+
+    validation = data_lib.load_images("demo", "validation")
+    size = args.image_size or validation.image_size
+    resize = round(size * validation.resize_size / validation.image_size)
+    rows = []
+    for label, model, directory in models:
+        accuracy = evaluation.accuracy(
+            model,
+            validation.dataset,
+            top_k=(1,),
+            image_size=size,
+            resize_size=resize,
+            verbose=0,
+        )
+        consistency = evaluation.shift_consistency(
+            model,
+            validation.dataset,
+            image_size=size,
+            max_shift=_DEMO_MAX_SHIFT,
+            seed=args.seed,
+            verbose=0,
+        )
+        rows.append((label, accuracy["top1"], consistency["consistency"],
+                     consistency["std"], directory))
+    minutes = (time.perf_counter() - started) / 60
+    print(
+        f"\nDemo CNN on the demo data ({validation.num_examples} validation "
+        f"images, {size}x{size} crops; consistency: how often two random "
+        f"crops shifted by up to {_DEMO_MAX_SHIFT - 1} px get the same "
+        f"class), {minutes:.1f} min:"
+    )
+    width = max(len(row[0]) for row in rows)
+    print(f"  {'model':<{width}}  top-1 (%)  consistency (%)")
+    for label, top1, cons, std, _ in rows:
+        print(f"  {label:<{width}}  {top1:9.2f}  {cons:9.2f} ± {std:.2f}")
+    for label, *_, directory in rows:
+        print(f"  {label}: {os.path.join(directory, 'final.keras')}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Runs the command line.
+
+    Args:
+        argv: the arguments, without the program name; `sys.argv[1:]` if
+            None.
+
+    Returns:
+        The exit status, 0 on success.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    compare = _validate(parser, args)
+    if args.cpu_devices:
+        strategy_lib.split_cpu(args.cpu_devices)
+    # Before anything else touches TensorFlow: MultiWorkerMirroredStrategy
+    # must be created first.
+    try:
+        strategy = strategy_lib.make_strategy(args.strategy, tpu=args.tpu)
+    except ValueError as error:
+        parser.error(f"argument --strategy: {error}")
+    if compare:
+        return _compare(args, strategy)
+    data = args.data or "demo"
+    out_dir = args.out_dir or _default_out_dir(args.arch, args.filter_size)
+    try:
+        result, trainer = _train_one(
+            args,
+            strategy,
+            arch=args.arch,
+            filter_size=args.filter_size,
+            out_dir=out_dir,
+            data=data,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        # Bad input (data spec, sizes, a run that cannot resume): the
+        # message names it; a traceback would bury it.
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    if trainer.is_chief and result.best_top1 is not None and not args.quiet:
+        print(f"best validation top-1: {result.best_top1:.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
