@@ -17,21 +17,9 @@ import json
 import os
 import sys
 
+from recipes import _args
+
 METRICS = ("accuracy", "consistency", "diagonal", "circular")
-
-
-def _filter_size(text: str):
-    if text.lower() in ("none", "baseline"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 7:
-        raise argparse.ArgumentTypeError(
-            f"expected an int from 1 to 7 or 'none', got {text!r}"
-        )
-    return value
 
 
 def _metrics(text: str) -> tuple[str, ...]:
@@ -44,16 +32,6 @@ def _metrics(text: str) -> tuple[str, ...]:
     return names
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m recipes.evaluate",
@@ -61,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--arch", required=True, help="e.g. resnet50, vgg16_bn, demo")
     p.add_argument(
-        "--filter-size", type=_filter_size, default=4,
+        "--filter-size", type=_args.filter_size, default=4,
         help="1-7, or 'none' for the plain network (default 4)",
     )
     p.add_argument(
@@ -84,18 +62,18 @@ def parser() -> argparse.ArgumentParser:
         help=f"comma-separated, of {','.join(METRICS)} (default accuracy,consistency)",
     )
     p.add_argument("--out-dir", default="evaluation", help="default: ./evaluation")
-    p.add_argument("--batch-size", type=_positive, default=32)
-    p.add_argument("--max-images", type=_positive, help="evaluate the first N only")
-    p.add_argument("--image-size", type=_positive, help="default: the data's (224)")
+    p.add_argument("--batch-size", type=_args.positive_int, default=32)
+    p.add_argument("--max-images", type=_args.positive_int, help="evaluate the first N only")
+    p.add_argument("--image-size", type=_args.positive_int, help="default: the data's (224)")
     p.add_argument(
-        "--resize-size", type=_positive,
+        "--resize-size", type=_args.positive_int,
         help="short side before the centre crop, default: the data's (256)",
     )
     p.add_argument(
-        "--max-shift", type=_positive,
+        "--max-shift", type=_args.positive_int,
         help="largest shift, default resize size - image size (32)",
     )
-    p.add_argument("--passes", type=_positive, default=5)
+    p.add_argument("--passes", type=_args.positive_int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--strategy", default="auto",
@@ -239,7 +217,10 @@ def main(argv=None) -> int:
             }
     if curves:
         png = os.path.join(args.out_dir, "diagonal.png")
-        evaluation.plot_diagonal_shift(curves, png, title=f"{args.arch} on {args.data}")
+        evaluation.plot_diagonal_shift(
+            curves, png,
+            title=f"{args.arch} on {args.data} ({args.split}): crops at (o, o)",
+        )
         print(f"\nwrote {png}")
     with atomic_path(os.path.join(args.out_dir, "results.json")) as partial:
         with open(partial, "w") as f:

@@ -22,7 +22,6 @@ Rerunning the same command resumes from the latest checkpoint.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import sys
@@ -31,6 +30,7 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from recipes import _args  # noqa: E402
 from recipes import strategy as strategy_lib  # noqa: E402
 from recipes.config import FINETUNE_FRACTION  # noqa: E402
 from recipes.config import recipe_for  # noqa: E402
@@ -45,62 +45,6 @@ _VALIDATION_SPLITS = ("validation", "test")
 _TFDS_WITH_SPLIT = re.compile(
     r"tfds:(?P<name>[^:\s]+(?::[\d*]+\.[\d*]+\.[\d*]+)?)(?::(?P<split>.+))?"
 )
-
-
-def _filter_size(text: str):
-    if text.lower() in ("none", "baseline"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 7:
-        raise argparse.ArgumentTypeError(
-            f"expected an int from 1 to 7 or 'none', got {text!r}"
-        )
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number, got {text!r}"
-        )
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--filter-size",
-        type=_filter_size,
+        type=_args.filter_size,
         default=DEMO_FILTER_SIZE,
         help="blur filter taps 1-7, or 'none' for the plain network "
         "(default 4)",
@@ -149,24 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tpu", help="TPU name or address for --strategy tpu")
     p.add_argument(
         "--cpu-devices",
-        type=_positive_int,
+        type=_args.positive_int,
         help="split the CPU into this many logical devices (mirrored "
         "training without GPUs, for tests and benchmarks)",
     )
     p.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=_args.positive_int,
         help="epochs (default: the recipe's; 2/3 of it with --finetune-from)",
     )
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=_args.positive_int,
         help="global batch per forward/backward pass, over all replicas "
         "(default: the recipe's 256 / --accum-steps)",
     )
     p.add_argument(
         "--accum-steps",
-        type=_positive_int,
+        type=_args.positive_int,
         default=1,
         help="forward/backward passes per optimizer step, gradients summed "
         "(the reference's -ba): the effective batch is batch-size x "
@@ -174,14 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--lr",
-        type=_positive_float,
+        type=_args.positive_float,
         help="learning rate at epoch 0 of the schedule, for the effective "
         "batch (default: the recipe's, scaled linearly with the batch); "
         "--finetune-from starts later in the schedule, e.g. at lr/10",
     )
     p.add_argument(
         "--weight-decay",
-        type=_non_negative_float,
+        type=_args.non_negative_float,
         help="L2 weight decay as torch's SGD (default: the recipe's)",
     )
     p.add_argument(
@@ -197,13 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--steps-per-epoch",
-        type=_positive_int,
+        type=_args.positive_int,
         help="optimizer steps per epoch (default: the training images / "
         "the effective batch)",
     )
     p.add_argument(
         "--image-size",
-        type=_positive_int,
+        type=_args.positive_int,
         help="training crop side (default: the data's, 224 or 32 for demo)",
     )
     p.add_argument(
@@ -213,17 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--checkpoint-every",
-        type=_non_negative_int,
+        type=_args.non_negative_int,
         default=1000,
         help="steps between checkpoints, besides each epoch end (0: epoch "
         "ends only; default 1000)",
     )
     p.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="random seed (0)"
+        "--seed", type=_args.non_negative_int, default=0, help="random seed (0)"
     )
     p.add_argument(
         "--eval-batch-size",
-        type=_positive_int,
+        type=_args.positive_int,
         help="global validation batch (default: the training batch)",
     )
     p.add_argument(
