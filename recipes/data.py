@@ -672,18 +672,9 @@ def _load_folder(data, split, *, imagenet_labels, input_context, shuffle_seed):
     if table is not None:
         labels = table[labels]
         class_names = IMAGENET_WNIDS
-    if shuffle_seed is not None:
-        order = np.random.default_rng(shuffle_seed).permutation(num_examples)
-        paths, labels = paths[order], labels[order]
-    if input_context is not None:
-        # Sharding the file list means every pipeline decodes only its own
-        # images.
-        shard = slice(
-            input_context.input_pipeline_id,
-            None,
-            input_context.num_input_pipelines,
-        )
-        paths, labels = paths[shard], labels[shard]
+    # Sharding the file list means every pipeline decodes only its own
+    # images.
+    paths, labels = _shuffle_and_shard(paths, labels, shuffle_seed, input_context)
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
     dataset = dataset.map(
         _read_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
@@ -796,16 +787,7 @@ def _load_demo(split, input_context, shuffle_seed):
         )
     images, labels = _demo_arrays(_DEMO_SPLIT_ALIASES[split])
     num_examples = len(labels)
-    if shuffle_seed is not None:
-        order = np.random.default_rng(shuffle_seed).permutation(num_examples)
-        images, labels = images[order], labels[order]
-    if input_context is not None:
-        shard = slice(
-            input_context.input_pipeline_id,
-            None,
-            input_context.num_input_pipelines,
-        )
-        images, labels = images[shard], labels[shard]
+    images, labels = _shuffle_and_shard(images, labels, shuffle_seed, input_context)
     return ImageSource(
         dataset=tf.data.Dataset.from_tensor_slices((images, labels)),
         num_classes=len(_DEMO_CLASSES),
@@ -901,3 +883,18 @@ def _demo_shape(k, u, v, period, phase):
         return (square <= 0.9) & (np.mod(u / period + phase, 1.0) < 0.5)
     cells = np.floor(u / period + phase) + np.floor(v / period + phase)
     return (square <= 0.9) & (cells % 2 == 0)
+
+
+def _shuffle_and_shard(items, labels, shuffle_seed, input_context):
+    """A seeded permutation, then this input pipeline's every n-th item."""
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(labels))
+        items, labels = items[order], labels[order]
+    if input_context is not None:
+        shard = slice(
+            input_context.input_pipeline_id,
+            None,
+            input_context.num_input_pipelines,
+        )
+        items, labels = items[shard], labels[shard]
+    return items, labels

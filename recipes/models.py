@@ -18,6 +18,7 @@ import keras
 from keras import layers
 
 from keras_blurpool import applications
+from keras_blurpool.applications._common import check_filter_size
 from keras_blurpool.layers import BlurPool2D
 from keras_blurpool.layers import MaxBlurPool2D
 
@@ -69,7 +70,7 @@ def demo_cnn(
     Returns:
         A functional `keras.Model` mapping float images to logits.
     """
-    _check_filter_size(filter_size)
+    check_filter_size(filter_size)
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise ValueError(
             f"`classes` must be a positive int. Received: classes={classes!r}"
@@ -120,18 +121,6 @@ def demo_cnn(
     if weights is not None:
         model.load_weights(weights)
     return model
-
-
-def _check_filter_size(filter_size) -> None:
-    if filter_size is not None and (
-        isinstance(filter_size, bool)
-        or not isinstance(filter_size, int)
-        or not 1 <= filter_size <= 7
-    ):
-        raise ValueError(
-            "`filter_size` must be None (the plain, non-antialiased network) "
-            f"or an int from 1 to 7. Received: filter_size={filter_size!r}"
-        )
 
 
 def _zoo(builder: Callable) -> Callable:

@@ -22,6 +22,19 @@ BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1 counts the other way round.
 _CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt")
 
 
+def check_filter_size(filter_size) -> None:
+    """Raises unless `filter_size` is None (plain network) or 1 to 7."""
+    if filter_size is not None and (
+        isinstance(filter_size, bool)
+        or not isinstance(filter_size, int)
+        or not 1 <= filter_size <= 7
+    ):
+        raise ValueError(
+            "`filter_size` must be None (the plain, non-antialiased network) "
+            f"or an int from 1 to 7. Received: filter_size={filter_size!r}"
+        )
+
+
 def validate_builder_args(
     *,
     weights,
@@ -51,15 +64,7 @@ def validate_builder_args(
     Raises:
         ValueError: naming the argument, the value and what is allowed.
     """
-    if filter_size is not None and (
-        isinstance(filter_size, bool)
-        or not isinstance(filter_size, int)
-        or not 1 <= filter_size <= 7
-    ):
-        raise ValueError(
-            "`filter_size` must be None (the plain, non-antialiased network) "
-            f"or an int from 1 to 7. Received: filter_size={filter_size!r}"
-        )
+    check_filter_size(filter_size)
     if pooling not in (None, "avg", "max"):
         raise ValueError(
             "`pooling` must be None, 'avg' or 'max'. "
