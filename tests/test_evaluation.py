@@ -352,6 +352,15 @@ def test_bad_datasets():
         evaluation.diagonal_shift(model, random_dataset(2), from_logits="yes", **QUIET)
 
 
+def test_labels_outside_the_model_are_refused():
+    model = invariant_model(32, classes=10)
+    data = random_dataset(4, classes=10).map(lambda x, y: (x, y + 10))
+    with pytest.raises(ValueError, match="label 1[0-9], but the model has 10 classes"):
+        evaluation.accuracy(model, data, **QUIET)
+    with pytest.raises(ValueError, match="but the model has 10 classes"):
+        evaluation.diagonal_shift(model, data, max_shift=2, **QUIET)
+
+
 def test_multi_output_model_is_refused():
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.GlobalAveragePooling2D()(inputs)

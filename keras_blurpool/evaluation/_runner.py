@@ -311,6 +311,18 @@ def uniform_offsets(index, seed: int, shape, maxval: int):
     )
 
 
+def check_labels(labels: np.ndarray, num_classes: int) -> None:
+    """Labels must index the model's classes."""
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)][0]
+        raise ValueError(
+            f"The dataset has label {bad}, but the model has {num_classes} "
+            f"classes (labels 0 to {num_classes - 1}). Is the dataset labelled "
+            "as the model was trained? (Folders of ImageNet classes should be "
+            "named by WordNet id, e.g. n01440764.)"
+        )
+
+
 class Probabilities:
     """Softmax of logits; probabilities pass through.
 

@@ -87,6 +87,7 @@ def accuracy(
                 f"`top_k` asks for top-{largest} of a model with "
                 f"{scores.shape[-1]} classes. Received: top_k={top_k}"
             )
+        _runner.check_labels(labels, scores.shape[-1])
         # Ranks of the true class: how many classes score higher.
         true = scores[np.arange(len(labels)), labels]
         rank = (scores > true[:, None]).sum(axis=-1)

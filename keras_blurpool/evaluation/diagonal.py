@@ -118,6 +118,7 @@ def diagonal_shift(
     to_probabilities = _runner.Probabilities(from_logits)
     labels, probability, predicted = [], [], []
     for scores, batch_labels in runner.run(dataset):
+        _runner.check_labels(batch_labels, scores.shape[-1])
         probs = to_probabilities(scores)  # (offsets, batch, classes)
         rows = np.arange(len(batch_labels))
         probability.append(probs[:, rows, batch_labels].T)
