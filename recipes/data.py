@@ -100,6 +100,13 @@ class ImageSource:
         _check_int("image_size", self.image_size)
         _check_int("resize_size", self.resize_size)
 
+    def resize_size_for(self, image_size: int) -> int:
+        """The resize side for another crop size, at the suggested ratio.
+
+        E.g. 256 for 224 and 146 for 128 on ImageNet-like data.
+        """
+        return round(image_size * self.resize_size / self.image_size)
+
 
 def load_images(
     data: str,
@@ -532,6 +539,15 @@ _TFDS_SPEC = re.compile(
 )
 
 
+def parse_tfds_spec(data: str) -> tuple[str, str | None] | None:
+    """`"tfds:NAME[:VERSION][:SPLIT]"` -> `(NAME[:VERSION], SPLIT or None)`.
+
+    Returns None when `data` is not a TFDS spec.
+    """
+    match = _TFDS_SPEC.fullmatch(data)
+    return (match["name"], match["split"]) if match else None
+
+
 def _load_tfds(
     data,
     split,
@@ -542,11 +558,10 @@ def _load_tfds(
     input_context,
     shuffle_seed,
 ):
-    match = _TFDS_SPEC.fullmatch(data)
-    if not match:
+    parsed = parse_tfds_spec(data)
+    if not parsed:
         raise ValueError(f"data={data!r}: {_SPEC_HELP}")
-    name = match["name"]
-    split = match["split"] or split
+    name, split = parsed[0], parsed[1] or split
     if manual_dir is not None and not tf.io.gfile.isdir(manual_dir):
         raise FileNotFoundError(
             f"manual_dir={manual_dir!r}: no such folder; expected the "

@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as error:
         parser().error(str(error))
     image_size = args.image_size or source.image_size
-    resize_size = args.resize_size or max(source.resize_size, image_size)
+    resize_size = args.resize_size or source.resize_size_for(image_size)
     max_shift = args.max_shift or max(resize_size - image_size, 1)
 
     runs = {}

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 
@@ -37,16 +36,7 @@ from recipes.config import recipe_for  # noqa: E402
 from recipes.models import ARCHITECTURES  # noqa: E402
 
 DEMO_FILTER_SIZE = 4
-# Shift-consistency of the demo: 32x32 crops at offsets in [0, 8) of the
-# 40x40 images, as recipes.evaluate does for the demo data.
-_DEMO_MAX_SHIFT = 8
 _VALIDATION_SPLITS = ("validation", "test")
-# "tfds:NAME[:x.y.z][:SPLIT]" (a version's colon is not the split's).
-_TFDS_WITH_SPLIT = re.compile(
-    r"tfds:(?P<name>[^:\s]+(?::[\d*]+\.[\d*]+\.[\d*]+)?)(?::(?P<split>.+))?"
-)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `python -m recipes.train`.
 
@@ -256,10 +246,10 @@ def _open_validation(data_lib, data, **load_kwargs):
         # measure the training images.
         print(f"{data} has no val/ folder; training without validation")
         return None
-    match = _TFDS_WITH_SPLIT.fullmatch(data)
-    if match and match["split"]:
+    parsed = data_lib.parse_tfds_spec(data)
+    if parsed and parsed[1]:
         # "tfds:NAME:SPLIT" names the training split; validate on NAME's.
-        data = f"tfds:{match['name']}"
+        data = f"tfds:{parsed[0]}"
     last_error = None
     for split in _VALIDATION_SPLITS:
         try:
@@ -309,9 +299,7 @@ def _train_one(args, strategy, *, arch, filter_size, out_dir, data):
     num_classes = train_source.num_classes
     image_size = args.image_size or train_source.image_size
     # Keep the data's resize-to-crop ratio (256/224) at other crop sizes.
-    resize_size = round(
-        image_size * train_source.resize_size / train_source.image_size
-    )
+    resize_size = train_source.resize_size_for(image_size)
     accum = args.accum_steps
     batch_size = args.batch_size or recipe.batch_size // accum
     effective = batch_size * accum
@@ -489,7 +477,10 @@ def _compare(args, strategy) -> int:
 
     validation = data_lib.load_images("demo", "validation")
     size = args.image_size or validation.image_size
-    resize = round(size * validation.resize_size / validation.image_size)
+    resize = validation.resize_size_for(size)
+    # Shifts within the margin the resize leaves around the crop (8 px
+    # for 32 of 40), as recipes.evaluate takes them.
+    max_shift = max(resize - size, 1)
     rows = []
     for label, model, directory in models:
         accuracy = evaluation.accuracy(
@@ -504,7 +495,7 @@ def _compare(args, strategy) -> int:
             model,
             validation.dataset,
             image_size=size,
-            max_shift=_DEMO_MAX_SHIFT,
+            max_shift=max_shift,
             seed=args.seed,
             verbose=0,
         )
@@ -514,7 +505,7 @@ def _compare(args, strategy) -> int:
     print(
         f"\nDemo CNN on the demo data ({validation.num_examples} validation "
         f"images, {size}x{size} crops; consistency: how often two random "
-        f"crops shifted by up to {_DEMO_MAX_SHIFT - 1} px get the same "
+        f"crops shifted by up to {max_shift - 1} px get the same "
         f"class), {minutes:.1f} min:"
     )
     width = max(len(row[0]) for row in rows)
