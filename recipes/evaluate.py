@@ -153,7 +153,7 @@ def table(results: dict) -> str:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     from keras_blurpool import evaluation
-    from keras_blurpool.evaluation._files import atomic_path
+    from keras_blurpool._utils import atomic_path
     from recipes import data as data_lib
     from recipes import models
     from recipes import strategy as strategy_lib

@@ -608,7 +608,7 @@ def test_resize_short_side():
     same = data.resize_short_side(image, 40)
     assert same.dtype == tf.float32
     np.testing.assert_array_equal(same.numpy(), image)
-    with pytest.raises(ValueError, match=r"`size` must be an int >= 1. Received: size=0"):
+    with pytest.raises(ValueError, match=r"`size` must be a positive int. Received: size=0"):
         data.resize_short_side(image, 0)
 
 

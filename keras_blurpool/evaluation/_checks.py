@@ -1,15 +1,7 @@
 """Argument checks shared by the metrics."""
 
-import numpy as np
+from keras_blurpool._utils import check_int
 
 
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(
-            f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}"
-        )
-    if value < minimum:
-        raise ValueError(
-            f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}"
-        )
-    return int(value)
+    return check_int(name, value, minimum)

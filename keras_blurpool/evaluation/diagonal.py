@@ -9,7 +9,7 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
-from keras_blurpool.evaluation import _files
+from keras_blurpool import _utils
 from keras_blurpool.evaluation import _runner
 
 
@@ -44,7 +44,7 @@ class DiagonalShiftResult:
 
     def save(self, path: str) -> str:
         """Writes the arrays (and the two curves) to a `.npz` file."""
-        with _files.atomic_path(path) as partial:
+        with _utils.atomic_path(path, create_dir=True) as partial:
             with open(partial, "wb") as f:
                 np.savez(
                     f,
@@ -180,6 +180,6 @@ def plot_diagonal_shift(
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    with _files.atomic_path(path) as partial:
+    with _utils.atomic_path(path, create_dir=True) as partial:
         figure.savefig(partial, format="png", dpi=100)
     return os.fspath(path)
