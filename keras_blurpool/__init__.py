@@ -5,7 +5,7 @@ from keras_blurpool.layers import BlurPool1D
 from keras_blurpool.layers import BlurPool2D
 from keras_blurpool.layers import MaxBlurPool2D
 from keras_blurpool.layers import binomial_filter
-from keras_blurpool.weights import load_torch_weights
+from keras_blurpool.applications import load_torch_weights
 from keras_blurpool.weights import transfer_weights
 
 __version__ = "0.1.0"

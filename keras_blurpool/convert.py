@@ -2,10 +2,10 @@
 
 Usage:
 
-    python -m keras_blurpool.convert ARCH CHECKPOINT OUT.weights.h5 \\
-        [--filter-size N]
+    keras-blurpool-convert ARCH CHECKPOINT OUT.weights.h5 [--filter-size N]
+    python -m keras_blurpool.convert ...    # the same
 
-ARCH is the reference's architecture name (`resnet50`, `vgg16_bn`,
+ARCH is the registry's architecture name (`resnet50`, `vgg16_bn`,
 `densenet121`, `mobilenet_v2`, `alexnet`, ...). CHECKPOINT is a `.pth`
 / `.pth.tar` file in either torch format, read without PyTorch. The
 filter size is read from the checkpoint's BlurPool `filt` buffers unless
@@ -21,28 +21,28 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 
-from keras_blurpool.weights import pretrained
-from keras_blurpool.weights.torch_checkpoint import read_torch_checkpoint
-from keras_blurpool.weights.torch_state_dict import load_torch_weights
-
+from keras_blurpool._utils import atomic_path
+from keras_blurpool.applications import registry
+from keras_blurpool.applications.loading import infer_filter_size
+from keras_blurpool.applications.loading import load_torch_weights
+from keras_blurpool.applications._common import check_filter_size
+from keras_blurpool.weights import read_torch_checkpoint
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m keras_blurpool.convert",
+        prog="keras-blurpool-convert",
         description=(
             "Convert a checkpoint of the PyTorch antialiased_cnns reference "
-            "into a Keras `.weights.h5` file."
+            "(or a torchvision one) into a Keras `.weights.h5` file."
         ),
     )
     parser.add_argument(
         "arch",
-        help="reference architecture name: "
-        + ", ".join(sorted(pretrained.ARCHITECTURES)),
+        help="architecture name: " + ", ".join(registry.ARCHITECTURES),
     )
     parser.add_argument("checkpoint", help="the .pth / .pth.tar file")
     parser.add_argument("output", help="the .weights.h5 file to write")
@@ -60,11 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _classes(state_dict) -> int:
+def _classes(state_dict, head_prefixes) -> int:
     """Classes of the checkpoint's classifier (its last Linear layer)."""
     heads = [
-        key for key in state_dict
-        if key.startswith(("fc.", "classifier")) and key.endswith(".weight")
+        key
+        for key in state_dict
+        if key.startswith(head_prefixes)
+        and key.endswith(".weight")
         and np.ndim(state_dict[key]) == 2
     ]
     if not heads:
@@ -75,25 +77,61 @@ def _classes(state_dict) -> int:
 
 
 def _compare(arch: str, filter_size: int, classes: int, state_dict, model):
-    """Largest |logit difference| against the reference, or None."""
+    """`(largest |logit difference|, largest |logit|)`, or a reason why not.
+
+    The reference is built with the same filter size; a checkpoint saved
+    without BlurPool `filt` buffers (a torchvision one) keeps the
+    reference's own, which are the same fixed binomial filters.
+    """
     try:
         import antialiased_cnns
         import torch
     except ImportError:
-        return None
+        return "torch / antialiased_cnns not installed"
+    if not hasattr(antialiased_cnns, arch):
+        return f"the reference has no architecture {arch!r}"
     torch_model = getattr(antialiased_cnns, arch)(
         pretrained=False, filter_size=filter_size, num_classes=classes
     )
-    torch_model.load_state_dict(
-        {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}
+    result = torch_model.load_state_dict(
+        {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()},
+        strict=False,
     )
+    missing = [k for k in result.missing_keys if not k.endswith(".filt")]
+    if missing or result.unexpected_keys:
+        return (
+            "the reference does not take this state dict (missing: "
+            f"{missing[:3]}, unexpected: {result.unexpected_keys[:3]})"
+        )
     torch_model.eval()
     x = np.random.default_rng(0).standard_normal((2, 3, 224, 224))
     x = x.astype("float32")
     with torch.no_grad():
         expected = torch_model(torch.from_numpy(x)).numpy()
-    got = np.asarray(model(x.transpose(0, 2, 3, 1), training=False))
+    channels_first = model.input_shape[1] == 3
+    got = np.asarray(
+        model(x if channels_first else x.transpose(0, 2, 3, 1), training=False)
+    )
     return float(np.abs(got - expected).max()), float(np.abs(expected).max())
+
+
+def _check_output(parser, output: str) -> None:
+    """Refuses an output path that cannot be written, before any work."""
+    if not output.endswith(".weights.h5"):
+        parser.error(f"OUT must end with `.weights.h5`. Received: {output!r}")
+    if os.path.isdir(output):
+        parser.error(f"OUT is a directory. Received: {output!r}")
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        parser.error(
+            f"the directory of OUT does not exist: {directory}. "
+            f"Received: {output!r}"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        parser.error(
+            f"the directory of OUT is not writable: {directory}. "
+            f"Received: {output!r}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,41 +141,38 @@ def main(argv: list[str] | None = None) -> int:
         argv: command-line arguments (default: `sys.argv[1:]`).
 
     Returns:
-        0 on success.
+        0 when the output was written (whether or not the comparison with
+        the reference could run).
 
     Raises:
         SystemExit: with a message for an unknown architecture, an output
-            path not ending in `.weights.h5`, a checkpoint that cannot be
-            read or does not fit the architecture, or a filter size that
-            cannot be inferred.
+            path that is not a writable `.weights.h5` file, a checkpoint
+            that cannot be read or does not fit the architecture, or a
+            filter size that cannot be inferred. Nothing is written then.
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.arch not in pretrained.ARCHITECTURES:
+    if args.arch not in registry.ARCHITECTURES:
         parser.error(
             f"unknown architecture {args.arch!r}; choose one of: "
-            + ", ".join(sorted(pretrained.ARCHITECTURES))
+            + ", ".join(registry.ARCHITECTURES)
         )
-    if not args.output.endswith(".weights.h5"):
-        parser.error(
-            f"OUT must end with `.weights.h5`. Received: {args.output!r}"
-        )
-    if args.filter_size is not None and not 1 <= args.filter_size <= 7:
-        parser.error(
-            "--filter-size must be from 1 to 7. "
-            f"Received: {args.filter_size}"
-        )
+    spec = registry.get(args.arch)
+    _check_output(parser, args.output)
+    if args.filter_size is not None:
+        try:
+            check_filter_size(args.filter_size)
+        except ValueError as error:
+            parser.error(f"--filter-size: {error}")
     try:
-        state_dict = pretrained.prepare_state_dict(
-            read_torch_checkpoint(args.checkpoint), include_top=True
-        )
+        state_dict = spec.fix_state_dict(read_torch_checkpoint(args.checkpoint))
     except (ValueError, OSError) as error:
         raise SystemExit(f"error: {error}") from error
 
     filter_size = args.filter_size
     if filter_size is None:
         try:
-            filter_size = pretrained.infer_filter_size(state_dict)
+            filter_size = infer_filter_size(state_dict)
         except ValueError as error:
             raise SystemExit(f"error: {error}") from error
         if filter_size is None:
@@ -149,11 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"filter_size={filter_size}")
 
-    from keras_blurpool import applications
-
-    classes = _classes(state_dict)
-    builder = getattr(applications, pretrained.ARCHITECTURES[args.arch])
-    model = builder(
+    classes = _classes(state_dict, spec.head_prefixes)
+    model = spec.builder(
         classes=classes, classifier_activation=None, filter_size=filter_size
     )
     try:
@@ -161,24 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         raise SystemExit(f"error: {error}") from error
 
-    # Atomic write: a temp file in the output's directory, then a rename.
-    directory = os.path.dirname(os.path.abspath(args.output))
-    fd, partial = tempfile.mkstemp(
-        prefix=".convert-", suffix=".weights.h5", dir=directory
-    )
-    os.close(fd)
-    try:
+    with atomic_path(args.output, suffix=".weights.h5") as partial:
         model.save_weights(partial, overwrite=True)
-        pretrained.publish(partial, args.output)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
     print(f"wrote {args.output} ({args.arch}, {classes} classes)")
 
     if not args.no_compare:
-        result = _compare(args.arch, filter_size, classes, state_dict, model)
-        if result is None:
-            print("torch / antialiased_cnns not installed: no comparison")
+        try:
+            result = _compare(args.arch, filter_size, classes, state_dict, model)
+        except Exception as error:  # the output is written: report, exit 0
+            result = f"{type(error).__name__}: {error}"
+        if isinstance(result, str):
+            print(f"no comparison with the reference: {result}")
         else:
             diff, scale = result
             print(

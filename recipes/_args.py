@@ -5,19 +5,23 @@ from __future__ import annotations
 import argparse
 import math
 
+from keras_blurpool.applications._common import MAX_FILTER_SIZE
+from keras_blurpool.applications._common import MIN_FILTER_SIZE
+from keras_blurpool.applications._common import check_filter_size
+
 
 def filter_size(text: str):
-    """1-7, or None for 'none'/'baseline' (the plain network)."""
+    """1-7 (the zoo's range), or None for 'none'/'baseline' (plain)."""
     if text.lower() in ("none", "baseline"):
         return None
     try:
         value = int(text)
+        check_filter_size(value)
     except ValueError:
-        value = 0
-    if not 1 <= value <= 7:
         raise argparse.ArgumentTypeError(
-            f"expected an int from 1 to 7 or 'none', got {text!r}"
-        )
+            f"expected an int from {MIN_FILTER_SIZE} to {MAX_FILTER_SIZE} "
+            f"or 'none', got {text!r}"
+        ) from None
     return value
 
 

@@ -19,6 +19,8 @@ import math
 
 import tensorflow as tf
 
+from keras_blurpool.applications import registry
+
 # The batch size the reference's learning rates are given for.
 REFERENCE_BATCH_SIZE = 256
 
@@ -74,29 +76,19 @@ _DEMO = Recipe(
     lr=0.02, epochs=12, schedule="cosine", weight_decay=5e-4, batch_size=64
 )
 
+# The registry names which of the reference's recipes each architecture
+# follows.
+_BY_KIND = {
+    "imagenet": _IMAGENET,
+    "vgg": _VGG,
+    "vgg_bn": _VGG_BN,
+    "mobilenet": _MOBILENET,
+}
 RECIPES: dict[str, Recipe] = {
-    "alexnet": _VGG,
-    **{f"vgg{d}": _VGG for d in (11, 13, 16, 19)},
-    **{f"vgg{d}_bn": _VGG_BN for d in (11, 13, 16, 19)},
     **{
-        name: _IMAGENET
-        for name in (
-            "resnet18",
-            "resnet34",
-            "resnet50",
-            "resnet101",
-            "resnet152",
-            "resnext50_32x4d",
-            "resnext101_32x8d",
-            "wide_resnet50_2",
-            "wide_resnet101_2",
-            "densenet121",
-            "densenet161",
-            "densenet169",
-            "densenet201",
-        )
+        name: _BY_KIND[spec.recipe]
+        for name, spec in registry.ARCHITECTURES.items()
     },
-    "mobilenet_v2": _MOBILENET,
     "demo": _DEMO,
 }
 

@@ -1,8 +1,8 @@
 """The architectures the recipes train, by their torchvision names.
 
-`ARCHITECTURES` maps the reference's lowercase names (`"resnet50"`,
-`"vgg16_bn"`, `"mobilenet_v2"`, ...) to the builders of
-`keras_blurpool.applications`, plus `"demo"`: a small CNN for 32x32 inputs
+`ARCHITECTURES` maps every name of the zoo's registry
+(`keras_blurpool.applications.registry`: `"resnet50"`, `"vgg16_bn"`,
+`"mobilenet_v2"`, ...) to its builder, plus `"demo"`: a small CNN for 32x32 inputs
 that trains in minutes on a CPU and shows what anti-aliasing does.
 `build_model` makes any of them with a logits output (no softmax), which is
 what the trainer's loss and the evaluation expect, as the reference's
@@ -17,14 +17,12 @@ from typing import Callable
 import keras
 from keras import layers
 
-from keras_blurpool import applications
+from keras_blurpool.applications import registry
+from keras_blurpool.applications._common import BN_EPSILON
+from keras_blurpool.applications._common import BN_MOMENTUM
 from keras_blurpool.applications._common import check_filter_size
 from keras_blurpool.layers import BlurPool2D
 from keras_blurpool.layers import MaxBlurPool2D
-
-# The zoo's BatchNorm settings: PyTorch's epsilon and momentum.
-_BN_EPSILON = 1e-5
-_BN_MOMENTUM = 0.9
 
 # (filters, downsampling) of the demo CNN's convolutions: "conv" is a
 # stride-2 convolution, "pool" a 2x2 max pool after it, None neither.
@@ -103,7 +101,7 @@ def demo_cnn(
             name=f"conv{i}",
         )(x)
         x = layers.BatchNormalization(
-            epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=f"bn{i}"
+            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"bn{i}"
         )(x)
         x = layers.Activation("relu", name=f"relu{i}")(x)
         if downsample == "conv" and antialiased:
@@ -146,32 +144,13 @@ def _demo(filter_size, *, classes, input_shape, weights):
     )
 
 
-# The reference's (torchvision's) architecture names. Every builder takes
+# Every registered architecture, then the demo CNN. Every builder takes
 # `(filter_size, *, classes, input_shape, weights)` and returns logits.
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
-    "alexnet": _zoo(applications.AlexNet),
-    "vgg11": _zoo(applications.VGG11),
-    "vgg11_bn": _zoo(applications.VGG11BN),
-    "vgg13": _zoo(applications.VGG13),
-    "vgg13_bn": _zoo(applications.VGG13BN),
-    "vgg16": _zoo(applications.VGG16),
-    "vgg16_bn": _zoo(applications.VGG16BN),
-    "vgg19": _zoo(applications.VGG19),
-    "vgg19_bn": _zoo(applications.VGG19BN),
-    "resnet18": _zoo(applications.ResNet18),
-    "resnet34": _zoo(applications.ResNet34),
-    "resnet50": _zoo(applications.ResNet50),
-    "resnet101": _zoo(applications.ResNet101),
-    "resnet152": _zoo(applications.ResNet152),
-    "resnext50_32x4d": _zoo(applications.ResNeXt50_32x4d),
-    "resnext101_32x8d": _zoo(applications.ResNeXt101_32x8d),
-    "wide_resnet50_2": _zoo(applications.WideResNet50_2),
-    "wide_resnet101_2": _zoo(applications.WideResNet101_2),
-    "densenet121": _zoo(applications.DenseNet121),
-    "densenet161": _zoo(applications.DenseNet161),
-    "densenet169": _zoo(applications.DenseNet169),
-    "densenet201": _zoo(applications.DenseNet201),
-    "mobilenet_v2": _zoo(applications.MobileNetV2),
+    **{
+        name: _zoo(spec.builder)
+        for name, spec in registry.ARCHITECTURES.items()
+    },
     "demo": _demo,
 }
 

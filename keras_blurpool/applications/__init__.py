@@ -1,14 +1,16 @@
-"""Anti-aliased architectures of the reference, keras.applications style.
+"""Anti-aliased architectures, keras.applications style.
 
 Every builder takes `filter_size` (1-7; None builds the plain network)
 and returns a functional `keras.Model` that equals the PyTorch reference
-layer for layer once its weights are loaded.
+layer for layer once its weights are loaded. Each family module
+registers its architectures in `registry`.
 """
 
 from keras_blurpool.applications import alexnet
 from keras_blurpool.applications import densenet
 from keras_blurpool.applications import mobilenet_v2
 from keras_blurpool.applications import resnet
+from keras_blurpool.applications import registry
 from keras_blurpool.applications import vgg
 from keras_blurpool.applications.alexnet import AlexNet
 from keras_blurpool.applications.densenet import DenseNet121
@@ -17,7 +19,9 @@ from keras_blurpool.applications.densenet import DenseNet169
 from keras_blurpool.applications.densenet import DenseNet201
 from keras_blurpool.applications.imagenet_utils import decode_predictions
 from keras_blurpool.applications.imagenet_utils import preprocess_input
+from keras_blurpool.applications.loading import load_torch_weights
 from keras_blurpool.applications.mobilenet_v2 import MobileNetV2
+from keras_blurpool.applications.pretrained import imagenet_state_dict
 from keras_blurpool.applications.resnet import ResNet18
 from keras_blurpool.applications.resnet import ResNet34
 from keras_blurpool.applications.resnet import ResNet50
@@ -35,35 +39,3 @@ from keras_blurpool.applications.vgg import VGG16
 from keras_blurpool.applications.vgg import VGG16BN
 from keras_blurpool.applications.vgg import VGG19
 from keras_blurpool.applications.vgg import VGG19BN
-from keras_blurpool.layers import BlurPool2D
-
-# Each family module defines `_torch_names(model) -> dict | None`: the
-# PyTorch module name of every layer with weights (and of every
-# BlurPool2D), or None when the model is not of that family.
-_FAMILIES = (resnet, vgg, alexnet, densenet, mobilenet_v2)
-
-
-class _WithoutBlurPool:
-    """An antialiased model as its plain (torchvision) twin would look.
-
-    BlurPool has no parameters, so hiding it leaves the twin's weighted
-    layers, and the families then give torchvision's module names.
-    """
-
-    def __init__(self, model):
-        self.name = model.name
-        self.layers = [
-            layer for layer in model.layers if not isinstance(layer, BlurPool2D)
-        ]
-
-
-def _torch_name_maps(model):
-    """Candidate name maps: the reference's, then torchvision's."""
-    views = [model]
-    if any(isinstance(layer, BlurPool2D) for layer in model.layers):
-        views.append(_WithoutBlurPool(model))
-    for view in views:
-        for family in _FAMILIES:
-            names = family._torch_names(view)
-            if names is not None:
-                yield names

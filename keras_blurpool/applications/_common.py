@@ -12,26 +12,29 @@ import os
 import keras
 from keras import layers
 
+from keras_blurpool._utils import is_int
+from keras_blurpool.applications import loading
+from keras_blurpool.applications import pretrained
 from keras_blurpool.layers import BlurPool2D
-from keras_blurpool.weights import pretrained
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1 counts the other way round.
 
 
-_CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt")
+# The zoo's filter sizes: the reference's range.
+MIN_FILTER_SIZE, MAX_FILTER_SIZE = 1, 7
 
 
 def check_filter_size(filter_size) -> None:
     """Raises unless `filter_size` is None (plain network) or 1 to 7."""
     if filter_size is not None and (
-        isinstance(filter_size, bool)
-        or not isinstance(filter_size, int)
-        or not 1 <= filter_size <= 7
+        not is_int(filter_size)
+        or not MIN_FILTER_SIZE <= filter_size <= MAX_FILTER_SIZE
     ):
         raise ValueError(
             "`filter_size` must be None (the plain, non-antialiased network) "
-            f"or an int from 1 to 7. Received: filter_size={filter_size!r}"
+            f"or an int from {MIN_FILTER_SIZE} to {MAX_FILTER_SIZE}. "
+            f"Received: filter_size={filter_size!r}"
         )
 
 
@@ -55,7 +58,7 @@ def validate_builder_args(
         include_top: the builder's `include_top`.
         pooling: the builder's `pooling`.
         classes: the builder's `classes`.
-        arch: the reference's name of the architecture (`"resnet50"`,
+        arch: the registry name of the architecture (`"resnet50"`,
             `"vgg16_bn"`, ...), which picks the released weights; never
             the user's model `name`.
         pool_only: the builder's `pool_only`, for the architectures that
@@ -98,7 +101,7 @@ def validate_builder_args(
         )
         return
     path = os.fspath(weights)
-    if not path.endswith((".weights.h5",) + _CHECKPOINT_SUFFIXES):
+    if not path.endswith((".weights.h5",) + loading.CHECKPOINT_SUFFIXES):
         raise ValueError(
             f"`weights` must be {allowed}. Received: weights={weights!r}"
         )
@@ -216,16 +219,6 @@ def finish_model(
         The `keras.Model`.
     """
     model = keras.Model(inputs, outputs, name=name)
-    if weights is None:
-        return model
-    if weights == "imagenet":
-        pretrained.load_imagenet_weights(
-            model, arch, filter_size, include_top=include_top
-        )
-    elif os.fspath(weights).endswith(_CHECKPOINT_SUFFIXES):
-        pretrained.load_checkpoint_weights(
-            model, weights, include_top=include_top
-        )
-    else:
-        model.load_weights(weights)
+    if weights is not None:
+        loading.load_weights(model, weights, arch=arch, filter_size=filter_size)
     return model

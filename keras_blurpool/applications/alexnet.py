@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import keras
 
+from keras_blurpool.applications import registry
 from keras_blurpool.applications._common import validate_builder_args
 from keras_blurpool.applications.vgg import _build
 from keras_blurpool.applications.vgg import _conv
@@ -150,3 +151,23 @@ def AlexNet(
         arch="alexnet",
         filter_size=filter_size,
     )
+
+
+registry.register(
+    registry.Architecture(
+        name="alexnet",
+        builder=AlexNet,
+        torch_names=_torch_names,
+        head_prefixes=("classifier.",),
+        # At filter size 4 the network fine-tuned from the baseline.
+        weights={
+            2: "alexnet_lpf2-da8aca74.pth",
+            3: "alexnet_lpf3-f9bbc410.pth",
+            4: "alexnet_lpf4_finetune-20598a7a.pth",
+            5: "alexnet_lpf5-4fa3706a.pth",
+        },
+        weights_from_scratch={4: "alexnet_lpf4-0114fe25.pth"},
+        released_pool_only=False,
+        recipe="vgg",
+    )
+)

@@ -18,6 +18,7 @@ import re
 import keras
 from keras import layers
 
+from keras_blurpool.applications import registry
 from keras_blurpool.applications._common import batch_norm
 from keras_blurpool.applications._common import blur_pool
 from keras_blurpool.applications._common import conv
@@ -285,3 +286,58 @@ def _torch_names(model) -> dict[str, str] | None:
         for name in names
         if (torch_name := _torch_name(name)) is not None
     }
+
+
+# Old DenseNet checkpoints (all the reference's, and torchvision's own
+# released ones) spell `norm.1` where the modules are now `norm1`; rename
+# them as torchvision's `_load_state_dict` does.
+_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+    r"((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def _fix_state_dict(state_dict: dict) -> dict:
+    """Renames old-style DenseNet keys; leaves every other key alone."""
+    fixed = {}
+    for key, value in state_dict.items():
+        match = _OLD_KEY.match(key)
+        fixed[match.group(1) + match.group(2) if match else key] = value
+    return fixed
+
+
+# Released ImageNet checkpoints of the reference, `filter_size -> file`;
+# at filter size 4 the network fine-tuned from the torchvision baseline.
+_WEIGHTS = {
+    "densenet121": {
+        2: "densenet121_lpf2-7da7d4cd.pth",
+        3: "densenet121_lpf3-0f267ad8.pth",
+        4: "densenet121_lpf4_finetune-eceaa619.pth",
+        5: "densenet121_lpf5-ebc7880c.pth",
+    },
+    "densenet161": {4: "densenet161_lpf4_finetune-a5e0f328.pth"},
+    "densenet169": {4: "densenet169_lpf4_finetune-992131e6.pth"},
+    "densenet201": {4: "densenet201_lpf4_finetune-736979b2.pth"},
+}
+
+for _name, _builder_fn in {
+    "densenet121": DenseNet121,
+    "densenet161": DenseNet161,
+    "densenet169": DenseNet169,
+    "densenet201": DenseNet201,
+}.items():
+    registry.register(
+        registry.Architecture(
+            name=_name,
+            builder=_builder_fn,
+            torch_names=_torch_names,
+            head_prefixes=("classifier.",),
+            fix_state_dict=_fix_state_dict,
+            weights=_WEIGHTS[_name],
+            weights_from_scratch=(
+                {4: "densenet121_lpf4-edeaab00.pth"}
+                if _name == "densenet121"
+                else {}
+            ),
+        )
+    )

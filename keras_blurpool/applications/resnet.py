@@ -27,6 +27,7 @@ import re
 import keras
 from keras import layers
 
+from keras_blurpool.applications import registry
 from keras_blurpool.applications._common import batch_norm
 from keras_blurpool.applications._common import blur_pool
 from keras_blurpool.applications._common import conv
@@ -422,3 +423,68 @@ def _torch_name(keras_name: str, present: set[str]) -> str | None:
         return f"{prefix}.conv{index}"
     # An anti-aliased conv is Sequential([blur, conv]) in the reference.
     return f"{prefix}.conv{index}.{0 if kind == 'blur' else 1}"
+
+
+# Released ImageNet checkpoints of the reference, `filter_size -> file`;
+# at filter size 4 the network fine-tuned from the torchvision baseline.
+_WEIGHTS = {
+    "resnet18": {
+        2: "resnet18_lpf2-6e2ee76f.pth",
+        3: "resnet18_lpf3-449351b9.pth",
+        4: "resnet18_lpf4_finetune-8cc58f59.pth",
+        5: "resnet18_lpf5-c1eed0a1.pth",
+    },
+    "resnet34": {
+        2: "resnet34_lpf2-4707aed9.pth",
+        3: "resnet34_lpf3-16aa6c48.pth",
+        4: "resnet34_lpf4_finetune-db622952.pth",
+        5: "resnet34_lpf5-85283561.pth",
+    },
+    "resnet50": {
+        2: "resnet50_lpf2-f0f7589d.pth",
+        3: "resnet50_lpf3-a4e868d2.pth",
+        4: "resnet50_lpf4_finetune-cad66808.pth",
+        5: "resnet50_lpf5-9953c9ad.pth",
+    },
+    "resnet101": {
+        2: "resnet101_lpf2-3d00941d.pth",
+        3: "resnet101_lpf3-928f1444.pth",
+        4: "resnet101_lpf4_finetune-9280acb0.pth",
+        5: "resnet101_lpf5-1f3745af.pth",
+    },
+    "resnet152": {4: "resnet152_lpf4_finetune-7f67d9ae.pth"},
+    "resnext50_32x4d": {4: "resnext50_32x4d_lpf4_finetune-9106e549.pth"},
+    "resnext101_32x8d": {4: "resnext101_32x8d_lpf4_finetune-8f13a25d.pth"},
+    "wide_resnet50_2": {4: "wide_resnet50_2_lpf4_finetune-02a183f7.pth"},
+    "wide_resnet101_2": {4: "wide_resnet101_2_lpf4_finetune-da4eae04.pth"},
+}
+# Filter-4 networks trained from scratch (the reference's
+# `_force_nonfinetuned=True`).
+_WEIGHTS_FROM_SCRATCH = {
+    "resnet18": {4: "resnet18_lpf4-8c77af40.pth"},
+    "resnet34": {4: "resnet34_lpf4-55747267.pth"},
+    "resnet50": {4: "resnet50_lpf4-994b528f.pth"},
+    "resnet101": {4: "resnet101_lpf4-f8a116ff.pth"},
+}
+
+for _name, _builder_fn in {
+    "resnet18": ResNet18,
+    "resnet34": ResNet34,
+    "resnet50": ResNet50,
+    "resnet101": ResNet101,
+    "resnet152": ResNet152,
+    "resnext50_32x4d": ResNeXt50_32x4d,
+    "resnext101_32x8d": ResNeXt101_32x8d,
+    "wide_resnet50_2": WideResNet50_2,
+    "wide_resnet101_2": WideResNet101_2,
+}.items():
+    registry.register(
+        registry.Architecture(
+            name=_name,
+            builder=_builder_fn,
+            torch_names=_torch_names,
+            head_prefixes=("fc.",),
+            weights=_WEIGHTS[_name],
+            weights_from_scratch=_WEIGHTS_FROM_SCRATCH.get(_name, {}),
+        )
+    )

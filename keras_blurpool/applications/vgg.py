@@ -21,6 +21,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from keras_blurpool.applications import registry
 from keras_blurpool.applications._common import batch_norm
 from keras_blurpool.applications._common import blur_pool
 from keras_blurpool.applications._common import conv
@@ -330,3 +331,54 @@ VGG11BN = _builder("VGG11BN", "VGG11 (with BatchNorm)", 11, use_bn=True)
 VGG13BN = _builder("VGG13BN", "VGG13 (with BatchNorm)", 13, use_bn=True)
 VGG16BN = _builder("VGG16BN", "VGG16 (with BatchNorm)", 16, use_bn=True)
 VGG19BN = _builder("VGG19BN", "VGG19 (with BatchNorm)", 19, use_bn=True)
+
+
+# Released ImageNet checkpoints of the reference, `filter_size -> file`;
+# at filter size 4 the network fine-tuned from the torchvision baseline.
+_WEIGHTS = {
+    "vgg11": {4: "vgg11_lpf4_finetune-35eab449.pth"},
+    "vgg11_bn": {4: "vgg11_bn_lpf4_finetune-5d60b5e4.pth"},
+    "vgg13": {4: "vgg13_lpf4_finetune-d8ff02c4.pth"},
+    "vgg13_bn": {4: "vgg13_bn_lpf4_finetune-45e2a72f.pth"},
+    "vgg16": {
+        2: "vgg16_lpf2-60268e0c.pth",
+        3: "vgg16_lpf3-e9b0ce42.pth",
+        4: "vgg16_lpf4_finetune-79c9dff7.pth",
+        5: "vgg16_lpf5-1391f70c.pth",
+    },
+    "vgg16_bn": {
+        2: "vgg16_bn_lpf2-2c2052a8.pth",
+        3: "vgg16_bn_lpf3-1782878a.pth",
+        4: "vgg16_bn_lpf4_finetune-1dd798d1.pth",
+        5: "vgg16_bn_lpf5-c500b52f.pth",
+    },
+    "vgg19": {4: "vgg19_lpf4_finetune-7ab2cf45.pth"},
+    "vgg19_bn": {4: "vgg19_bn_lpf4_finetune-d0114293.pth"},
+}
+_WEIGHTS_FROM_SCRATCH = {
+    "vgg16": {4: "vgg16_lpf4-de9267ac.pth"},
+    "vgg16_bn": {4: "vgg16_bn_lpf4-a1c3559b.pth"},
+}
+
+for _name, _builder_fn in {
+    "vgg11": VGG11,
+    "vgg11_bn": VGG11BN,
+    "vgg13": VGG13,
+    "vgg13_bn": VGG13BN,
+    "vgg16": VGG16,
+    "vgg16_bn": VGG16BN,
+    "vgg19": VGG19,
+    "vgg19_bn": VGG19BN,
+}.items():
+    registry.register(
+        registry.Architecture(
+            name=_name,
+            builder=_builder_fn,
+            torch_names=_torch_names,
+            head_prefixes=("classifier.",),
+            weights=_WEIGHTS[_name],
+            weights_from_scratch=_WEIGHTS_FROM_SCRATCH.get(_name, {}),
+            released_pool_only=None,
+            recipe="vgg_bn" if _name.endswith("_bn") else "vgg",
+        )
+    )

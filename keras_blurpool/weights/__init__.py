@@ -1,7 +1,15 @@
-"""Reading and converting weights of the PyTorch reference."""
+"""Reading PyTorch checkpoints, mapping them onto Keras variables, and
+fetching and caching released weights. Knows no architecture: the name
+maps come from `keras_blurpool.applications`."""
 
+from keras_blurpool.weights import download
 from keras_blurpool.weights.torch_checkpoint import read_torch_checkpoint
-from keras_blurpool.weights.torch_state_dict import load_torch_weights
+from keras_blurpool.weights.torch_state_dict import assign_state_dict
 from keras_blurpool.weights.transfer import transfer_weights
 
-__all__ = ["load_torch_weights", "read_torch_checkpoint", "transfer_weights"]
+__all__ = [
+    "assign_state_dict",
+    "download",
+    "read_torch_checkpoint",
+    "transfer_weights",
+]

@@ -1,7 +1,8 @@
-"""Loading a PyTorch state_dict of the reference into our Keras models."""
+"""Mapping a PyTorch state_dict onto the variables of a Keras model."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from collections.abc import Mapping
 
 import keras
@@ -151,56 +152,49 @@ def _filter_problem(key, layer, value):
     return None
 
 
-def load_torch_weights(
-    model: keras.Model, state_dict: Mapping[str, np.ndarray]
+def assign_state_dict(
+    model: keras.Model,
+    candidates: Iterable[tuple[Mapping[str, str], Mapping[str, np.ndarray]]],
 ) -> keras.Model:
-    """Copies a reference PyTorch state_dict into one of our models.
+    """Copies a PyTorch state dict into a model under the first name map
+    that fits every key.
 
-    Maps the names of `antialiased_cnns` (and torchvision) modules onto our
-    layers: conv kernels OIHW -> HWIO (grouped and depthwise too), BatchNorm
+    Conv kernels go OIHW -> HWIO (grouped and depthwise too), BatchNorm
     weight/bias/running statistics, Dense kernels transposed (with the
     C,H,W -> H,W,C column order after a Flatten). BlurPool `filt` buffers
     are checked against the model's filters; `num_batches_tracked` is
-    ignored. Nothing is assigned unless every key fits.
+    ignored. Nothing is assigned unless every key fits. The name maps come
+    from the architectures (`keras_blurpool.applications`); this module
+    knows none.
 
     Args:
-        model: a model from `keras_blurpool.applications`.
-        state_dict: mapping of PyTorch names to NumPy arrays (or anything
-            `numpy.asarray` accepts).
+        model: the model to load into.
+        candidates: `(names, state_dict)` pairs, tried in order: `names`
+            maps Keras layer names to PyTorch module names, `state_dict`
+            PyTorch names to arrays (already fixed up for that family).
 
     Returns:
         The model, with its weights replaced.
 
     Raises:
-        ValueError: listing every unexpected, missing or mis-shaped key.
-
-    Example:
-
-    >>> model = keras_blurpool.applications.ResNet18()
-    >>> keras_blurpool.load_torch_weights(model, state_dict)
+        ValueError: listing every unexpected, missing or mis-shaped key of
+            the candidate that came closest.
     """
-    from keras_blurpool.applications import _torch_name_maps
-
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(
-            "`state_dict` must be a mapping of names to arrays. "
-            f"Received: {type(state_dict).__name__}"
-        )
-    candidates = []
-    for names in _torch_name_maps(model):
+    tried = []
+    for names, state_dict in candidates:
         plan = _plan(model, names)
         problems, assignments = _check_and_convert(plan, state_dict)
         if not problems:
             for variable, value in assignments:
                 variable.assign(np.ascontiguousarray(value, dtype=variable.dtype))
             return model
-        candidates.append(problems)
-    if not candidates:
+        tried.append(problems)
+    if not tried:
         raise ValueError(
             f"Model '{model.name}' is not an architecture of "
             "keras_blurpool.applications; no PyTorch names are known for it."
         )
-    problems = min(candidates, key=len)
+    problems = min(tried, key=len)
     shown = "\n  ".join(problems[:50])
     more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
     raise ValueError(

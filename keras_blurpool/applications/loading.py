@@ -1,0 +1,155 @@
+"""Loading weights into the zoo: one path for every source.
+
+`load_torch_weights` (a state dict in memory), a builder's `weights=`
+(`"imagenet"`, a `.pth` checkpoint or a `.weights.h5` file),
+`python -m keras_blurpool.convert` and `recipes.train --finetune-from` all
+come here, so every one of them applies the same fix-ups: each family's
+own (DenseNet's old key names, as torchvision's released DenseNets have
+them), and the classifier dropped when the model has none.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+
+from keras_blurpool.applications import pretrained
+from keras_blurpool.applications import registry
+from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.weights import assign_state_dict
+from keras_blurpool.weights import read_torch_checkpoint
+
+CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt")
+
+
+def _is_antialiasing(layer) -> bool:
+    return isinstance(layer, BlurPool2D)
+
+
+class _WithoutAntiAliasing:
+    """An anti-aliased model as its plain (torchvision) twin would look.
+
+    Anti-aliasing layers have no parameters, so hiding them leaves the
+    twin's weighted layers, and the families then give torchvision's
+    module names.
+    """
+
+    def __init__(self, model):
+        self.name = model.name
+        self.layers = [
+            layer for layer in model.layers if not _is_antialiasing(layer)
+        ]
+
+
+def _without_head(state_dict: dict, prefixes, names: Mapping) -> dict:
+    """Drops the classifier's keys when the model has no classifier."""
+    if any(
+        (torch_name + ".").startswith(prefixes) for torch_name in names.values()
+    ):
+        return state_dict
+    return {k: v for k, v in state_dict.items() if not k.startswith(prefixes)}
+
+
+def _candidates(model, state_dict: dict):
+    """`(names, state_dict)` for each family whose name map fits the model."""
+    views = [model]
+    if any(_is_antialiasing(layer) for layer in model.layers):
+        views.append(_WithoutAntiAliasing(model))
+    for family in registry.families():
+        fixed = None
+        for view in views:
+            names = family.torch_names(view)
+            if names is None:
+                continue
+            if fixed is None:
+                fixed = family.fix_state_dict(state_dict)
+            yield names, _without_head(fixed, family.head_prefixes, names)
+
+
+def load_torch_weights(
+    model: keras.Model, state_dict: Mapping[str, np.ndarray]
+) -> keras.Model:
+    """Copies a PyTorch state dict of the reference (or torchvision) into
+    a model of `keras_blurpool.applications`.
+
+    Maps the names of `antialiased_cnns` and torchvision modules onto our
+    layers, after the family's fix-ups (old DenseNet keys such as
+    `denselayer1.norm.1.weight` are renamed as torchvision does). A model
+    built with `include_top=False` ignores the checkpoint's classifier.
+    BlurPool `filt` buffers are checked against the model's filters;
+    `num_batches_tracked` is ignored. Nothing is assigned unless every key
+    fits.
+
+    Args:
+        model: a model from `keras_blurpool.applications`.
+        state_dict: mapping of PyTorch names to NumPy arrays (or anything
+            `numpy.asarray` accepts), e.g. `read_torch_checkpoint(path)`.
+
+    Returns:
+        The model, with its weights replaced.
+
+    Raises:
+        ValueError: listing every unexpected, missing or mis-shaped key.
+
+    Example:
+
+    >>> model = keras_blurpool.applications.ResNet18()  # doctest: +SKIP
+    >>> keras_blurpool.load_torch_weights(model, state_dict)  # doctest: +SKIP
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"`model` must be a keras.Model. Received: {type(model).__name__}"
+        )
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(
+            "`state_dict` must be a mapping of names to arrays. "
+            f"Received: {type(state_dict).__name__}"
+        )
+    return assign_state_dict(model, _candidates(model, dict(state_dict)))
+
+
+def load_weights(model: keras.Model, weights, *, arch: str, filter_size) -> None:
+    """Loads a builder's `weights` argument into its model.
+
+    Args:
+        model: the builder's model.
+        weights: `"imagenet"`, or the path of a PyTorch checkpoint or of a
+            Keras `.weights.h5` file (checked by `validate_builder_args`).
+        arch: the registry name of the architecture.
+        filter_size: the model's filter size.
+    """
+    if weights == "imagenet":
+        state_dict = pretrained.imagenet_state_dict(arch, filter_size)
+        load_torch_weights(model, state_dict)
+    elif os.fspath(weights).endswith(CHECKPOINT_SUFFIXES):
+        load_torch_weights(model, read_torch_checkpoint(weights))
+    else:
+        model.load_weights(weights)
+
+
+def infer_filter_size(state_dict) -> int | None:
+    """Filter size of the BlurPool `filt` buffers of a state dict.
+
+    Args:
+        state_dict: PyTorch names to arrays.
+
+    Returns:
+        The size `k` of the `(C, 1, k, k)` buffers, or None when there are
+        none (a plain network, or a checkpoint saved without buffers).
+
+    Raises:
+        ValueError: if the buffers disagree on the size.
+    """
+    sizes = {
+        int(np.shape(value)[-1])
+        for key, value in state_dict.items()
+        if key.endswith(".filt") and np.ndim(value) == 4
+    }
+    if len(sizes) > 1:
+        raise ValueError(
+            f"The checkpoint mixes BlurPool filter sizes {sorted(sizes)}"
+        )
+    return sizes.pop() if sizes else None
