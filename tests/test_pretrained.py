@@ -383,6 +383,14 @@ def test_old_densenet_keys_load_through_every_path(reference, tmp_path):
     model = applications.DenseNet121(weights=str(out), classifier_activation=None)
     _densenet_logits(torch, torch_model, model)
 
+    from recipes.train import _finetune_init
+
+    model = applications.DenseNet121(classifier_activation=None)
+    _finetune_init("densenet121", str(path), num_classes=1000, image_size=None)(
+        model
+    )
+    _densenet_logits(torch, torch_model, model)
+
 
 def test_headless_load_ignores_the_classifier(reference, resnet18_checkpoint):
     import keras_blurpool
