@@ -153,21 +153,20 @@ def AlexNet(
     )
 
 
-registry.register(
-    registry.Architecture(
-        name="alexnet",
-        builder=AlexNet,
-        torch_names=_torch_names,
-        head_prefixes=("classifier.",),
-        # At filter size 4 the network fine-tuned from the baseline.
-        weights={
+registry.register_family(
+    {"alexnet": AlexNet},
+    # At filter size 4 the network fine-tuned from the baseline.
+    weights={
+        "alexnet": {
             2: "alexnet_lpf2-da8aca74.pth",
             3: "alexnet_lpf3-f9bbc410.pth",
             4: "alexnet_lpf4_finetune-20598a7a.pth",
             5: "alexnet_lpf5-4fa3706a.pth",
-        },
-        weights_from_scratch={4: "alexnet_lpf4-0114fe25.pth"},
-        released_pool_only=False,
-        recipe="vgg",
-    )
+        }
+    },
+    weights_from_scratch={"alexnet": {4: "alexnet_lpf4-0114fe25.pth"}},
+    recipe="vgg",
+    torch_names=_torch_names,
+    head_prefixes=("classifier.",),
+    released_pool_only=False,
 )

@@ -320,24 +320,16 @@ _WEIGHTS = {
     "densenet201": {4: "densenet201_lpf4_finetune-736979b2.pth"},
 }
 
-for _name, _builder_fn in {
-    "densenet121": DenseNet121,
-    "densenet161": DenseNet161,
-    "densenet169": DenseNet169,
-    "densenet201": DenseNet201,
-}.items():
-    registry.register(
-        registry.Architecture(
-            name=_name,
-            builder=_builder_fn,
-            torch_names=_torch_names,
-            head_prefixes=("classifier.",),
-            fix_state_dict=_fix_state_dict,
-            weights=_WEIGHTS[_name],
-            weights_from_scratch=(
-                {4: "densenet121_lpf4-edeaab00.pth"}
-                if _name == "densenet121"
-                else {}
-            ),
-        )
-    )
+registry.register_family(
+    {
+        "densenet121": DenseNet121,
+        "densenet161": DenseNet161,
+        "densenet169": DenseNet169,
+        "densenet201": DenseNet201,
+    },
+    weights=_WEIGHTS,
+    weights_from_scratch={"densenet121": {4: "densenet121_lpf4-edeaab00.pth"}},
+    torch_names=_torch_names,
+    head_prefixes=("classifier.",),
+    fix_state_dict=_fix_state_dict,
+)

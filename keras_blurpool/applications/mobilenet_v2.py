@@ -246,21 +246,20 @@ def _torch_names(model) -> dict[str, str] | None:
     return {k: v for k, v in result.items() if k in names}
 
 
-registry.register(
-    registry.Architecture(
-        name="mobilenet_v2",
-        builder=MobileNetV2,
-        torch_names=_torch_names,
-        head_prefixes=("classifier.",),
-        # At filter size 4 the network fine-tuned from the baseline.
-        weights={
+registry.register_family(
+    {"mobilenet_v2": MobileNetV2},
+    # At filter size 4 the network fine-tuned from the baseline.
+    weights={
+        "mobilenet_v2": {
             2: "mobilenet_v2_lpf2-f4379012.pth",
             3: "mobilenet_v2_lpf3-23b2e2ee.pth",
             4: "mobilenet_v2_lpf4_finetune-7eed94b1.pth",
             5: "mobilenet_v2_lpf5-ab8fe968.pth",
-        },
-        weights_from_scratch={4: "mobilenet_v2_lpf4-2e0b9cb9.pth"},
-        released_pool_only=None,
-        recipe="mobilenet",
-    )
+        }
+    },
+    weights_from_scratch={"mobilenet_v2": {4: "mobilenet_v2_lpf4-2e0b9cb9.pth"}},
+    recipe="mobilenet",
+    torch_names=_torch_names,
+    head_prefixes=("classifier.",),
+    released_pool_only=None,
 )

@@ -124,6 +124,39 @@ def register(architecture: Architecture) -> Architecture:
     return architecture
 
 
+def register_family(
+    builders: Mapping[str, Callable[..., keras.Model]],
+    *,
+    weights: Mapping[str, dict[int, str]],
+    weights_from_scratch: Mapping[str, dict[int, str]] | None = None,
+    recipe: str | Mapping[str, str] = "imagenet",
+    **common,
+) -> None:
+    """Registers the architectures of one family.
+
+    Args:
+        builders: registry name -> public builder.
+        weights: registry name -> its `Architecture.weights`.
+        weights_from_scratch: registry name -> its
+            `Architecture.weights_from_scratch`, where any.
+        recipe: one recipe for all, or registry name -> recipe.
+        **common: the other `Architecture` fields, shared by the family
+            (`torch_names`, `head_prefixes`, `fix_state_dict`, ...).
+    """
+    weights_from_scratch = weights_from_scratch or {}
+    for name, builder in builders.items():
+        register(
+            Architecture(
+                name=name,
+                builder=builder,
+                weights=weights.get(name, {}),
+                weights_from_scratch=weights_from_scratch.get(name, {}),
+                recipe=recipe if isinstance(recipe, str) else recipe[name],
+                **common,
+            )
+        )
+
+
 def get(name) -> Architecture:
     """The entry of an architecture, by its reference name.
 

@@ -467,24 +467,20 @@ _WEIGHTS_FROM_SCRATCH = {
     "resnet101": {4: "resnet101_lpf4-f8a116ff.pth"},
 }
 
-for _name, _builder_fn in {
-    "resnet18": ResNet18,
-    "resnet34": ResNet34,
-    "resnet50": ResNet50,
-    "resnet101": ResNet101,
-    "resnet152": ResNet152,
-    "resnext50_32x4d": ResNeXt50_32x4d,
-    "resnext101_32x8d": ResNeXt101_32x8d,
-    "wide_resnet50_2": WideResNet50_2,
-    "wide_resnet101_2": WideResNet101_2,
-}.items():
-    registry.register(
-        registry.Architecture(
-            name=_name,
-            builder=_builder_fn,
-            torch_names=_torch_names,
-            head_prefixes=("fc.",),
-            weights=_WEIGHTS[_name],
-            weights_from_scratch=_WEIGHTS_FROM_SCRATCH.get(_name, {}),
-        )
-    )
+registry.register_family(
+    {
+        "resnet18": ResNet18,
+        "resnet34": ResNet34,
+        "resnet50": ResNet50,
+        "resnet101": ResNet101,
+        "resnet152": ResNet152,
+        "resnext50_32x4d": ResNeXt50_32x4d,
+        "resnext101_32x8d": ResNeXt101_32x8d,
+        "wide_resnet50_2": WideResNet50_2,
+        "wide_resnet101_2": WideResNet101_2,
+    },
+    weights=_WEIGHTS,
+    weights_from_scratch=_WEIGHTS_FROM_SCRATCH,
+    torch_names=_torch_names,
+    head_prefixes=("fc.",),
+)

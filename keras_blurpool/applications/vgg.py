@@ -360,7 +360,7 @@ _WEIGHTS_FROM_SCRATCH = {
     "vgg16_bn": {4: "vgg16_bn_lpf4-a1c3559b.pth"},
 }
 
-for _name, _builder_fn in {
+_BUILDERS = {
     "vgg11": VGG11,
     "vgg11_bn": VGG11BN,
     "vgg13": VGG13,
@@ -369,16 +369,13 @@ for _name, _builder_fn in {
     "vgg16_bn": VGG16BN,
     "vgg19": VGG19,
     "vgg19_bn": VGG19BN,
-}.items():
-    registry.register(
-        registry.Architecture(
-            name=_name,
-            builder=_builder_fn,
-            torch_names=_torch_names,
-            head_prefixes=("classifier.",),
-            weights=_WEIGHTS[_name],
-            weights_from_scratch=_WEIGHTS_FROM_SCRATCH.get(_name, {}),
-            released_pool_only=None,
-            recipe="vgg_bn" if _name.endswith("_bn") else "vgg",
-        )
-    )
+}
+registry.register_family(
+    _BUILDERS,
+    weights=_WEIGHTS,
+    weights_from_scratch=_WEIGHTS_FROM_SCRATCH,
+    recipe={n: "vgg_bn" if n.endswith("_bn") else "vgg" for n in _BUILDERS},
+    torch_names=_torch_names,
+    head_prefixes=("classifier.",),
+    released_pool_only=None,
+)
