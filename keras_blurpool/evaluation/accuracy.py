@@ -49,8 +49,8 @@ def accuracy(
 
     Example:
 
-    >>> model = keras_blurpool.applications.ResNet50(weights="imagenet")
-    >>> val = tfds.load("imagenet2012", split="validation", as_supervised=True)
+    >>> model = keras_blurpool.applications.ResNet50(weights="imagenet")  # doctest: +SKIP
+    >>> val = tfds.load("imagenet2012", split="validation", as_supervised=True)  # doctest: +SKIP
     >>> accuracy(model, val)  # doctest: +SKIP
     {'top1': 77.4, 'top5': 93.6, 'num_images': 50000}
     """

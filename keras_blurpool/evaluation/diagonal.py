@@ -96,7 +96,7 @@ def diagonal_shift(
     Example:
 
     >>> result = diagonal_shift(model, val)  # doctest: +SKIP
-    >>> result.accuracy.shape
+    >>> result.accuracy.shape  # doctest: +SKIP
     (33,)
     """
     image_size = _runner.resolve_image_size(model, image_size)

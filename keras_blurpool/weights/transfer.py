@@ -36,7 +36,7 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> keras.Model:
 
     >>> baseline = keras_blurpool.applications.ResNet18(filter_size=None)
     >>> model = keras_blurpool.applications.ResNet18(filter_size=4)
-    >>> keras_blurpool.transfer_weights(baseline, model)
+    >>> model = keras_blurpool.transfer_weights(baseline, model)
     """
     for argument, value in (("source", source), ("target", target)):
         if not isinstance(value, keras.Model):
