@@ -134,11 +134,25 @@ def test_dtypes_and_views(tmp_path, fmt, protocol):
     assert list(got) == list(tensors)
     for name, tensor in tensors.items():
         _assert_same(got[name], _expected(torch, tensor))
-    arrays = list(got.values())
-    for i, array in enumerate(arrays):
-        assert array.flags.c_contiguous and array.flags.writeable, list(got)[i]
-        for other in arrays[i + 1 :]:
-            assert not np.may_share_memory(array, other)
+    # As in torch, tensors sharing a storage share memory; those views are
+    # read-only, and so are views repeating elements (the broadcasts).
+    storage = {
+        name: tensor.untyped_storage().data_ptr()
+        for name, tensor in tensors.items()
+        if tensor.numel()
+    }
+    names = list(got)
+    for i, name in enumerate(names):
+        array = got[name]
+        shared = list(storage.values()).count(storage.get(name)) > 1
+        repeats = any(
+            stride == 0 and size > 1
+            for size, stride in zip(tensors[name].shape, tensors[name].stride())
+        )
+        assert array.flags.writeable == (not shared and not repeats), name
+        for other in names[i + 1 :]:
+            same = name in storage and storage.get(other) == storage[name]
+            assert np.may_share_memory(array, got[other]) == same, (name, other)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
