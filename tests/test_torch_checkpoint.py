@@ -1030,6 +1030,90 @@ if given is not None:
         for key, value in result.items():
             assert isinstance(key, str) and isinstance(value, np.ndarray)
 
+    # The attack classes above, at random sizes: each file is read as
+    # arrays or refused with a ValueError, as the bounds say, within 5 s
+    # and a memory bound.
+    _KEYS = {
+        "int": _Raw(b"J" + struct.pack("<i", -5)),
+        "float": _Raw(b"G" + struct.pack(">d", 0.5)),
+        "none": _Raw(b"N"),
+        "tuple": _Raw(b")"),
+        "nested_tuple": _Raw(b"K\x01\x85\x85"),
+        "frozenset": _Raw(b"(K\x01\x91"),
+        "list": _Raw(b"]"),
+    }
+
+    @pytest.mark.parametrize("fmt", FORMATS)
+    @settings(
+        max_examples=40,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        attack=st.sampled_from(["shared", "broadcast", "nesting", "key", "memo"]),
+        count=st.integers(1, 200),
+        depth=st.integers(1, 3000),
+        container=st.sampled_from([b"]", b")", b"}"]),
+        key=st.sampled_from(sorted(_KEYS)),
+    )
+    def test_fuzz_attack_classes(tmp_path, fmt, attack, count, depth, container, key):
+        import tracemalloc
+
+        values = np.arange(4096, dtype="<f4")
+        storage = _FakeStorage("0", values.size)
+        entries, extra, refusal = [("w", _FakeTensor(storage, (4096,)))], [], None
+        if attack == "shared":  # `count` tensors of one storage
+            tensor = _FakeTensor(storage, (64, 64))
+            entries += [(f"s{i}", tensor if i % 2 else _FakeTensor(storage, (64, 64)))
+                        for i in range(count)]
+        elif attack == "broadcast":  # `count` views of 1 MiB from 4 bytes
+            entries += [(f"b{i}", _FakeTensor(storage, (_MiB // 4,), (0,)))
+                        for i in range(count)]
+            if count > 64:
+                refusal = "broadcast views"
+        elif attack == "nesting":  # `depth` containers inside one another
+            if container == b"}":
+                raw = b"}K\x00" * (depth - 1) + b"}" + b"s" * (depth - 1)
+            elif container == b")":
+                raw = b")" + b"\x85" * (depth - 1)
+            else:
+                raw = b"]" * depth + b"a" * (depth - 1)
+            extra = [("x", _Raw(raw))]
+            # The checkpoint and its entry "x" are two levels more.
+            if depth + 1 > 64:
+                refusal = "more than 64 levels"
+        elif attack == "key":
+            extra = [("x", _Pairs([(_KEYS[key], 0)] * count))]
+            if key in ("tuple", "nested_tuple", "frozenset", "list"):
+                refusal = "refused dict key"
+        else:  # `count` PUTs, some beyond the memo's range
+            index = depth * 2**40 if count % 2 else depth
+            puts = b"".join(b"Np%d\n0" % (index + i) for i in range(count))
+            extra = [("x", _Raw(puts + b"N"))]
+            if index >= 2**32:
+                refusal = "memo index"
+        path = _forged_checkpoint(
+            tmp_path / "attack.pth", fmt, entries, {"0": values.tobytes()}, extra
+        )
+        tracemalloc.start()
+        try:
+            with _time_limit(5):
+                try:
+                    got = read_torch_checkpoint(path)
+                except ValueError as error:
+                    assert refusal is not None and refusal in str(error), error
+                    assert str(path) in str(error)
+                else:
+                    assert refusal is None, refusal
+                    np.testing.assert_array_equal(got["w"], values)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # One storage of 16 KiB, whatever number of views; the pickle's
+        # objects (a few hundred bytes each per opcode) on top.
+        assert peak < 2 * _MiB + 400 * path.stat().st_size, peak
+
 else:  # pragma: no cover
 
     def test_fuzz_mutated_checkpoints():
