@@ -636,6 +636,7 @@ def _read_in_child(path):
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
         env=env,
     )
     assert child.returncode == 0, (child.returncode, child.stderr[-2000:])

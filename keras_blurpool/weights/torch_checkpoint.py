@@ -33,6 +33,7 @@ storages' bytes (see `_Budget`). docs/security.md lists every bound.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
 import pickle
@@ -222,7 +223,7 @@ class _PickledDict:
 class _PickledSet:
     """A set or frozenset of the pickle, as its items (never hashed)."""
 
-    __slots__ = ("kind", "items")
+    __slots__ = ("items", "kind")
 
     def __init__(self, kind: str, items: list):
         self.kind = kind
@@ -747,7 +748,7 @@ def _zip_records(file: Any, file_size: int, archive: zipfile.ZipFile) -> dict:
         records[name] = _Record(info, start)
         ranges.append((info.header_offset, start + info.compress_size, name))
     ranges.sort()
-    for (_, first_end, first), (second_start, _, second) in zip(ranges, ranges[1:]):
+    for (_, first_end, first), (second_start, _, second) in itertools.pairwise(ranges):
         if second_start < first_end:
             raise _CheckpointError(
                 f"records '{first}' and '{second}' overlap (bytes "

@@ -151,7 +151,7 @@ def _real_array(key, value):
     """
     try:
         array = np.asarray(value)
-    except Exception as error:  # ragged sequences, failing __array__
+    except (TypeError, ValueError, OverflowError) as error:  # e.g. ragged
         return None, (
             f"'{key}' is not an array ({type(error).__name__}: {error})"
         )
