@@ -13,6 +13,7 @@ import signal
 import struct
 import sys
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -134,11 +135,25 @@ def test_dtypes_and_views(tmp_path, fmt, protocol):
     assert list(got) == list(tensors)
     for name, tensor in tensors.items():
         _assert_same(got[name], _expected(torch, tensor))
-    arrays = list(got.values())
-    for i, array in enumerate(arrays):
-        assert array.flags.c_contiguous and array.flags.writeable, list(got)[i]
-        for other in arrays[i + 1 :]:
-            assert not np.may_share_memory(array, other)
+    # As in torch, tensors sharing a storage share memory; those views are
+    # read-only, and so are views repeating elements (the broadcasts).
+    storage = {
+        name: tensor.untyped_storage().data_ptr()
+        for name, tensor in tensors.items()
+        if tensor.numel()
+    }
+    names = list(got)
+    for i, name in enumerate(names):
+        array = got[name]
+        shared = list(storage.values()).count(storage.get(name)) > 1
+        repeats = any(
+            stride == 0 and size > 1
+            for size, stride in zip(tensors[name].shape, tensors[name].stride())
+        )
+        assert array.flags.writeable == (not shared and not repeats), name
+        for other in names[i + 1 :]:
+            same = name in storage and storage.get(other) == storage[name]
+            assert np.may_share_memory(array, got[other]) == same, (name, other)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -482,6 +497,446 @@ def test_peak_memory_near_the_file_size(tmp_path, fmt):
 
 
 # ---------------------------------------------------------------------------
+# Hostile files, forged opcode by opcode (no torch needed): each is read
+# within a time and a memory bound, as arrays or as a ValueError.
+
+
+class _Global:
+    """Pickled as the GLOBAL `module.name`, which need not exist here."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def __call__(self):  # save_reduce wants a callable
+        raise AssertionError("never called")
+
+
+class _Raw(bytes):
+    """Opcodes pushing one object, written into the pickle as they are."""
+
+
+class _FakeStorage:
+    def __init__(self, key, numel, kind="FloatStorage"):
+        self.key, self.numel, self.kind = key, numel, kind
+
+
+class _FakeTensor:
+    """`_rebuild_tensor_v2(storage, offset, size, stride, ...)`, or v3."""
+
+    def __init__(self, storage, shape, strides=None, offset=0, dtype=None):
+        if strides is None:
+            strides = tuple(int(np.prod(shape[i + 1 :])) for i in range(len(shape)))
+        self.args = (storage, offset, tuple(shape), tuple(strides), False, _Pairs([]))
+        self.dtype = dtype
+
+    def __reduce__(self):
+        if self.dtype is None:
+            return _Global("torch._utils", "_rebuild_tensor_v2"), self.args
+        dtype = _Global("torch", self.dtype)
+        return _Global("torch._utils", "_rebuild_tensor_v3"), (*self.args, dtype)
+
+
+class _Pairs:
+    """An OrderedDict of `pairs`, pickled without ever being a dict.
+
+    The keys are written but never hashed, so that colliding or
+    unhashable ones cost the test nothing.
+    """
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def __reduce__(self):
+        return _Global("collections", "OrderedDict"), (), None, None, iter(self.pairs)
+
+
+class _Forge(pickle._Pickler):
+    """The pure-Python pickler, with our stand-ins and raw opcodes."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def persistent_id(self, obj):
+        if isinstance(obj, _FakeStorage):
+            return ("storage", _Global("torch", obj.kind), obj.key, "cpu", obj.numel)
+        return None
+
+    def _save_global(self, obj):
+        self.write(f"c{obj.module}\n{obj.name}\n".encode())
+
+    def _save_raw(self, obj):
+        self.write(bytes(obj))
+
+    dispatch[_Global] = _save_global
+    dispatch[_Raw] = _save_raw
+
+
+def _forge(obj):
+    buffer = io.BytesIO()
+    _Forge(buffer, protocol=2).dump(obj)
+    return buffer.getvalue()
+
+
+def _forged_checkpoint(path, fmt, state_dict, storages, extra=()):
+    """`{"state_dict": state_dict, **extra}` in format `fmt`.
+
+    `storages` maps storage keys to their bytes (float32 by default).
+    """
+    pickled = _forge(_Pairs([("state_dict", _Pairs(list(state_dict))), *extra]))
+    if fmt == "zip":
+        records = {"archive/data.pkl": pickled}
+        records.update({f"archive/data/{k}": v for k, v in storages.items()})
+        return _write_zip(path, records)
+    header = [_LEGACY_MAGIC, 1001, {"little_endian": True}]
+    data = b"".join(pickle.dumps(part, protocol=2) for part in header) + pickled
+    data += pickle.dumps(list(storages), protocol=2)
+    for raw in storages.values():
+        data += struct.pack("<q", len(raw) // 4) + raw
+    path.write_bytes(data)
+    return path
+
+
+# A child reads the file with the module alone (no Keras), under a 1 GiB
+# address-space limit above its start, so that a reader without the
+# bounds fails fast instead of exhausting the machine.
+_PROBE = r"""
+import importlib.util, json, resource, sys, time, tracemalloc
+spec = importlib.util.spec_from_file_location("reader", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+if sys.platform.startswith("linux"):
+    with open("/proc/self/statm") as f:
+        size = int(f.read().split()[0]) * resource.getpagesize()
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    limit = size + 2**30
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+tracemalloc.start()
+start = time.perf_counter()
+try:
+    outcome = {"arrays": len(module.read_torch_checkpoint(sys.argv[2]))}
+except ValueError as error:
+    outcome = {"error": str(error)}
+outcome["seconds"] = time.perf_counter() - start
+outcome["peak"] = tracemalloc.get_traced_memory()[1]
+print(json.dumps(outcome))
+"""
+
+
+def _read_in_child(path):
+    """The outcome of reading `path` in a fresh interpreter (crash-proof)."""
+    import json
+    import subprocess
+
+    from keras_blurpool.weights import torch_checkpoint
+
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    child = subprocess.run(
+        [sys.executable, "-c", _PROBE, torch_checkpoint.__file__, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def _expect_refusal(path, match, seconds=5.0, peak=None):
+    """A ValueError naming `path` and matching `match`, within bounds."""
+    import re
+
+    outcome = _read_in_child(path)
+    assert "error" in outcome, outcome
+    assert str(path) in outcome["error"]
+    assert re.search(match, outcome["error"]), outcome["error"]
+    assert outcome["seconds"] < seconds, outcome
+    if peak is not None:
+        assert outcome["peak"] < peak, outcome
+    return outcome
+
+
+_MiB = 2**20
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_storage_shared_through_the_memo_is_read_once(tmp_path, fmt):
+    import tracemalloc
+
+    values = np.arange(_MiB, dtype="<f4")  # 4 MiB
+    storage = _FakeStorage("0", values.size)
+    tensor = _FakeTensor(storage, (1024, 1024))
+    # 40 references to one tensor (memo GETs) and 40 tensors of one storage.
+    entries = [(f"same{i}", tensor) for i in range(40)]
+    entries += [(f"view{i}", _FakeTensor(storage, (1024, 1024))) for i in range(40)]
+    entries.append(("transposed", _FakeTensor(storage, (1024, 1024), (1, 1024))))
+    path = _forged_checkpoint(
+        tmp_path / "shared.pth", fmt, entries, {"0": values.tobytes()}
+    )
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        with _time_limit(5):
+            got = read_torch_checkpoint(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Without sharing: 81 copies of 4 MiB.
+    assert peak < 1.2 * size, (peak, size)
+    expected = values.reshape(1024, 1024)
+    for name, array in got.items():
+        want = expected.T if name == "transposed" else expected
+        np.testing.assert_array_equal(array, want)
+        assert np.shares_memory(array, got["same0"])
+        assert not array.flags.writeable  # writing would change the others
+        assert np.asarray(array) is array
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_broadcast_views_are_bounded_in_total(tmp_path, fmt):
+    # 4 bytes viewed as 1000 tensors of 16 MiB each (16 GB), each under the
+    # former per-tensor cap of 64 MiB.
+    storage = _FakeStorage("0", 1)
+    entries = [(f"w{i}", _FakeTensor(storage, (4 * _MiB,), (0,))) for i in range(1000)]
+    path = _forged_checkpoint(tmp_path / "broadcast.pth", fmt, entries, {"0": bytes(4)})
+    _expect_refusal(path, r"broadcast views .* in total", peak=8 * _MiB)
+    # Under the total, broadcasts stay views: nothing is copied.
+    entries = entries[:3]
+    path = _forged_checkpoint(tmp_path / "small.pth", fmt, entries, {"0": bytes(4)})
+    got = read_torch_checkpoint(path)
+    assert all(a.strides == (0,) and not a.flags.writeable for a in got.values())
+    assert np.asarray(got["w0"]).sum() == 0
+
+
+def test_decoding_beyond_the_storage_bytes_is_refused(tmp_path):
+    # A big-endian untyped storage viewed as uint16, uint32 and uint64:
+    # three byte-swapped copies of 2 MiB for a file holding 2 MiB.
+    storage = _FakeStorage("0", 2 * _MiB, kind="UntypedStorage")
+    entries = [
+        (dtype, _FakeTensor(storage, (2 * _MiB // size,), dtype=dtype))
+        for dtype, size in [("uint16", 2), ("uint32", 4), ("uint64", 8)]
+    ]
+    pickled = _forge(_Pairs(entries))
+    records = {
+        "archive/data.pkl": pickled,
+        "archive/byteorder": b"big",
+        "archive/data/0": bytes(2 * _MiB),
+    }
+    path = _write_zip(tmp_path / "decoded.pth", records)
+    _expect_refusal(path, r"more than the \d+ bytes the file justifies", peak=8 * _MiB)
+    # One dtype: decoded in place, no allocation beyond the storage.
+    path = _write_zip(
+        tmp_path / "one.pth", {**records, "archive/data.pkl": _forge(_Pairs(entries[1:2]))}
+    )
+    got = read_torch_checkpoint(path)
+    assert got["uint32"].dtype == np.uint32 and got["uint32"].dtype.isnative
+
+
+def _zip_bytes(records, shared=b""):
+    """A stored zip archive, written by hand.
+
+    `records`: `(name, data, size)`, `size` None for `len(data)` (a larger
+    one makes the record reach past its bytes). Records whose data is None
+    come last: their local headers follow one another, each extra field
+    reaching the one copy of `shared` after the last, so that their byte
+    ranges all overlap.
+    """
+    out = bytearray()
+    central = []
+    pointing = [record for record in records if record[1] is None]
+    data_start = None
+    for name, data, size in records:
+        name = name.encode()
+        offset = len(out)
+        extra = 0
+        if data is None:
+            if data_start is None:
+                data_start = offset + sum(30 + len(r[0].encode()) for r in pointing)
+            size, crc = len(shared), zlib.crc32(shared)
+            extra = data_start - (offset + 30 + len(name))
+        elif size is None:
+            size, crc = len(data), zlib.crc32(data)
+        else:
+            crc = 0  # not computed
+        out += struct.pack(
+            "<4s5H3I2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, size, size, len(name),
+            extra,
+        )
+        out += name + (data or b"")
+        if data is None and len(out) == data_start:
+            out += shared
+        central.append(
+            struct.pack(
+                "<4s6H3I5HII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, size, size,
+                len(name), 0, 0, 0, 0, 0, offset,
+            )
+            + name
+        )
+    directory_start = len(out)
+    directory = b"".join(central)
+    out += directory + struct.pack(
+        "<4s4H2IH", b"PK\x05\x06", 0, 0, len(central), len(central),
+        len(directory), directory_start, 0,
+    )
+    return bytes(out)
+
+
+def test_overlapping_zip_records_are_refused(tmp_path):
+    # 100 storages of 2 MiB, all pointing at the same 2 MiB of the file.
+    entries = [
+        (f"w{i}", _FakeTensor(_FakeStorage(str(i), _MiB // 2), (_MiB // 2,)))
+        for i in range(100)
+    ]
+    records = [("archive/data.pkl", _forge(_Pairs(entries)), None)]
+    records += [(f"archive/data/{i}", None, None) for i in range(100)]
+    path = _write(tmp_path, _zip_bytes(records, bytes(2 * _MiB)), "overlap.pth")
+    assert len(zipfile.ZipFile(path).infolist()) == 101
+    assert path.stat().st_size < 3 * _MiB
+    _expect_refusal(
+        path, r"records 'archive/data/\d+' and 'archive/data/\d+' overlap",
+        peak=8 * _MiB,
+    )
+    # A record declaring more bytes than lie before the central directory.
+    entries = [("w", _FakeTensor(_FakeStorage("0", 64), (64,)))]
+    records = [
+        ("archive/data.pkl", _forge(_Pairs(entries)), None),
+        ("archive/data/0", bytes(200), 256),
+    ]
+    path = _write(tmp_path, _zip_bytes(records), "past.pth")
+    _expect_error(path, "'archive/data/0' extends past the end of the records")
+    # The same archive, honest: read.
+    records[1] = ("archive/data/0", bytes(256), None)
+    path = _write(tmp_path, _zip_bytes(records), "honest.pth")
+    assert read_torch_checkpoint(path)["w"].shape == (64,)
+
+
+
+_DEEP = 100_000
+
+
+def _deep_tuple(depth=_DEEP):
+    return _Raw(b")" + b"\x85" * depth)  # EMPTY_TUPLE, then TUPLE1 again and again
+
+
+def _deep_list(depth=_DEEP):
+    return _Raw(b"]" * depth + b"a" * (depth - 1))  # EMPTY_LISTs, APPENDs
+
+
+# A list holding itself, through a memo slot the pickler does not use.
+_SELF_LIST = _Raw(b"]r" + struct.pack("<I", 2**31) + b"j" + struct.pack("<I", 2**31) + b"a")
+
+_NESTING_ATTACKS = {
+    # A tuple 500,000 deep, hashed as a dict key, crashed the interpreter
+    # (SIGSEGV, from about 300,000 levels on Linux x86_64).
+    "deep_tuple_key": ([(_deep_tuple(500_000), 0)], r"refused dict key .* of type tuple"),
+    "frozenset_key": (
+        [(_Raw(b"(" + _deep_tuple(500_000) + b"\x91"), 0)],
+        r"refused dict key .* of type frozenset",
+    ),
+    "deep_list": ([("x", _deep_list())], r"nests containers more than 64 levels"),
+    "deep_tuple": ([("x", _deep_tuple())], r"nests containers more than 64 levels"),
+    "deep_dict": (
+        [("x", _Raw(b"}K\x00" * (_DEEP - 1) + b"}" + b"s" * (_DEEP - 1)))],
+        r"nests containers more than 64 levels",
+    ),
+    "cycle": ([("x", _SELF_LIST)], r"a container inside itself"),
+}
+
+
+@pytest.mark.parametrize("attack", list(_NESTING_ATTACKS))
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_deep_or_container_keys_are_refused(tmp_path, fmt, attack):
+    extra, match = _NESTING_ATTACKS[attack]
+    storage = _FakeStorage("0", 2)
+    path = _forged_checkpoint(
+        tmp_path / f"{attack}.pth",
+        fmt,
+        [("w", _FakeTensor(storage, (2,)))],
+        {"0": bytes(8)},
+        extra=[("optimizer", _Pairs(extra))],
+    )
+    _expect_refusal(path, match, peak=256 * _MiB)
+
+
+def test_flat_keys_and_moderate_nesting_are_read(tmp_path):
+    # What training checkpoints hold: int keys (optimizer state), floats,
+    # None, bools, bytes; lists and dicts a few levels deep; sets.
+    depth = 60
+    nested = _Raw(b"]" * depth + b"a" * (depth - 1))
+    # (b"k" is SHORT_BINBYTES: protocol 2 would pickle bytes through a global.)
+    extra = [
+        ("optimizer", _Pairs([(0, _Pairs([("momentum_buffer", 1.5)])), (1, None)])),
+        ("odd", _Pairs([(0.5, 1), (None, 2), (True, 3), (_Raw(b"C\x01k"), 4), ("n", nested)])),
+        ("sets", _Raw(b"\x8f(K\x01K\x02\x90")),  # EMPTY_SET, ADDITEMS
+    ]
+    storage = _FakeStorage("0", 2)
+    path = _forged_checkpoint(
+        tmp_path / "flat.pth", "zip", [("w", _FakeTensor(storage, (2,)))],
+        {"0": np.float32([1, 2]).tobytes()}, extra=extra,
+    )
+    np.testing.assert_array_equal(read_torch_checkpoint(path)["w"], [1, 2])
+    # The state dict's own keys must be str.
+    path = _forged_checkpoint(
+        tmp_path / "int_key.pth", "zip", [(7, _FakeTensor(storage, (2,)))],
+        {"0": bytes(8)},
+    )
+    _expect_error(path, "state dict key 7 is not a str")
+
+
+# hash(n) is n modulo 2**61 - 1: all these ints have the hash 7.
+_COLLIDING = [7 + i * (2**61 - 1) for i in range(80_000)]
+
+
+@pytest.mark.parametrize("where", ["optimizer", "state_dict", "memo"])
+def test_colliding_hashes_are_read_in_linear_time(tmp_path, where):
+    import time
+
+    storage = _FakeStorage("0", 2)
+    tensor = _FakeTensor(storage, (2,))
+    entries, extra = [("w", tensor)], []
+    if where == "optimizer":  # a dict nobody uses: not even built
+        extra = [("optimizer", _Pairs([(k, 0) for k in _COLLIDING]))]
+    elif where == "state_dict":  # refused before any is hashed
+        entries += [(k, tensor) for k in _COLLIDING]
+    else:  # PUT into memo slots that collide
+        puts = b"".join(b"Np%d\n0" % k for k in _COLLIDING)
+        extra = [("x", _Raw(puts + b"N"))]
+    path = _forged_checkpoint(
+        tmp_path / "collide.pth", "zip", entries, {"0": bytes(8)}, extra=extra
+    )
+    assert path.stat().st_size > 800_000
+    start = time.perf_counter()
+    with _time_limit(10):  # 25 to 40 s before the fix
+        if where == "optimizer":
+            assert list(read_torch_checkpoint(path)) == ["w"]
+        elif where == "state_dict":
+            _expect_error(path, "is not a str")
+        else:
+            _expect_error(path, "memo index .* out of range")
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_non_regular_files_are_refused(tmp_path):
+    fifo = tmp_path / "fifo.pth"
+    os.mkfifo(fifo)
+    with _time_limit(5):  # open() waited forever for a writer
+        _expect_error(fifo, "not a regular file but a FIFO")
+    _expect_error(tmp_path, "not a regular file but a directory")
+    if os.path.exists("/dev/zero"):
+        _expect_error("/dev/zero", "not a regular file but a character device")
+    # A link to a regular file is read.
+    link = tmp_path / "link.pth"
+    target = _forged_checkpoint(
+        tmp_path / "target.pth", "zip", [("w", _FakeTensor(_FakeStorage("0", 1), (1,)))],
+        {"0": bytes(4)},
+    )
+    link.symlink_to(target)
+    assert list(read_torch_checkpoint(link)) == ["w"]
+
+
+# ---------------------------------------------------------------------------
 # Fuzzing: any mutation gives arrays or a ValueError, quickly.
 
 
@@ -575,6 +1030,90 @@ if given is not None:
         assert isinstance(result, dict)
         for key, value in result.items():
             assert isinstance(key, str) and isinstance(value, np.ndarray)
+
+    # The attack classes above, at random sizes: each file is read as
+    # arrays or refused with a ValueError, as the bounds say, within 5 s
+    # and a memory bound.
+    _KEYS = {
+        "int": _Raw(b"J" + struct.pack("<i", -5)),
+        "float": _Raw(b"G" + struct.pack(">d", 0.5)),
+        "none": _Raw(b"N"),
+        "tuple": _Raw(b")"),
+        "nested_tuple": _Raw(b"K\x01\x85\x85"),
+        "frozenset": _Raw(b"(K\x01\x91"),
+        "list": _Raw(b"]"),
+    }
+
+    @pytest.mark.parametrize("fmt", FORMATS)
+    @settings(
+        max_examples=40,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        attack=st.sampled_from(["shared", "broadcast", "nesting", "key", "memo"]),
+        count=st.integers(1, 200),
+        depth=st.integers(1, 3000),
+        container=st.sampled_from([b"]", b")", b"}"]),
+        key=st.sampled_from(sorted(_KEYS)),
+    )
+    def test_fuzz_attack_classes(tmp_path, fmt, attack, count, depth, container, key):
+        import tracemalloc
+
+        values = np.arange(4096, dtype="<f4")
+        storage = _FakeStorage("0", values.size)
+        entries, extra, refusal = [("w", _FakeTensor(storage, (4096,)))], [], None
+        if attack == "shared":  # `count` tensors of one storage
+            tensor = _FakeTensor(storage, (64, 64))
+            entries += [(f"s{i}", tensor if i % 2 else _FakeTensor(storage, (64, 64)))
+                        for i in range(count)]
+        elif attack == "broadcast":  # `count` views of 1 MiB from 4 bytes
+            entries += [(f"b{i}", _FakeTensor(storage, (_MiB // 4,), (0,)))
+                        for i in range(count)]
+            if count > 64:
+                refusal = "broadcast views"
+        elif attack == "nesting":  # `depth` containers inside one another
+            if container == b"}":
+                raw = b"}K\x00" * (depth - 1) + b"}" + b"s" * (depth - 1)
+            elif container == b")":
+                raw = b")" + b"\x85" * (depth - 1)
+            else:
+                raw = b"]" * depth + b"a" * (depth - 1)
+            extra = [("x", _Raw(raw))]
+            # The checkpoint and its entry "x" are two levels more.
+            if depth + 1 > 64:
+                refusal = "more than 64 levels"
+        elif attack == "key":
+            extra = [("x", _Pairs([(_KEYS[key], 0)] * count))]
+            if key in ("tuple", "nested_tuple", "frozenset", "list"):
+                refusal = "refused dict key"
+        else:  # `count` PUTs, some beyond the memo's range
+            index = depth * 2**40 if count % 2 else depth
+            puts = b"".join(b"Np%d\n0" % (index + i) for i in range(count))
+            extra = [("x", _Raw(puts + b"N"))]
+            if index >= 2**32:
+                refusal = "memo index"
+        path = _forged_checkpoint(
+            tmp_path / "attack.pth", fmt, entries, {"0": values.tobytes()}, extra
+        )
+        tracemalloc.start()
+        try:
+            with _time_limit(5):
+                try:
+                    got = read_torch_checkpoint(path)
+                except ValueError as error:
+                    assert refusal is not None and refusal in str(error), error
+                    assert str(path) in str(error)
+                else:
+                    assert refusal is None, refusal
+                    np.testing.assert_array_equal(got["w"], values)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # One storage of 16 KiB, whatever number of views; the pickle's
+        # objects (a few hundred bytes each per opcode) on top.
+        assert peak < 2 * _MiB + 400 * path.stat().st_size, peak
 
 else:  # pragma: no cover
 

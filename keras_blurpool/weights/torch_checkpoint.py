@@ -21,15 +21,24 @@ The two formats:
   number, protocol version, system information, the checkpoint, the list
   of storage keys), then for each key an 8-byte little-endian element
   count followed by the storage's little-endian bytes.
+
+The file is untrusted, so reading it is bounded by what it holds: dicts
+are kept as the key-value pairs the pickle lists (nothing is hashed but
+the state dict's str keys), containers nest at most `_MAX_NESTING` deep,
+zip records may neither overlap nor leave their area, and the arrays are
+views of one buffer per storage, the reader allocating no more than the
+storages' bytes (see `_Budget`). docs/security.md lists every bound.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
 import pickle
 import reprlib
+import stat
 import struct
 import zipfile
 import zlib
@@ -88,9 +97,27 @@ _TYPED_STORAGES = {
 # `torch.<dtype>` global passed to `_rebuild_tensor_v3`, and NumPy has.
 _V3_DTYPES = ("uint16", "uint32", "uint64")
 
-# Zero or overlapping strides let a tiny storage describe a huge tensor;
-# copying such a broadcast view is allowed up to this many bytes.
+# Zero or overlapping strides let a tiny storage describe a huge tensor.
+# Such views are returned as views, never copied; still, their sizes add
+# up to at most this many bytes per file, so that a caller copying every
+# array copies a bounded amount.
 _MAX_BROADCAST_BYTES = 64 * 2**20
+
+# Allocations beyond the storages' bytes the reader tolerates (see
+# `_Budget`); nothing a well-formed file needs.
+_ALLOCATION_SLACK = 2**20
+
+# Containers (lists, tuples, dicts, sets) nest at most this deep. Training
+# checkpoints nest about 5 levels (optimizer -> param_groups -> params).
+_MAX_NESTING = 64
+
+# Dict keys are kept only if flat: a container key (a tuple, a frozenset)
+# could nest deep enough to crash the interpreter when hashed.
+_KEY_TYPES = (str, int, float, bool, bytes, type(None))
+
+# Memo indices above this are refused: any int can be written after PUT,
+# and ints from 2**61 - 1 on collide in a dict (hash(n) is n mod 2**61-1).
+_MAX_MEMO_INDEX = 2**32
 
 
 class _CheckpointError(ValueError):
@@ -166,18 +193,44 @@ class _Callable(NamedTuple):
         return f"<{self.name}>"
 
 
-class _StateDict(dict):
-    """Stand-in for `collections.OrderedDict` (a dict keeps order too).
+class _PickledDict:
+    """A dict or `collections.OrderedDict` of the pickle, as its pairs.
+
+    Never a real dict: inserting keys hashes them, and a file can hold
+    thousands of int keys whose hashes collide (quadratic time) or a key
+    nested deep enough to crash the interpreter when hashed. Only the
+    state dict, whose keys must be str, becomes a dict, in
+    `_find_state_dict`. Keys are checked to be flat when inserted.
 
     `torch.nn.Module.state_dict()` pickles a `_metadata` attribute with
-    BUILD; defining `__setstate__` drops it and, having no `__dict__`, an
-    instance cannot receive attributes that would shadow dict methods.
+    BUILD; `__setstate__` drops it, and `__slots__` leaves no `__dict__`
+    that BUILD could fill.
     """
 
-    __slots__ = ()
+    __slots__ = ("kind", "pairs")
+
+    def __init__(self, kind: str = "dict"):
+        self.kind = kind
+        self.pairs: list[tuple[Any, Any]] = []
 
     def __setstate__(self, state: Any) -> None:
         del state  # module versions: nothing we need
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} of {len(self.pairs)} entries>"
+
+
+class _PickledSet:
+    """A set or frozenset of the pickle, as its items (never hashed)."""
+
+    __slots__ = ("items", "kind")
+
+    def __init__(self, kind: str, items: list):
+        self.kind = kind
+        self.items = items
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} of {len(self.items)} items>"
 
 
 _REPR = reprlib.Repr()
@@ -205,8 +258,8 @@ def _kind(value: Any) -> str:
         return "tensor"
     if isinstance(value, (_Storage, _StorageType)):
         return "storage"
-    if isinstance(value, _StateDict):
-        return "OrderedDict"
+    if isinstance(value, (_PickledDict, _PickledSet)):
+        return value.kind
     if isinstance(value, (_Callable, _DType)):
         return repr(value)
     return type(value).__name__
@@ -293,10 +346,37 @@ def _torch_size(*args: Any) -> tuple:
     return _check_ints(tuple(args[0]), "torch.Size")
 
 
+def _ordered_dict(*args: Any) -> _PickledDict:
+    # OrderedDict.__reduce__ passes no argument and the items through
+    # SETITEMS; Python 2 passed them as one list of [key, value] pairs.
+    result = _PickledDict("OrderedDict")
+    if not args:
+        return result
+    if len(args) != 1 or type(args[0]) not in (list, tuple):
+        raise _CheckpointError(f"malformed OrderedDict{_describe(args)}")
+    for pair in args[0]:
+        if type(pair) not in (list, tuple) or len(pair) != 2:
+            raise _CheckpointError(f"malformed OrderedDict item {_describe(pair)}")
+        _insert(result, pair[0], pair[1])
+    return result
+
+
+def _insert(mapping: Any, key: Any, value: Any) -> None:
+    """`mapping[key] = value` for SETITEM(S), without hashing `key`."""
+    if not isinstance(mapping, _PickledDict):
+        raise _CheckpointError(f"an item set on a non-dict ({_kind(mapping)})")
+    if type(key) not in _KEY_TYPES:
+        raise _CheckpointError(
+            f"refused dict key {_describe(key)} of type {_kind(key)}: keys "
+            "may only be str, int, float, bool, bytes or None"
+        )
+    mapping.pairs.append((key, value))
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     """`(module, name)` -> the stand-in the unpickler returns for it."""
     allowed = {
-        ("collections", "OrderedDict"): _StateDict,
+        ("collections", "OrderedDict"): _ordered_dict,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
         ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -346,6 +426,57 @@ class _RestrictedUnpickler(pickle._Unpickler):
     dispatch = dict(pickle._Unpickler.dispatch)
     # bytearray(n) zero-fills n declared bytes before reading them.
     dispatch[pickle.BYTEARRAY8[0]] = _refuse_opcode
+
+    # Dicts and sets as pairs and items: nothing of the file is hashed.
+    def load_empty_dictionary(self) -> None:
+        self.append(_PickledDict())
+
+    def load_dict(self) -> None:
+        items = self.pop_mark()
+        result = _PickledDict()
+        for i in range(0, len(items), 2):
+            _insert(result, items[i], items[i + 1])
+        self.append(result)
+
+    def load_setitem(self) -> None:
+        value = self.stack.pop()
+        key = self.stack.pop()
+        _insert(self.stack[-1], key, value)
+
+    def load_setitems(self) -> None:
+        items = self.pop_mark()
+        mapping = self.stack[-1]
+        for i in range(0, len(items), 2):
+            _insert(mapping, items[i], items[i + 1])
+
+    def load_empty_set(self) -> None:
+        self.append(_PickledSet("set", []))
+
+    def load_additems(self) -> None:
+        items = self.pop_mark()
+        target = self.stack[-1]
+        if not isinstance(target, _PickledSet) or target.kind != "set":
+            raise _CheckpointError(f"items added to a non-set ({_kind(target)})")
+        target.items.extend(items)
+
+    def load_frozenset(self) -> None:
+        items = self.pop_mark()  # before `self.append`: it switches stacks
+        self.append(_PickledSet("frozenset", items))
+
+    def load_put(self) -> None:
+        index = int(self.readline()[:-1])
+        if not 0 <= index < _MAX_MEMO_INDEX:
+            raise _CheckpointError(f"pickle memo index {index} out of range")
+        self.memo[index] = self.stack[-1]
+
+    dispatch[pickle.EMPTY_DICT[0]] = load_empty_dictionary
+    dispatch[pickle.DICT[0]] = load_dict
+    dispatch[pickle.SETITEM[0]] = load_setitem
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+    dispatch[pickle.EMPTY_SET[0]] = load_empty_set
+    dispatch[pickle.ADDITEMS[0]] = load_additems
+    dispatch[pickle.FROZENSET[0]] = load_frozenset
+    dispatch[pickle.PUT[0]] = load_put
 
     def __init__(
         self, file: Any, file_size: int, storages: dict[str, _Storage] | None
@@ -422,44 +553,148 @@ class _BoundedReader:
     """A file whose reads never ask for more than what is left in it.
 
     `BufferedReader.read(n)` allocates `n` bytes first; a corrupted length
-    in the pickle must not turn into a huge allocation.
+    in the pickle must not turn into a huge allocation. The bytes left are
+    counted here rather than asked of the file (`tell()` on every opcode
+    made reading a pickle five times slower); nothing else may read the
+    file while this reader is in use.
     """
 
     def __init__(self, file: Any, size: int):
         self._file = file
-        self._size = size
+        self._left = max(size - file.tell(), 0)
 
-    def _left(self) -> int:
-        return max(self._size - self._file.tell(), 0)
+    def _take(self, data: Any) -> Any:
+        self._left -= len(data)
+        return data
 
     def read(self, n: int = -1) -> bytes:
-        left = self._left()
-        return self._file.read(left if n is None or n < 0 else min(n, left))
+        if n is None or n < 0 or n > self._left:
+            n = self._left
+        return self._take(self._file.read(n))
 
     def readline(self, limit: int = -1) -> bytes:
-        left = self._left()
-        return self._file.readline(left if limit < 0 else min(limit, left))
+        if limit is None or limit < 0 or limit > self._left:
+            limit = self._left
+        return self._take(self._file.readline(limit))
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        return self._file.readinto(view[: self._left()])
+        count = self._file.readinto(view[: self._left])
+        self._left -= count
+        return count
 
 
 def _unpickle(
     file: Any, file_size: int, storages: dict[str, _Storage] | None, what: str
 ) -> Any:
     try:
-        return _RestrictedUnpickler(file, file_size, storages).load()
+        result = _RestrictedUnpickler(file, file_size, storages).load()
     except _CheckpointError:
         raise
     except Exception as error:
         # Whatever a garbled pickle makes the unpickler trip on.
         raise _CorruptedPickle(f"{what} is corrupted ({_explain(error)})") from error
+    _check_nesting(result, what)
+    return result
 
 
-def _read_exact(file: Any, nbytes: int, what: str) -> np.ndarray:
+def _children(value: Any) -> Any:
+    """The values a container of the pickle holds (dict keys are flat)."""
+    if isinstance(value, _PickledDict):
+        return (item for _, item in value.pairs)
+    if isinstance(value, _PickledSet):
+        return value.items
+    # Exact types: our named tuples hold checked ints and strings only.
+    if type(value) in (list, tuple):
+        return value
+    return None
+
+
+def _check_nesting(root: Any, what: str) -> None:
+    """Refuses containers nested deeper than `_MAX_NESTING`, or cyclic.
+
+    Without recursion, in time linear in the number of containers (each
+    is entered once; the height of shared ones is remembered), so that
+    whatever later walks the object (`repr`, comparisons) stays shallow.
+    """
+    too_deep = _CheckpointError(
+        f"{what} nests containers more than {_MAX_NESTING} levels deep"
+    )
+    children = _children(root)
+    if children is None:
+        return
+    heights: dict[int, int] = {}  # id -> height; everything stays alive
+    # Frames: [container, iterator over its children, tallest child so far].
+    path = [[root, iter(children), 0]]
+    on_path = {id(root)}
+    while path:
+        frame = path[-1]
+        for child in frame[1]:
+            grandchildren = _children(child)
+            if grandchildren is None:
+                continue
+            if id(child) in heights:
+                frame[2] = max(frame[2], heights[id(child)])
+                continue
+            if id(child) in on_path:
+                raise _CheckpointError(f"{what} holds a container inside itself")
+            if len(path) >= _MAX_NESTING:
+                raise too_deep
+            path.append([child, iter(grandchildren), 0])
+            on_path.add(id(child))
+            break
+        else:
+            path.pop()
+            on_path.discard(id(frame[0]))
+            height = frame[2] + 1
+            if len(path) + height > _MAX_NESTING:
+                raise too_deep
+            heights[id(frame[0])] = height
+            if path:
+                path[-1][2] = max(path[-1][2], height)
+
+
+class _Budget:
+    """The bytes of arrays the reader may still allocate for one file.
+
+    The limit is what the file justifies: the bytes of the storages the
+    state dict uses (each read once, whatever number of tensors view it),
+    twice those of bfloat16 storages again (widened to float32), and
+    `_ALLOCATION_SLACK`. Every array the reader allocates is charged here
+    first, so that no crafted layout can make it allocate more.
+    """
+
+    def __init__(self, storages: list[_Storage], widened: list[_Storage]):
+        self.stored = sum(storage.nbytes for storage in storages)
+        self.limit = (
+            self.stored
+            + sum(2 * storage.nbytes for storage in widened)
+            + _ALLOCATION_SLACK
+        )
+        self.used = 0
+
+    def empty(self, count: int, dtype: Any, what: str) -> np.ndarray:
+        """`np.empty(count, dtype)`, once charged."""
+        nbytes = count * np.dtype(dtype).itemsize
+        if self.used + nbytes > self.limit:
+            raise _CheckpointError(
+                f"reading {what} would bring the reader's allocations to "
+                f"{self.used + nbytes} bytes, more than the {self.limit} bytes "
+                f"the file justifies (its storages hold {self.stored} bytes)"
+            )
+        self.used += nbytes
+        return np.empty(count, dtype=dtype)
+
+
+def _budget(state_dict: dict[str, _Tensor], storages: dict[str, _Storage]) -> _Budget:
+    keys = _storage_keys(state_dict)
+    widened = {t.storage.key for t in state_dict.values() if t.dtype == "bfloat16"}
+    return _Budget([storages[k] for k in keys], [storages[k] for k in widened])
+
+
+def _read_exact(file: Any, nbytes: int, what: str, budget: _Budget) -> np.ndarray:
     """`nbytes` bytes from `file` into a new writable uint8 array."""
-    buffer = np.empty(nbytes, dtype=np.uint8)
+    buffer = budget.empty(nbytes, np.uint8, what)
     view = memoryview(buffer)
     done = 0
     while done < nbytes:
@@ -470,15 +705,69 @@ def _read_exact(file: Any, nbytes: int, what: str) -> np.ndarray:
     return buffer
 
 
+class _Record(NamedTuple):
+    """Where the bytes of one zip record lie, as its headers say."""
+
+    info: zipfile.ZipInfo
+    start: int  # of the data, past the local header
+
+
+def _zip_records(file: Any, file_size: int, archive: zipfile.ZipFile) -> dict:
+    """`{name: _Record}` of every record, once their ranges are checked.
+
+    Each record (local header, name, extra field, data) must lie before
+    the central directory, and no two may overlap: otherwise a thousand
+    records of a crafted archive could all point at the same large bytes,
+    each read (and allocated) anew.
+    """
+    records = {}
+    ranges = []
+    end = min(archive.start_dir, file_size)
+    for info in archive.infolist():
+        name = info.filename
+        if name in records:
+            raise _CheckpointError(f"record '{name}' appears twice")
+        if not 0 <= info.header_offset <= end - 30:
+            raise _CheckpointError(f"record '{name}' points outside the file")
+        file.seek(info.header_offset)
+        header = file.read(30)
+        if len(header) != 30 or header[:4] != _ZIP_LOCAL_HEADER:
+            raise _CheckpointError(f"record '{name}' has no valid local header")
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+        if file.read(name_length) != info.orig_filename.encode(encoding):
+            raise _CheckpointError(
+                f"record '{name}': local header names another file"
+            )
+        start = info.header_offset + 30 + name_length + extra_length
+        if start + info.compress_size > end:
+            raise _CheckpointError(
+                f"record '{name}' extends past the end of the records "
+                f"(byte {start + info.compress_size}, the records end at {end})"
+            )
+        records[name] = _Record(info, start)
+        ranges.append((info.header_offset, start + info.compress_size, name))
+    ranges.sort()
+    for (_, first_end, first), (second_start, _, second) in itertools.pairwise(ranges):
+        if second_start < first_end:
+            raise _CheckpointError(
+                f"records '{first}' and '{second}' overlap (bytes "
+                f"{second_start} to {first_end})"
+            )
+    return records
+
+
 def _read_zip_record(
-    file: Any, file_size: int, info: zipfile.ZipInfo, limit: int | None = None
+    file: Any, record: _Record, budget: _Budget | None = None, limit: int = 0
 ) -> np.ndarray:
     """The bytes of one archive record, read straight from the file.
 
     Not through `ZipFile.open`: that would need a second copy of every
     storage, and it rejects records whose CRC is 0, which `torch.save`
-    writes when `compute_crc32` is off.
+    writes when `compute_crc32` is off. Storages are charged to `budget`;
+    the pickle records, without one, are bounded by `limit` if nonzero.
     """
+    info = record.info
     name = info.filename
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
         # torch.save never compresses or encrypts; a compressed record could
@@ -487,23 +776,17 @@ def _read_zip_record(
             f"record '{name}' is compressed or encrypted (method "
             f"{info.compress_type}); torch.save writes stored records only"
         )
-    if limit is not None and info.file_size > limit:
+    if limit and info.file_size > limit:
         raise _CheckpointError(f"record '{name}' is too large ({info.file_size} bytes)")
-    if info.header_offset < 0 or info.header_offset + 30 > file_size:
-        raise _CheckpointError(f"record '{name}' points outside the file")
-    file.seek(info.header_offset)
-    header = file.read(30)
-    if len(header) != 30 or header[:4] != _ZIP_LOCAL_HEADER:
-        raise _CheckpointError(f"record '{name}' has no valid local header")
-    name_length, extra_length = struct.unpack("<HH", header[26:30])
-    encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
-    if file.read(name_length) != info.orig_filename.encode(encoding):
-        raise _CheckpointError(f"record '{name}': local header names another file")
-    start = info.header_offset + 30 + name_length + extra_length
-    if start + info.file_size > file_size:
-        raise _CheckpointError(f"record '{name}' extends past the end of the file")
-    file.seek(start)
-    data = _read_exact(file, info.file_size, f"record '{name}'")
+    file.seek(record.start)
+    what = f"record '{name}'"
+    if budget is None:
+        # Not a storage; `_zip_records` checked that it fits in the file.
+        data = np.frombuffer(file.read(info.file_size), dtype=np.uint8)
+        if data.size != info.file_size:
+            raise _CheckpointError(f"{what} is truncated: the file ends early")
+    else:
+        data = _read_exact(file, info.file_size, what, budget)
     # A zero CRC means "not computed" for torch.save; empty records have 0.
     if info.CRC and zlib.crc32(data) != info.CRC:
         raise _CheckpointError(f"record '{name}' is corrupted (CRC mismatch)")
@@ -514,16 +797,11 @@ def _read_zip(file: Any, file_size: int) -> dict[str, np.ndarray]:
     file.seek(0)
     try:
         archive = zipfile.ZipFile(file)
-        infos = archive.infolist()
     except Exception as error:
         raise _CheckpointError(
             f"not a valid zip archive ({_explain(error)})"
         ) from error
-    records = {}
-    for info in infos:
-        if info.filename in records:
-            raise _CheckpointError(f"record '{info.filename}' appears twice")
-        records[info.filename] = info
+    records = _zip_records(file, file_size, archive)
     roots = [
         name[: -len("/data.pkl")]
         for name in records
@@ -537,31 +815,30 @@ def _read_zip(file: Any, file_size: int) -> dict[str, np.ndarray]:
     root = roots[0]
     byteorder = "<"  # torch wrote no `byteorder` record before 1.12
     if f"{root}/byteorder" in records:
-        mark = _read_zip_record(file, file_size, records[f"{root}/byteorder"], 16)
+        mark = _read_zip_record(file, records[f"{root}/byteorder"], limit=16)
         byteorder = {b"little": "<", b"big": ">"}.get(mark.tobytes())
         if byteorder is None:
             raise _CheckpointError(
                 f"unknown byte order {mark.tobytes()!r} (expected little or big)"
             )
-    pickled = _read_zip_record(file, file_size, records[f"{root}/data.pkl"])
+    pickled = _read_zip_record(file, records[f"{root}/data.pkl"])
     storages: dict[str, _Storage] = {}
-    checkpoint = _unpickle(
-        io.BytesIO(pickled.tobytes()), file_size, storages, "data.pkl"
-    )
+    checkpoint = _unpickle(io.BytesIO(pickled), file_size, storages, "data.pkl")
     del pickled
     state_dict = _find_state_dict(checkpoint)
+    budget = _budget(state_dict, storages)
     buffers = {}
     for key in _storage_keys(state_dict):
         name = f"{root}/data/{key}"
         if name not in records:
             raise _CheckpointError(f"storage {_describe(key)} has no record '{name}'")
-        if records[name].file_size != storages[key].nbytes:
+        if records[name].info.file_size != storages[key].nbytes:
             raise _CheckpointError(
-                f"record '{name}' has {records[name].file_size} bytes, the "
+                f"record '{name}' has {records[name].info.file_size} bytes, the "
                 f"pickle declares {storages[key].nbytes}"
             )
-        buffers[key] = _read_zip_record(file, file_size, records[name])
-    return _materialize(state_dict, buffers, byteorder)
+        buffers[key] = _read_zip_record(file, records[name], budget)
+    return _materialize(state_dict, buffers, byteorder, budget)
 
 
 def _read_legacy(file: Any, file_size: int) -> dict[str, np.ndarray]:
@@ -583,7 +860,7 @@ def _read_legacy(file: Any, file_size: int) -> dict[str, np.ndarray]:
     # Type sizes and byte order of the saving machine: storages are always
     # written little-endian whatever it was, so nothing here is needed.
     sys_info = _unpickle(reader, file_size, None, "the system information pickle")
-    if type(sys_info) is not dict:
+    if type(sys_info) is not _PickledDict:
         raise _CheckpointError(f"malformed system information {_describe(sys_info)}")
     storages: dict[str, _Storage] = {}
     checkpoint = _unpickle(reader, file_size, storages, "the checkpoint pickle")
@@ -592,6 +869,7 @@ def _read_legacy(file: Any, file_size: int) -> dict[str, np.ndarray]:
         raise _CheckpointError(f"malformed storage key list {_describe(keys)}")
     state_dict = _find_state_dict(checkpoint)
     needed = set(_storage_keys(state_dict))
+    budget = _budget(state_dict, storages)
     buffers = {}
     # One iteration per listed key, each reading at least 8 bytes or failing.
     for key in keys:
@@ -614,7 +892,7 @@ def _read_legacy(file: Any, file_size: int) -> dict[str, np.ndarray]:
         if storage.nbytes > file_size - file.tell():
             raise _CheckpointError(f"{what} is truncated: the file ends early")
         if key in needed:
-            buffers[key] = _read_exact(file, storage.nbytes, what)
+            buffers[key] = _read_exact(file, storage.nbytes, what, budget)
         else:
             file.seek(storage.nbytes, os.SEEK_CUR)  # e.g. optimizer state
         # Also marks the key as seen for the duplicate check above.
@@ -622,27 +900,35 @@ def _read_legacy(file: Any, file_size: int) -> dict[str, np.ndarray]:
     missing = sorted(needed - set(buffers))
     if missing:
         raise _CheckpointError(f"no data for storages {missing[:5]}")
-    return _materialize(state_dict, buffers, "<")
+    return _materialize(state_dict, buffers, "<", budget)
 
 
 def _find_state_dict(checkpoint: Any) -> dict[str, _Tensor]:
-    """The state dict inside the unpickled checkpoint, `module.` stripped."""
-    if not isinstance(checkpoint, dict):
+    """The state dict inside the unpickled checkpoint, `module.` stripped.
+
+    The only dict built from the file: its keys must be str, whose hashes
+    Python randomises, so no file can make their insertion slow.
+    """
+    if not isinstance(checkpoint, _PickledDict):
         raise _CheckpointError(
             "no state dict found: the checkpoint is a "
             f"{_kind(checkpoint)}, not a dict"
         )
-    # Unbound `dict` methods: nothing of the unpickled object gets to run.
-    if dict.__contains__(checkpoint, "state_dict"):
-        candidate = dict.__getitem__(checkpoint, "state_dict")
-        where = "the 'state_dict' entry"
-        if not isinstance(candidate, dict):
-            raise _CheckpointError(
-                f"no state dict found: {where} is a {_kind(candidate)}"
-            )
-    else:
-        candidate, where = checkpoint, "the checkpoint"
-    others = [k for k, v in dict.items(candidate) if not isinstance(v, _Tensor)]
+    candidate, where = checkpoint, "the checkpoint"
+    for key, value in checkpoint.pairs:  # the last one wins, as in a dict
+        if type(key) is str and key == "state_dict":
+            candidate, where = value, "the 'state_dict' entry"
+    if not isinstance(candidate, _PickledDict):
+        raise _CheckpointError(f"no state dict found: {where} is a {_kind(candidate)}")
+    entries: dict[str, Any] = {}
+    odd_keys = []
+    for key, value in candidate.pairs:
+        if type(key) is str:
+            entries[key] = value
+        else:
+            odd_keys.append((key, value))
+    others = [k for k, v in entries.items() if not isinstance(v, _Tensor)]
+    others += [k for k, v in odd_keys if not isinstance(v, _Tensor)]
     if others:
         names = ", ".join(_describe(k) for k in others[:5])
         hint = " and it has no 'state_dict' entry" if where == "the checkpoint" else ""
@@ -650,10 +936,12 @@ def _find_state_dict(checkpoint: Any) -> dict[str, _Tensor]:
             f"no state dict found: entries of {where} are not tensors ({names}"
             f"{', ...' if len(others) > 5 else ''}){hint}"
         )
+    if odd_keys:
+        raise _CheckpointError(
+            f"state dict key {_describe(odd_keys[0][0])} is not a str"
+        )
     state_dict = {}
-    for key, tensor in dict.items(candidate):
-        if type(key) is not str:
-            raise _CheckpointError(f"state dict key {_describe(key)} is not a str")
+    for key, tensor in entries.items():
         # torch.nn.DataParallel / DistributedDataParallel wrap the model.
         name = key[len("module.") :] if key.startswith("module.") else key
         if name in state_dict:
@@ -673,84 +961,181 @@ def _materialize(
     state_dict: dict[str, _Tensor],
     buffers: dict[str, np.ndarray | None],
     byteorder: str,
+    budget: _Budget,
 ) -> dict[str, np.ndarray]:
+    """The tensors as views of one decoded array per storage, as in torch.
+
+    A storage is decoded once per dtype it is viewed as (in practice one:
+    its own), in place when that is its only use; tensors sharing it share
+    memory, however many reference it.
+    """
+    # (key, dtype, first byte modulo the item size): one decoded array each.
+    units: dict[str, set] = {}
     users: dict[str, int] = {}
     for tensor in state_dict.values():
-        users[tensor.storage.key] = users.get(tensor.storage.key, 0) + 1
+        key = tensor.storage.key
+        units.setdefault(key, set()).add(_unit(tensor))
+        users[key] = users.get(key, 0) + 1
+    decoded: dict[tuple, np.ndarray] = {}
     arrays = {}
+    broadcast = 0  # bytes of the views that repeat elements, in total
     for name, tensor in state_dict.items():
-        storage = tensor.storage
-        data = buffers[storage.key][storage.start : storage.start + storage.nbytes]
+        key = tensor.storage.key
+        unit = _unit(tensor)
         try:
-            arrays[name] = _to_array(
-                tensor, data, byteorder, exclusive=users[storage.key] == 1
+            if (key, *unit) not in decoded:
+                decoded[key, *unit] = _decode(
+                    buffers[key],
+                    tensor.dtype,
+                    unit[1],
+                    byteorder,
+                    in_place=len(units[key]) == 1,
+                    budget=budget,
+                )
+            array, repeats = _view(
+                tensor, decoded[key, *unit], exclusive=users[key] == 1
             )
         except _CheckpointError as error:
             raise _CheckpointError(f"tensor '{name}': {error}") from None
+        if repeats:
+            broadcast += array.nbytes
+            if broadcast > _MAX_BROADCAST_BYTES:
+                raise _CheckpointError(
+                    f"tensor '{name}': broadcast views (zero or overlapping "
+                    f"strides, repeating elements) reach {broadcast} bytes in "
+                    f"total, more than the {_MAX_BROADCAST_BYTES} allowed per file"
+                )
+        arrays[name] = array
     return arrays
 
 
-def _to_array(
-    tensor: _Tensor, data: np.ndarray, byteorder: str, exclusive: bool
+def _unit(tensor: _Tensor) -> tuple[str, int]:
+    itemsize = np.dtype(_RAW_DTYPES[tensor.dtype]).itemsize
+    return tensor.dtype, tensor.storage.start % itemsize
+
+
+def _decode(
+    raw: np.ndarray,
+    dtype: str,
+    phase: int,
+    byteorder: str,
+    in_place: bool,
+    budget: _Budget,
 ) -> np.ndarray:
-    """The tensor's values as a new (or exclusively owned) NumPy array."""
-    dtype = np.dtype(byteorder + _RAW_DTYPES[tensor.dtype])
-    if dtype.isnative:
-        dtype = dtype.newbyteorder("=")  # prints as float32, not <f4
-    itemsize = dtype.itemsize
+    """The storage's elements from byte `phase` on, native, in our dtype.
+
+    In place (no allocation) where the result has the size of the bytes
+    and no other dtype views them; bfloat16 widens to a new float32 array.
+    """
+    disk = np.dtype(byteorder + _RAW_DTYPES[dtype])
+    native = disk.newbyteorder("=")  # prints as float32, not <f4
+    count = (raw.size - phase) // disk.itemsize
+    values = raw[phase : phase + count * disk.itemsize].view(disk)
+    what = f"its {dtype} storage"
+    if dtype == "bfloat16":
+        # bfloat16 is the top half of a float32: widening is exact.
+        widened = budget.empty(count, np.uint32, what)
+        widened[...] = values
+        widened <<= 16
+        return widened.view(np.float32)
+    if dtype == "bool":
+        # Any nonzero byte is True; an element-wise ufunc may write in place.
+        out = values if in_place else budget.empty(count, np.uint8, what)
+        np.not_equal(values, 0, out=out.view(bool))
+        return out.view(bool)
+    if disk.isnative:
+        return values.view(native)
+    if in_place:
+        values.byteswap(inplace=True)
+        return values.view(native)
+    swapped = budget.empty(count, native, what)
+    swapped[...] = values
+    return swapped
+
+
+def _disjoint(shape: tuple, strides: tuple) -> bool:
+    """Whether no two indices reach the same element (sufficient test)."""
+    reach = 0  # the largest offset the dimensions so far can reach
+    for stride, size in sorted((s, n) for n, s in zip(shape, strides) if n > 1):
+        if stride <= reach:
+            return False
+        reach += (size - 1) * stride
+    return True
+
+
+def _view(
+    tensor: _Tensor, flat: np.ndarray, exclusive: bool
+) -> tuple[np.ndarray, bool]:
+    """The tensor as a view of `flat`, its decoded storage.
+
+    Returns the view, and whether it may repeat elements. It is writable
+    only if no other tensor shares its storage and it repeats no element:
+    a write must not change another array behind the caller's back.
+    """
     shape, strides, offset = tensor.shape, tensor.strides, tensor.offset
-    numel = math.prod(shape)
-    if numel == 0:
+    storage = tensor.storage
+    if math.prod(shape) == 0:
         # No element is read, so torch checks no bounds either.
         try:
-            empty = np.empty(shape, dtype=dtype)
+            return np.empty(shape, dtype=flat.dtype), False
         except Exception as error:
             raise _CheckpointError(f"invalid empty size {_describe(shape)}") from error
-        return _convert(empty, tensor.dtype)
+    disk_itemsize = np.dtype(_RAW_DTYPES[tensor.dtype]).itemsize
+    available = storage.nbytes // disk_itemsize
     last = offset + sum((n - 1) * s for n, s in zip(shape, strides))
-    if (last + 1) * itemsize > data.size:
+    if last + 1 > available:
         raise _CheckpointError(
             f"size {_describe(shape)}, stride {_describe(strides)} and offset "
             f"{offset} reach element "
-            f"{last}, beyond the {data.size // itemsize} elements of its storage"
+            f"{last}, beyond the {available} elements of its storage"
         )
-    if numel * itemsize > max(data.size, _MAX_BROADCAST_BYTES):
-        raise _CheckpointError(
-            f"broadcast view of {numel} elements is larger than "
-            f"{_MAX_BROADCAST_BYTES} bytes"
-        )
-    flat = data[: data.size - data.size % itemsize].view(dtype)
+    disjoint = _disjoint(shape, strides)
+    itemsize = flat.dtype.itemsize
+    start = storage.start // disk_itemsize + offset
     # The stride of a dimension of size 1 is never used, and may be huge.
     view = as_strided(
-        flat[offset:],
+        flat[start:],
         shape=shape,
         strides=tuple(s * itemsize if n > 1 else 0 for n, s in zip(shape, strides)),
-        writeable=False,
+        writeable=exclusive and disjoint,
     )
-    if (
-        exclusive
-        and offset == 0
-        and numel * itemsize == data.size
-        and view.flags.c_contiguous
-        and dtype.isnative
-        and tensor.dtype not in ("bool", "bfloat16")
-    ):
-        # The array is all of a buffer nobody else uses: no copy needed.
-        return flat.reshape(shape)
-    return _convert(view, tensor.dtype)
+    return view, not disjoint
 
 
-def _convert(view: np.ndarray, dtype: str) -> np.ndarray:
-    """A C-contiguous, native-endian copy in the dtype we return."""
-    if dtype == "bool":
-        # Any nonzero byte is True. `out` keeps 0-d results arrays.
-        return np.not_equal(view, 0, out=np.empty(view.shape, dtype=bool))
-    if dtype == "bfloat16":
-        # bfloat16 is the top half of a float32: widening is exact.
-        widened = view.astype(np.uint32, order="C")
-        widened <<= 16
-        return widened.view(np.float32)
-    return view.astype(view.dtype.newbyteorder("="), order="C")
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((kind for test, kind in _FILE_KINDS if test(mode)), "special")
+        raise _CheckpointError(f"not a regular file but {kind}")
+
+
+def _open_regular_file(path: str) -> Any:
+    """`open(path, "rb")` for a regular file; anything else is refused.
+
+    Opening a FIFO blocks until a writer comes, and a device can be read
+    forever: refused before opening, and again on the opened descriptor
+    in case the path changed in between (opening with O_NONBLOCK, so
+    that this second open cannot block either).
+    """
+    _check_regular(os.stat(path).st_mode)  # FileNotFoundError as open()
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+    descriptor = os.open(path, flags)
+    try:
+        _check_regular(os.fstat(descriptor).st_mode)
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -772,9 +1157,17 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Tensors keep their dtype (float16/32/64, complex64/128, int8/16/32/64,
     uint8/16/32/64, bool), except bfloat16, which becomes float32 (exact).
-    Every array is C-contiguous, native-endian, writable and shares memory
-    with no other returned array, whatever strides, offsets or storage
-    sharing the tensors had.
+    As in torch, tensors that share a storage share memory: every array is
+    a view (native-endian, strides and offset kept) of one array per
+    storage, so the arrays hold no more than the storages' bytes whatever
+    the number of tensors viewing them. An array is writable if it alone
+    views its storage and repeats no element; the others are read-only
+    (`numpy.array(value)` copies one).
+
+    The file is untrusted: it is read in time and memory proportional to
+    its size, and refused (ValueError) beyond the bounds listed in
+    docs/security.md: the reader allocates at most the bytes of the
+    storages the state dict uses (twice that for bfloat16) plus 1 MiB.
 
     Args:
         path: path of the checkpoint (`.pth`, `.pth.tar`, `.pt`, ...).
@@ -786,10 +1179,11 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Raises:
         FileNotFoundError: if `path` does not exist (other errors opening
             the file, such as `PermissionError`, propagate too).
-        ValueError: for anything wrong with the contents, naming `path`
-            and the problem: not a PyTorch checkpoint, truncated or
-            corrupted data, a reference to any other Python name (which
-            `torch.load` would have imported or called), or no state dict.
+        ValueError: for anything wrong with the file, naming `path` and
+            the problem: not a regular file, not a PyTorch checkpoint,
+            truncated or corrupted data, a reference to any other Python
+            name (which `torch.load` would have imported or called), no
+            state dict, or a bound of docs/security.md exceeded.
 
     Example:
 
@@ -798,7 +1192,11 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     (64, 3, 7, 7)
     """
     path = os.fspath(path)
-    with open(path, "rb") as file:
+    try:
+        file = _open_regular_file(path)
+    except _CheckpointError as error:
+        raise ValueError(f"Cannot read PyTorch checkpoint '{path}': {error}") from None
+    with file:
         try:
             file_size = os.fstat(file.fileno()).st_size
             head = file.read(512)

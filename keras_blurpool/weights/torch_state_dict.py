@@ -117,7 +117,10 @@ def _check_and_convert(plan, state_dict):
     for key, (target, convert) in plan.items():
         if key not in keys:
             continue
-        value = np.asarray(state_dict[key])
+        value, problem = _real_array(key, state_dict[key])
+        if problem:
+            problems.append(problem)
+            continue
         if isinstance(target, BlurPool2D):
             problem = _filter_problem(key, target, value)
             if problem:
@@ -134,8 +137,31 @@ def _check_and_convert(plan, state_dict):
                 f"{tuple(target.shape)}"
             )
             continue
+        # A real numeric array of the right shape: converting it to the
+        # variable's dtype when assigning cannot fail.
         assignments.append((target, value))
     return problems, assignments
+
+
+def _real_array(key, value):
+    """`(array, None)`, or `(None, problem)` if `value` is no real array.
+
+    Strings, objects, bools or complex numbers of the right shape would
+    otherwise fail (or load silently wrong) only when assigned, after
+    other variables were overwritten.
+    """
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError, OverflowError) as error:  # e.g. ragged
+        return None, (
+            f"'{key}' is not an array ({type(error).__name__}: {error})"
+        )
+    if array.dtype.kind not in "fiu":
+        return None, (
+            f"'{key}' has dtype {array.dtype}, expected a real numeric "
+            "(floating-point or integer) array"
+        )
+    return array, None
 
 
 def _filter_problem(key, layer, value):
