@@ -1,8 +1,11 @@
 """Anti-aliased architectures of the reference, keras.applications style.
 
-Every builder takes `filter_size` (1-7; None builds the plain network)
-and returns a functional `keras.Model` that equals the PyTorch reference
-layer for layer once its weights are loaded.
+Every builder takes `antialias` (`"blur"`, `"avg"`, None for the plain
+network, or a callable making the layer), `filter_size` (1-7; None also
+builds the plain network) and `pad_type`, builds in
+`keras.config.image_data_format()`, and returns a functional
+`keras.Model` that equals the PyTorch reference layer for layer once its
+weights are loaded.
 """
 
 from keras_blurpool.applications import alexnet
@@ -35,32 +38,33 @@ from keras_blurpool.applications.vgg import VGG16
 from keras_blurpool.applications.vgg import VGG16BN
 from keras_blurpool.applications.vgg import VGG19
 from keras_blurpool.applications.vgg import VGG19BN
-from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.layers import is_antialiasing
 
 # Each family module defines `_torch_names(model) -> dict | None`: the
 # PyTorch module name of every layer with weights (and of every
-# BlurPool2D), or None when the model is not of that family.
+# anti-aliasing layer), or None when the model is not of that family.
 _FAMILIES = (resnet, vgg, alexnet, densenet, mobilenet_v2)
 
 
 class _WithoutBlurPool:
     """An antialiased model as its plain (torchvision) twin would look.
 
-    BlurPool has no parameters, so hiding it leaves the twin's weighted
-    layers, and the families then give torchvision's module names.
+    Anti-aliasing layers (BlurPool, the average pool) have no parameters,
+    so hiding them leaves the twin's weighted layers, and the families
+    then give torchvision's module names.
     """
 
     def __init__(self, model):
         self.name = model.name
         self.layers = [
-            layer for layer in model.layers if not isinstance(layer, BlurPool2D)
+            layer for layer in model.layers if not is_antialiasing(layer)
         ]
 
 
 def _torch_name_maps(model):
     """Candidate name maps: the reference's, then torchvision's."""
     views = [model]
-    if any(isinstance(layer, BlurPool2D) for layer in model.layers):
+    if any(is_antialiasing(layer) for layer in model.layers):
         views.append(_WithoutBlurPool(model))
     for view in views:
         for family in _FAMILIES:
