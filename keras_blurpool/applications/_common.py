@@ -16,7 +16,7 @@ from keras import layers
 
 from keras_blurpool.layers import check_antialias
 from keras_blurpool.layers import create_antialias
-from keras_blurpool.layers.antialias import AntiAliasSpec
+from keras_blurpool.layers.antialias import AntiAliasChoice
 from keras_blurpool.layers.blur_pool import _PAD_TYPES
 from keras_blurpool.weights import pretrained
 
@@ -82,7 +82,7 @@ class AntiAlias:
         pad_type: padding of the blur.
     """
 
-    antialias: AntiAliasSpec
+    antialias: AntiAliasChoice
     filter_size: int
     pad_type: str = "reflect"
 
@@ -129,7 +129,7 @@ def validate_builder_args(
     classes,
     arch: str,
     pool_only: bool | None = None,
-    antialias: AntiAliasSpec = "blur",
+    antialias: AntiAliasChoice = "blur",
     pad_type: str = "reflect",
 ) -> None:
     """Early, named errors for the arguments every builder shares.

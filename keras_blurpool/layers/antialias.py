@@ -25,7 +25,7 @@ from keras_blurpool.layers.blur_pool import BlurPool2D
 from keras_blurpool.layers.max_blur_pool import MaxBlurPool2D
 
 # What a builder's `antialias` may be.
-AntiAliasSpec = Union[str, Callable[..., keras.layers.Layer], None]
+AntiAliasChoice = Union[str, Callable[..., keras.layers.Layer], None]
 _NAMED = ("blur", "avg")
 _ALLOWED = (
     "'blur', 'avg', None, or a callable (channels, strides, name) -> "
@@ -191,7 +191,7 @@ def check_antialias(antialias) -> None:
 
 
 def create_antialias(
-    antialias: AntiAliasSpec,
+    antialias: AntiAliasChoice,
     *,
     channels: int | None = None,
     strides: int = 2,
