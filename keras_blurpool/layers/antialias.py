@@ -224,8 +224,9 @@ def create_antialias(
 
     Example:
 
-    >>> create_antialias("avg", name="pool1_blur")
-    <AntiAliasAvgPool2D name=pool1_blur, built=False>
+    >>> layer = create_antialias("avg", name="pool1_blur")
+    >>> type(layer).__name__, layer.name
+    ('AntiAliasAvgPool2D', 'pool1_blur')
     >>> create_antialias(None) is None
     True
     """
