@@ -1,21 +1,31 @@
 """keras-blurpool: anti-aliased CNNs (Zhang, ICML 2019) for Keras 3."""
 
 from keras_blurpool import applications
+from keras_blurpool.applications import load_torch_weights
+from keras_blurpool.layers import AntiAliasAvgPool2D
+from keras_blurpool.layers import AntiAliasing
 from keras_blurpool.layers import BlurPool1D
 from keras_blurpool.layers import BlurPool2D
 from keras_blurpool.layers import MaxBlurPool2D
 from keras_blurpool.layers import binomial_filter
-from keras_blurpool.applications import load_torch_weights
+from keras_blurpool.layers import create_antialias
+from keras_blurpool.layers import is_antialiasing
+from keras_blurpool.layers import register_antialiasing
 from keras_blurpool.weights import transfer_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AntiAliasAvgPool2D",
+    "AntiAliasing",
     "BlurPool1D",
     "BlurPool2D",
     "MaxBlurPool2D",
     "applications",
     "binomial_filter",
+    "create_antialias",
+    "is_antialiasing",
     "load_torch_weights",
+    "register_antialiasing",
     "transfer_weights",
 ]

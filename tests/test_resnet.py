@@ -11,6 +11,7 @@ from tests.conftest import randomize_batchnorm
 
 import keras_blurpool
 from keras_blurpool.applications import resnet
+from keras_blurpool.applications._common import AntiAlias
 
 # Keras builder -> reference function, the whole table.
 TABLE = {
@@ -208,7 +209,7 @@ def test_minimum_input_size(reference, filter_size, pool_only):
     torch, aa = reference
     torch_model = aa.resnet18(filter_size=filter_size, pool_only=pool_only)
     torch_model.eval()
-    smallest = resnet._min_input_size(filter_size, pool_only)
+    smallest = resnet._min_input_size(AntiAlias("blur", filter_size), pool_only)
     with torch.no_grad():
         torch_model(torch.zeros(1, 3, smallest, smallest))
         if smallest > 32:  # the reference cannot reflect-pad below it

@@ -19,6 +19,7 @@ from tests.conftest import randomize_batchnorm
 import keras_blurpool
 from keras_blurpool import BlurPool2D
 from keras_blurpool.applications import alexnet
+from keras_blurpool.applications._common import AntiAlias
 from keras_blurpool.applications import vgg
 from keras_blurpool.applications import AlexNet
 from keras_blurpool.applications import VGG11
@@ -252,11 +253,11 @@ def test_minimum_input_size_agrees_with_reference(reference):
         for features, spec in (
             (
                 reference_vgg_features(reference, 11, False, filter_size),
-                vgg._vgg_features(11, False, filter_size),
+                vgg._vgg_features(11, False, AntiAlias("blur", filter_size)),
             ),
             (
                 aa.alexnet(filter_size=filter_size),
-                alexnet._alexnet_features(filter_size, False),
+                alexnet._alexnet_features(AntiAlias("blur", filter_size), False),
             ),
         ):
             features = features.features

@@ -1,9 +1,12 @@
 """Anti-aliased architectures, keras.applications style.
 
-Every builder takes `filter_size` (1-7; None builds the plain network)
-and returns a functional `keras.Model` that equals the PyTorch reference
-layer for layer once its weights are loaded. Each family module
-registers its architectures in `registry`.
+Every builder takes `antialias` (`"blur"`, `"avg"`, None for the plain
+network, or a callable making the layer), `filter_size` (1-7; None also
+builds the plain network) and `pad_type`, builds in
+`keras.config.image_data_format()`, and returns a functional
+`keras.Model` that equals the PyTorch reference layer for layer once its
+weights are loaded. Each family module registers its
+architectures in `registry`.
 """
 
 from keras_blurpool.applications import alexnet

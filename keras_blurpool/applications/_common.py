@@ -1,12 +1,14 @@
 """Building blocks shared by the architecture families.
 
-Every network here is channels_last and reproduces PyTorch semantics:
+Every network here follows `keras.config.image_data_format()` when it is
+built (channels_last or channels_first) and reproduces PyTorch semantics:
 explicit symmetric zero padding (never TF "same"), BatchNorm with
 epsilon 1e-5 and momentum 0.9 (PyTorch's 0.1), adaptive average pooling.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import keras
@@ -15,7 +17,10 @@ from keras import layers
 from keras_blurpool._utils import is_int
 from keras_blurpool.applications import loading
 from keras_blurpool.applications import pretrained
-from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.layers import check_antialias
+from keras_blurpool.layers import create_antialias
+from keras_blurpool.layers.antialias import AntiAliasChoice
+from keras_blurpool.layers.blur_pool import _PAD_TYPES
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1 counts the other way round.
@@ -23,6 +28,8 @@ BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1 counts the other way round.
 
 # The zoo's filter sizes: the reference's range.
 MIN_FILTER_SIZE, MAX_FILTER_SIZE = 1, 7
+# Smallest input side of every network (as keras.applications).
+MIN_INPUT_SIZE = 32
 
 
 def check_filter_size(filter_size) -> None:
@@ -38,6 +45,84 @@ def check_filter_size(filter_size) -> None:
         )
 
 
+def data_format() -> str:
+    """The data format the networks are built in (Keras's global one)."""
+    return keras.config.image_data_format()
+
+
+def channel_axis() -> int:
+    """Channel axis of 4-D feature maps in `data_format()`."""
+    return 1 if data_format() == "channels_first" else -1
+
+
+def spatial_shape(tensor) -> tuple:
+    """`(height, width)` of a 4-D feature map in `data_format()`."""
+    shape = tuple(tensor.shape)
+    return shape[2:4] if data_format() == "channels_first" else shape[1:3]
+
+
+def channels(tensor) -> int:
+    """Channels of a 4-D feature map in `data_format()`."""
+    return tensor.shape[channel_axis()]
+
+
+def _check_pad_type(pad_type) -> None:
+    if not isinstance(pad_type, str) or pad_type not in _PAD_TYPES:
+        raise ValueError(
+            f"`pad_type` must be one of {sorted(_PAD_TYPES)}. "
+            f"Received: pad_type={pad_type!r}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class AntiAlias:
+    """How a builder anti-aliases its downsamplings.
+
+    Attributes:
+        antialias: the builder's `antialias`: `"blur"`, `"avg"` or a
+            callable (see `keras_blurpool.layers.create_antialias`).
+        filter_size: taps of the blur filter.
+        pad_type: padding of the blur.
+    """
+
+    antialias: AntiAliasChoice
+    filter_size: int
+    pad_type: str = "reflect"
+
+    @property
+    def min_map_size(self) -> int:
+        """Smallest feature-map side the anti-aliasing layer accepts.
+
+        Reflect padding needs a map larger than the padding (`k // 2`
+        pixels); zero and replicate padding and the average pool take any
+        non-empty map. A callable's layer checks its inputs itself.
+        """
+        if self.antialias == "blur" and _PAD_TYPES[self.pad_type] == "reflect":
+            return self.filter_size // 2 + 1
+        return 1
+
+    def describe(self) -> str:
+        """The arguments that set `min_map_size`, for error messages."""
+        if self.antialias == "blur":
+            return (
+                f"antialias='blur', filter_size={self.filter_size}, "
+                f"pad_type={self.pad_type!r}"
+            )
+        return f"antialias={self.antialias!r}"
+
+
+def antialias_spec(antialias, filter_size, pad_type="reflect") -> AntiAlias | None:
+    """The builder's anti-aliasing, or None for the plain network.
+
+    `antialias=None` builds the plain network whatever `filter_size`, and
+    `filter_size=None` is an alias of it (with the default `"blur"`).
+    Arguments are assumed checked by `validate_builder_args`.
+    """
+    if antialias is None or filter_size is None:
+        return None
+    return AntiAlias(antialias, filter_size, pad_type)
+
+
 def validate_builder_args(
     *,
     weights,
@@ -47,6 +132,8 @@ def validate_builder_args(
     classes,
     arch: str,
     pool_only: bool | None = None,
+    antialias: AntiAliasChoice = "blur",
+    pad_type: str = "reflect",
 ) -> None:
     """Early, named errors for the arguments every builder shares.
 
@@ -63,11 +150,23 @@ def validate_builder_args(
             the user's model `name`.
         pool_only: the builder's `pool_only`, for the architectures that
             have one.
+        antialias: the builder's `antialias`: `"blur"`, `"avg"`, None or a
+            callable `(channels, strides, name) -> keras.layers.Layer`.
+        pad_type: the builder's `pad_type`, the padding of the blur.
 
     Raises:
         ValueError: naming the argument, the value and what is allowed.
     """
+    check_antialias(antialias)
+    _check_pad_type(pad_type)
     check_filter_size(filter_size)
+    if filter_size is None and antialias is not None and antialias != "blur":
+        raise ValueError(
+            "`filter_size=None` builds the plain network, which contradicts "
+            f"antialias={antialias!r}: pass `antialias=None` for the plain "
+            "network, or a filter size (it only matters for 'blur'). "
+            f"Received: antialias={antialias!r}, filter_size=None"
+        )
     if pooling not in (None, "avg", "max"):
         raise ValueError(
             "`pooling` must be None, 'avg' or 'max'. "
@@ -96,8 +195,13 @@ def validate_builder_args(
                 "must be 1000 (the ImageNet classifier). Received: "
                 f"classes={classes!r}"
             )
+        aa = antialias_spec(antialias, filter_size, pad_type)
         pretrained.check_imagenet_available(
-            arch, filter_size, pool_only=pool_only
+            arch,
+            None if aa is None else filter_size,
+            pool_only=pool_only,
+            antialias=None if aa is None else aa.antialias,
+            pad_type=pad_type,
         )
         return
     path = os.fspath(weights)
@@ -111,22 +215,52 @@ def validate_builder_args(
         )
 
 
-def model_input(input_tensor, input_shape, *, min_size: int = 32):
-    """Returns `(img_input, model_inputs)` as keras.applications does."""
-    if input_shape is None:
-        input_shape = (None, None, 3) if input_tensor is None else None
+def model_input(
+    input_tensor,
+    input_shape,
+    *,
+    min_size: int = MIN_INPUT_SIZE,
+    why: str = "",
+    default_size: int | None = None,
+):
+    """Returns `(img_input, model_inputs)` as keras.applications does.
+
+    Args:
+        input_tensor: the builder's `input_tensor`.
+        input_shape: the builder's `input_shape`: `(height, width, 3)`, or
+            `(3, height, width)` under channels_first.
+        min_size: smallest spatial size the network takes.
+        why: what sets `min_size`, appended to its error message.
+        default_size: the input side when neither `input_tensor` nor
+            `input_shape` is given; None accepts any size.
+
+    Returns:
+        `(img_input, model_inputs)`: the tensor the network starts from
+        and the model's inputs.
+
+    Raises:
+        ValueError: for a shape of the wrong layout, other than 3 RGB
+            channels, or smaller than `min_size`.
+    """
+    channels_first = data_format() == "channels_first"
+    if input_shape is None and input_tensor is None:
+        sides = (default_size, default_size)
+        input_shape = (3, *sides) if channels_first else (*sides, 3)
     if input_shape is not None:
         input_shape = tuple(input_shape)
-        if len(input_shape) != 3 or input_shape[-1] != 3:
+        layout = "(3, height, width)" if channels_first else "(height, width, 3)"
+        if len(input_shape) != 3 or input_shape[0 if channels_first else -1] != 3:
             raise ValueError(
-                "`input_shape` must be (height, width, 3) (channels_last, "
-                f"RGB). Received: input_shape={input_shape!r}"
+                f"`input_shape` must be {layout} (RGB, {data_format()}, "
+                "the image data format of keras.config). Received: "
+                f"input_shape={input_shape!r}"
             )
-        for size in input_shape[:2]:
+        spatial = input_shape[1:] if channels_first else input_shape[:2]
+        for size in spatial:
             if size is not None and size < min_size:
                 raise ValueError(
                     f"`input_shape` spatial sizes must be at least {min_size}"
-                    f". Received: input_shape={input_shape!r}"
+                    f"{why}. Received: input_shape={input_shape!r}"
                 )
     if input_tensor is None:
         img_input = layers.Input(shape=input_shape)
@@ -164,12 +298,33 @@ def conv(
 
 def batch_norm(x, *, name: str):
     return layers.BatchNormalization(
-        axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name
+        axis=channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name
     )(x)
 
 
-def blur_pool(x, filter_size: int, *, strides: int = 2, name: str):
-    return BlurPool2D(filter_size=filter_size, strides=strides, name=name)(x)
+def anti_alias(x, aa: AntiAlias, *, strides: int = 2, name: str):
+    """Low-pass filters and subsamples `x` with the builder's layer."""
+    layer = create_antialias(
+        aa.antialias,
+        channels=channels(x),
+        strides=strides,
+        filter_size=aa.filter_size,
+        pad_type=aa.pad_type,
+        data_format=data_format(),
+        name=name,
+    )
+    return layer(x)
+
+
+def min_size_reason(aa: AntiAlias | None, min_size: int) -> str:
+    """Why the input must be at least `min_size`, for `model_input`."""
+    if aa is None or aa.min_map_size == 1 or min_size <= MIN_INPUT_SIZE:
+        return ""
+    return (
+        f" with {aa.describe()} (reflect padding needs every anti-aliased "
+        "feature map larger than the padding; pad_type='zero' or "
+        "'replicate' takes smaller inputs)"
+    )
 
 
 def pooling_head(
@@ -202,7 +357,6 @@ def finish_model(
     weights,
     arch: str,
     filter_size: int | None,
-    include_top: bool,
 ) -> keras.Model:
     """Makes the functional model and loads `weights` into it.
 
@@ -211,9 +365,8 @@ def finish_model(
         outputs: the model outputs.
         name: the model name.
         weights: as checked by `validate_builder_args`.
-        arch: the reference's name of the architecture.
+        arch: the registry name of the architecture.
         filter_size: the builder's `filter_size`.
-        include_top: whether the model has its classifier.
 
     Returns:
         The `keras.Model`.

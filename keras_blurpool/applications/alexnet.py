@@ -9,7 +9,8 @@ Reference:
 The 3x3 max pools of stride 2 become max pools of stride 1 followed by a
 `BlurPool2D` of stride 2. By default conv1 (11x11, stride 4) is
 anti-aliased too: it runs at stride 2, and after its ReLU a `BlurPool2D`
-provides the remaining factor 2. The classifier is torchvision's: adaptive
+provides the remaining factor 2. `antialias` swaps `BlurPool2D` for
+another anti-aliasing layer in the same places. The classifier is torchvision's: adaptive
 average pooling to 6x6, then three Dense layers with dropout.
 
 Layers are described by the layer specs of the VGG module, one per module
@@ -21,7 +22,10 @@ from __future__ import annotations
 import keras
 
 from keras_blurpool.applications import registry
+from keras_blurpool.applications._common import AntiAlias
+from keras_blurpool.applications._common import antialias_spec
 from keras_blurpool.applications._common import validate_builder_args
+from keras_blurpool.applications.vgg import _ANY_ANTIALIAS
 from keras_blurpool.applications.vgg import _build
 from keras_blurpool.applications.vgg import _conv
 from keras_blurpool.applications.vgg import _first_match
@@ -36,8 +40,8 @@ def _relu(name: str):
     return ("relu", f"{name}_relu", {})
 
 
-def _alexnet_features(filter_size, pool_only: bool):
-    if filter_size is None:
+def _alexnet_features(aa: AntiAlias | None, pool_only: bool):
+    if aa is None:
         first = [_conv("conv1", 64, 11, strides=4, padding=2), _relu("conv1")]
     elif pool_only:
         # The reference has no ReLU after conv1 in this variant.
@@ -46,26 +50,25 @@ def _alexnet_features(filter_size, pool_only: bool):
         first = [
             _conv("conv1", 64, 11, strides=2, padding=2),
             _relu("conv1"),
-            ("blur", "conv1_blur", {"filter_size": filter_size}),
+            ("blur", "conv1_blur", {"aa": aa}),
         ]
     return (
         first
-        + _pool("pool1", 3, filter_size)
+        + _pool("pool1", 3, aa)
         + [_conv("conv2", 192, 5, padding=2), _relu("conv2")]
-        + _pool("pool2", 3, filter_size)
+        + _pool("pool2", 3, aa)
         + [_conv("conv3", 384, 3, padding=1), _relu("conv3")]
         + [_conv("conv4", 256, 3, padding=1), _relu("conv4")]
         + [_conv("conv5", 256, 3, padding=1), _relu("conv5")]
-        + _pool("pool3", 3, filter_size)
+        + _pool("pool3", 3, aa)
     )
 
 
 def _torch_names(model) -> dict[str, str] | None:
     """PyTorch names of an AlexNet model of this module, else None."""
-    # Names do not depend on the filter size: any size stands for "blurred".
     candidates = (
-        _alexnet_features(4, False),
-        _alexnet_features(4, True),
+        _alexnet_features(_ANY_ANTIALIAS, False),
+        _alexnet_features(_ANY_ANTIALIAS, True),
         _alexnet_features(None, False),
     )
     return _first_match(model, candidates, _ALEXNET_HEAD)
@@ -79,7 +82,9 @@ def AlexNet(
     pooling: str | None = None,
     classes: int = 1000,
     classifier_activation="softmax",
+    antialias="blur",
     filter_size: int | None = 4,
+    pad_type: str = "reflect",
     pool_only: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -99,16 +104,23 @@ def AlexNet(
             `.pth`/`.pth.tar` checkpoint.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to
             use as image input.
-        input_shape: optional shape tuple `(height, width, 3)`. Defaults to
-            `(224, 224, 3)` with `include_top=True` (the classifier needs a
-            fixed size) and to `(None, None, 3)` otherwise.
+        input_shape: optional shape tuple `(height, width, 3)`, or `(3,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`. Defaults to 224x224 with `include_top=True`
+            (the classifier needs a fixed size) and to any size otherwise.
         pooling: pooling mode with `include_top=False`: `None` (the 4-D
             output of `pool3`), `"avg"` or `"max"` (global pooling).
         classes: number of classes, with `include_top=True`.
         classifier_activation: activation of the `predictions` layer, or
             `None` to return logits.
+        antialias: the anti-aliasing layer: `"blur"` (the reference's
+            `BlurPool2D`), `"avg"` (2x2 average pool of stride 2), `None`
+            (the plain torchvision network; `pool_only` is then ignored) or
+            a callable `(channels, strides, name) -> keras.layers.Layer`.
         filter_size: size of the blur filter, 1 to 7; `None` builds the
-            plain (torchvision) network, and `pool_only` is then ignored.
+            plain network (as `antialias=None`).
+        pad_type: padding of the blur: `"reflect"` (the reference's),
+            `"replicate"` or `"zero"` (these take smaller inputs).
         pool_only: blur only the max pools and keep conv1 at stride 4
             (cheaper). As in the reference, this variant has no ReLU
             after conv1.
@@ -131,13 +143,16 @@ def AlexNet(
         classes=classes,
         arch="alexnet",
         pool_only=pool_only,
+        antialias=antialias,
+        pad_type=pad_type,
     )
     if not isinstance(pool_only, bool):
         raise ValueError(
             f"`pool_only` must be a bool. Received: pool_only={pool_only!r}"
         )
+    aa = antialias_spec(antialias, filter_size, pad_type)
     return _build(
-        _alexnet_features(filter_size, pool_only),
+        _alexnet_features(aa, pool_only),
         head_pool_size=6,
         dropout_first=True,
         include_top=include_top,
@@ -150,6 +165,7 @@ def AlexNet(
         name=name or "alexnet",
         arch="alexnet",
         filter_size=filter_size,
+        aa=aa,
     )
 
 

@@ -4,11 +4,13 @@ DenseNet-BC of Huang et al. (CVPR 2017) as in `antialiased_cnns.densenet`:
 the stem's stride-2 max pool becomes a stride-1 max pool followed by
 `BlurPool2D`, and each transition's 2x2 average pool becomes a
 `BlurPool2D`. With `pool_only=False` the stride-2 stem convolution is
-antialiased as well.
-`filter_size=None` builds torchvision's plain DenseNet.
+antialiased as well. `antialias` swaps `BlurPool2D` for another
+anti-aliasing layer in the same places; `antialias=None` (or
+`filter_size=None`) builds torchvision's plain DenseNet.
 
 Layer names follow `keras.applications.densenet` (`conv1_conv`,
-`conv2_block1_0_bn`, `pool2_conv`, `bn`, ...); blur layers end in `_blur`.
+`conv2_block1_0_bn`, `pool2_conv`, `bn`, ...); anti-aliasing layers end
+in `_blur`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,16 @@ import keras
 from keras import layers
 
 from keras_blurpool.applications import registry
+from keras_blurpool.applications._common import MIN_INPUT_SIZE
+from keras_blurpool.applications._common import AntiAlias
+from keras_blurpool.applications._common import anti_alias
+from keras_blurpool.applications._common import antialias_spec
 from keras_blurpool.applications._common import batch_norm
-from keras_blurpool.applications._common import blur_pool
+from keras_blurpool.applications._common import channel_axis
+from keras_blurpool.applications._common import channels
 from keras_blurpool.applications._common import conv
 from keras_blurpool.applications._common import finish_model
+from keras_blurpool.applications._common import min_size_reason
 from keras_blurpool.applications._common import model_input
 from keras_blurpool.applications._common import pooling_head
 from keras_blurpool.applications._common import validate_builder_args
@@ -38,12 +46,13 @@ _VARIANTS = {
 }
 
 
-def _min_input_size(filter_size) -> int:
-    # The last transition blurs the input downsampled 4 times (rounding
-    # up), and reflect padding needs a map larger than the pad.
-    if filter_size is None:
-        return 32
-    return max(32, 16 * (filter_size // 2) + 1)
+def _min_input_size(aa: AntiAlias | None) -> int:
+    # The last transition anti-aliases the input downsampled 4 times
+    # (rounding up), which must be at least `aa.min_map_size` (larger than
+    # the pad for reflect padding).
+    if aa is None:
+        return MIN_INPUT_SIZE
+    return max(MIN_INPUT_SIZE, 16 * (aa.min_map_size - 1) + 1)
 
 
 def _dense_layer(x, growth_rate: int, *, name: str):
@@ -53,16 +62,18 @@ def _dense_layer(x, growth_rate: int, *, name: str):
     y = batch_norm(y, name=f"{name}_1_bn")
     y = layers.ReLU(name=f"{name}_1_relu")(y)
     y = conv(y, growth_rate, 3, padding=1, name=f"{name}_2_conv")
-    return layers.Concatenate(axis=-1, name=f"{name}_concat")([x, y])
+    return layers.Concatenate(axis=channel_axis(), name=f"{name}_concat")(
+        [x, y]
+    )
 
 
-def _transition(x, filter_size, *, name: str):
+def _transition(x, aa: AntiAlias | None, *, name: str):
     x = batch_norm(x, name=f"{name}_bn")
     x = layers.ReLU(name=f"{name}_relu")(x)
-    x = conv(x, x.shape[-1] // 2, 1, name=f"{name}_conv")
-    if filter_size is None:
+    x = conv(x, channels(x) // 2, 1, name=f"{name}_conv")
+    if aa is None:
         return layers.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)
-    return blur_pool(x, filter_size, name=f"{name}_blur")
+    return anti_alias(x, aa, name=f"{name}_blur")
 
 
 def _densenet(
@@ -75,7 +86,9 @@ def _densenet(
     pooling,
     classes,
     classifier_activation,
+    antialias,
     filter_size,
+    pad_type,
     pool_only,
     name,
 ):
@@ -87,16 +100,23 @@ def _densenet(
         classes=classes,
         arch=variant,
         pool_only=pool_only,
+        antialias=antialias,
+        pad_type=pad_type,
     )
     if not isinstance(pool_only, bool):
         raise ValueError(
             f"`pool_only` must be a bool. Received: pool_only={pool_only!r}"
         )
+    aa = antialias_spec(antialias, filter_size, pad_type)
+    min_size = _min_input_size(aa)
     img_input, inputs = model_input(
-        input_tensor, input_shape, min_size=_min_input_size(filter_size)
+        input_tensor,
+        input_shape,
+        min_size=min_size,
+        why=min_size_reason(aa, min_size),
     )
     blocks, growth_rate, stem_filters = _VARIANTS[variant]
-    antialiased = filter_size is not None
+    antialiased = aa is not None
     blur_stem_conv = antialiased and not pool_only
 
     x = conv(
@@ -110,20 +130,20 @@ def _densenet(
     x = batch_norm(x, name="conv1_bn")
     x = layers.ReLU(name="conv1_relu")(x)
     if blur_stem_conv:
-        x = blur_pool(x, filter_size, name="conv1_blur")
+        x = anti_alias(x, aa, name="conv1_blur")
     # Zero padding equals PyTorch's -inf padding here: the input is a ReLU.
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(
         3, strides=1 if antialiased else 2, name="pool1"
     )(x)
     if antialiased:
-        x = blur_pool(x, filter_size, name="pool1_blur")
+        x = anti_alias(x, aa, name="pool1_blur")
 
     for stage, num_layers in enumerate(blocks, start=2):
         for i in range(1, num_layers + 1):
             x = _dense_layer(x, growth_rate, name=f"conv{stage}_block{i}")
         if stage <= len(blocks):
-            x = _transition(x, filter_size, name=f"pool{stage}")
+            x = _transition(x, aa, name=f"pool{stage}")
 
     x = batch_norm(x, name="bn")
     x = layers.ReLU(name="relu")(x)
@@ -141,7 +161,6 @@ def _densenet(
         weights=weights,
         arch=variant,
         filter_size=filter_size,
-        include_top=include_top,
     )
 
 
@@ -158,7 +177,8 @@ _DOC = """Instantiates the anti-aliased {title} architecture.
     (PyTorch names such as `features.denseblock1.denselayer1.norm1`;
     the released checkpoints spell these `norm.1`, which the reference's
     `_load_state_dict` renames before loading: do the same).
-    Inputs are channels_last RGB images normalised as for torchvision.
+    Inputs are RGB images normalised as for torchvision, in
+    `keras.config.image_data_format()`.
 
     Args:
         include_top: whether to include the classifier on top.
@@ -167,20 +187,29 @@ _DOC = """Instantiates the anti-aliased {title} architecture.
             cached), or the path of a Keras `.weights.h5` file or a PyTorch
             `.pth`/`.pth.tar` checkpoint.
         input_tensor: optional Keras tensor to use as the image input.
-        input_shape: optional `(height, width, 3)`; each size at least 32
-            (at least 33 for `filter_size` 4 or 5, 49 for 6 or 7, where
-            the last blur must be able to reflect-pad its map).
+        input_shape: optional `(height, width, 3)` (`(3, height, width)`
+            under channels_first); each size at least 32 (with
+            `pad_type="reflect"`, at least 33 for `filter_size` 4 or 5, 49
+            for 6 or 7, where the last blur must be able to reflect-pad
+            its map).
         pooling: with `include_top=False`: `None` (4-D feature map),
             `"avg"` or `"max"` (global pooling to 2-D).
         classes: number of classes, with `include_top=True`.
         classifier_activation: activation of the `predictions` layer,
             e.g. `"softmax"` or `None` for logits.
+        antialias: the anti-aliasing layer: `"blur"` (the reference's
+            `BlurPool2D`), `"avg"` (2x2 average pool of stride 2), `None`
+            (torchvision's non-antialiased DenseNet: stride-2 max pool,
+            2x2 average pools) or a callable
+            `(channels, strides, name) -> keras.layers.Layer`.
         filter_size: 1-7, taps of the binomial blur filter (1 = plain
-            subsampling), or `None` for torchvision's non-antialiased
-            DenseNet (stride-2 max pool, 2x2 average pools).
+            subsampling), or `None` for the plain network (as
+            `antialias=None`).
+        pad_type: padding of the blur: `"reflect"` (the reference's),
+            `"replicate"` or `"zero"` (these take smaller inputs).
         pool_only: `True` antialiases the pools only. `False` also
             evaluates the 7x7 stem convolution at stride 1 and blurs
-            after it (costly). Ignored when `filter_size` is `None`.
+            after it (costly). Ignored by the plain network.
         name: model name, `"{ref}"` by default.
 
     Returns:
@@ -206,7 +235,9 @@ def _builder(builder: str, title: str):
         pooling: str | None = None,
         classes: int = 1000,
         classifier_activation="softmax",
+        antialias="blur",
         filter_size: int | None = 4,
+        pad_type: str = "reflect",
         pool_only: bool = True,
         name: str | None = None,
     ) -> keras.Model:
@@ -219,7 +250,9 @@ def _builder(builder: str, title: str):
             pooling=pooling,
             classes=classes,
             classifier_activation=classifier_activation,
+            antialias=antialias,
             filter_size=filter_size,
+            pad_type=pad_type,
             pool_only=pool_only,
             name=name,
         )

@@ -18,15 +18,11 @@ import numpy as np
 
 from keras_blurpool.applications import pretrained
 from keras_blurpool.applications import registry
-from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.layers import is_antialiasing
 from keras_blurpool.weights import assign_state_dict
 from keras_blurpool.weights import read_torch_checkpoint
 
 CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt")
-
-
-def _is_antialiasing(layer) -> bool:
-    return isinstance(layer, BlurPool2D)
 
 
 class _WithoutAntiAliasing:
@@ -40,7 +36,7 @@ class _WithoutAntiAliasing:
     def __init__(self, model):
         self.name = model.name
         self.layers = [
-            layer for layer in model.layers if not _is_antialiasing(layer)
+            layer for layer in model.layers if not is_antialiasing(layer)
         ]
 
 
@@ -56,7 +52,7 @@ def _without_head(state_dict: dict, prefixes, names: Mapping) -> dict:
 def _candidates(model, state_dict: dict):
     """`(names, state_dict)` for each family whose name map fits the model."""
     views = [model]
-    if any(_is_antialiasing(layer) for layer in model.layers):
+    if any(is_antialiasing(layer) for layer in model.layers):
         views.append(_WithoutAntiAliasing(model))
     for family in registry.families():
         fixed = None

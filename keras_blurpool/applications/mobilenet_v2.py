@@ -3,8 +3,9 @@
 MobileNetV2 of Sandler et al. (CVPR 2018) as in
 `antialiased_cnns.mobilenet_v2`: every stride-2 inverted residual block
 evaluates its depthwise convolution at stride 1 and downsamples with
-`BlurPool2D` after its ReLU6. The stem convolution stays strided.
-`filter_size=None` builds torchvision's plain MobileNetV2.
+`BlurPool2D` after its ReLU6 (or the builder's `antialias` layer). The
+stem convolution stays strided. `antialias=None` (or `filter_size=None`)
+builds torchvision's plain MobileNetV2.
 
 Layer names follow `keras.applications.mobilenet_v2` (`Conv1`,
 `bn_Conv1`, `expanded_conv_depthwise`, `block_1_expand`, `Conv_1`, ...);
@@ -19,14 +20,19 @@ import keras
 from keras import layers
 
 from keras_blurpool.applications import registry
+from keras_blurpool.applications._common import MIN_INPUT_SIZE
+from keras_blurpool.applications._common import AntiAlias
+from keras_blurpool.applications._common import anti_alias
+from keras_blurpool.applications._common import antialias_spec
 from keras_blurpool.applications._common import batch_norm
-from keras_blurpool.applications._common import blur_pool
+from keras_blurpool.applications._common import channels
 from keras_blurpool.applications._common import conv
 from keras_blurpool.applications._common import finish_model
+from keras_blurpool.applications._common import min_size_reason
 from keras_blurpool.applications._common import model_input
 from keras_blurpool.applications._common import pooling_head
 from keras_blurpool.applications._common import validate_builder_args
-from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.layers import is_antialiasing
 
 # Expansion factor, output channels, repeats, stride of the first repeat.
 _BLOCKS = (
@@ -44,28 +50,29 @@ _LAST_FILTERS = 1280
 _BASELINE_DROPOUT = 0.2
 
 
-def _min_input_size(filter_size) -> int:
-    # The last stride-2 block blurs the input downsampled 4 times (rounding
-    # up), and reflect padding needs a map larger than the pad.
-    if filter_size is None:
-        return 32
-    return max(32, 16 * (filter_size // 2) + 1)
+def _min_input_size(aa: AntiAlias | None) -> int:
+    # The last stride-2 block anti-aliases the input downsampled 4 times
+    # (rounding up), which must be at least `aa.min_map_size` (larger than
+    # the pad for reflect padding).
+    if aa is None:
+        return MIN_INPUT_SIZE
+    return max(MIN_INPUT_SIZE, 16 * (aa.min_map_size - 1) + 1)
 
 
 def _relu6(x, name: str):
     return layers.ReLU(6.0, name=name)(x)
 
 
-def _inverted_res_block(x, expansion, filters, stride, filter_size, block_id):
+def _inverted_res_block(x, expansion, filters, stride, aa, block_id):
     prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
-    in_channels = x.shape[-1]
+    in_channels = channels(x)
     y = x
     if expansion != 1:
         hidden = int(round(in_channels * expansion))
         y = conv(y, hidden, 1, name=f"{prefix}expand")
         y = batch_norm(y, name=f"{prefix}expand_BN")
         y = _relu6(y, f"{prefix}expand_relu")
-    blur = stride != 1 and filter_size is not None
+    blur = stride != 1 and aa is not None
     y = layers.ZeroPadding2D(1, name=f"{prefix}pad")(y)
     y = layers.DepthwiseConv2D(
         3,
@@ -76,7 +83,7 @@ def _inverted_res_block(x, expansion, filters, stride, filter_size, block_id):
     y = batch_norm(y, name=f"{prefix}depthwise_BN")
     y = _relu6(y, f"{prefix}depthwise_relu")
     if blur:
-        y = blur_pool(y, filter_size, strides=stride, name=f"{prefix}blur")
+        y = anti_alias(y, aa, strides=stride, name=f"{prefix}blur")
     y = conv(y, filters, 1, name=f"{prefix}project")
     # Linear bottleneck: no activation after the projection.
     y = batch_norm(y, name=f"{prefix}project_BN")
@@ -93,7 +100,9 @@ def MobileNetV2(
     pooling: str | None = None,
     classes: int = 1000,
     classifier_activation="softmax",
+    antialias="blur",
     filter_size: int | None = 4,
+    pad_type: str = "reflect",
     name: str | None = None,
 ) -> keras.Model:
     """Instantiates the anti-aliased MobileNetV2 architecture.
@@ -110,7 +119,8 @@ def MobileNetV2(
     antialiased model has no dropout before its classifier
     (`classifier.0`); with `filter_size=None` it is torchvision's
     `mobilenet_v2`, with dropout 0.2 and classifier `classifier.1`.
-    Inputs are channels_last RGB images normalised as for torchvision.
+    Inputs are RGB images normalised as for torchvision, in
+    `keras.config.image_data_format()`.
 
     Args:
         include_top: whether to include the classifier on top.
@@ -119,17 +129,26 @@ def MobileNetV2(
             cached), or the path of a Keras `.weights.h5` file or a PyTorch
             `.pth`/`.pth.tar` checkpoint.
         input_tensor: optional Keras tensor to use as the image input.
-        input_shape: optional `(height, width, 3)`; each size at least 32
-            (at least 33 for `filter_size` 4 or 5, 49 for 6 or 7, where
-            the last blur must be able to reflect-pad its map).
+        input_shape: optional `(height, width, 3)` (`(3, height, width)`
+            under channels_first); each size at least 32 (with
+            `pad_type="reflect"`, at least 33 for `filter_size` 4 or 5, 49
+            for 6 or 7, where the last blur must be able to reflect-pad
+            its map).
         pooling: with `include_top=False`: `None` (4-D feature map),
             `"avg"` or `"max"` (global pooling to 2-D).
         classes: number of classes, with `include_top=True`.
         classifier_activation: activation of the `predictions` layer,
             e.g. `"softmax"` or `None` for logits.
+        antialias: the anti-aliasing layer: `"blur"` (the reference's
+            `BlurPool2D`), `"avg"` (2x2 average pool of stride 2), `None`
+            (torchvision's non-antialiased MobileNetV2, with strided
+            depthwise convolutions) or a callable
+            `(channels, strides, name) -> keras.layers.Layer`.
         filter_size: 1-7, taps of the binomial blur filter (1 = plain
-            subsampling), or `None` for torchvision's non-antialiased
-            MobileNetV2 (strided depthwise convolutions).
+            subsampling), or `None` for the plain network (as
+            `antialias=None`).
+        pad_type: padding of the blur: `"reflect"` (the reference's),
+            `"replicate"` or `"zero"` (these take smaller inputs).
         name: model name, `"mobilenet_v2"` by default.
 
     Returns:
@@ -148,9 +167,16 @@ def MobileNetV2(
         pooling=pooling,
         classes=classes,
         arch="mobilenet_v2",
+        antialias=antialias,
+        pad_type=pad_type,
     )
+    aa = antialias_spec(antialias, filter_size, pad_type)
+    min_size = _min_input_size(aa)
     img_input, inputs = model_input(
-        input_tensor, input_shape, min_size=_min_input_size(filter_size)
+        input_tensor,
+        input_shape,
+        min_size=min_size,
+        why=min_size_reason(aa, min_size),
     )
     x = conv(img_input, _STEM_FILTERS, 3, strides=2, padding=1, name="Conv1")
     x = batch_norm(x, name="bn_Conv1")
@@ -164,7 +190,7 @@ def MobileNetV2(
                 expansion,
                 filters,
                 stride if i == 0 else 1,
-                filter_size,
+                aa,
                 block_id,
             )
             block_id += 1
@@ -172,7 +198,7 @@ def MobileNetV2(
     x = conv(x, _LAST_FILTERS, 1, name="Conv_1")
     x = batch_norm(x, name="Conv_1_bn")
     x = _relu6(x, "out_relu")
-    if include_top and filter_size is None:
+    if include_top and aa is None:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dropout(_BASELINE_DROPOUT, name="dropout")(x)
         x = layers.Dense(
@@ -193,7 +219,6 @@ def MobileNetV2(
         weights=weights,
         arch="mobilenet_v2",
         filter_size=filter_size,
-        include_top=include_top,
     )
 
 
@@ -222,7 +247,7 @@ def _torch_names(model) -> dict[str, str] | None:
     names = {layer.name for layer in getattr(model, "layers", ())}
     if not {"Conv1", "expanded_conv_depthwise"} <= names:
         return None
-    antialiased = any(isinstance(x, BlurPool2D) for x in model.layers)
+    antialiased = any(is_antialiasing(x) for x in model.layers)
     # features.0 is the stem, then one entry per block, then Conv_1.
     last = 1 + sum(name.endswith("_project") for name in names)
     result = {

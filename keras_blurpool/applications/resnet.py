@@ -11,13 +11,17 @@ block sits in its 3x3 convolution). Anti-aliasing moves every stride out
 of its layer into a `BlurPool2D` placed just before the following
 convolution: the strided layer is evaluated densely, then blurred and
 subsampled. In the stem, `pool_only=True` keeps the strided 7x7
-convolution and only anti-aliases the max pool. `filter_size=None` builds
-the plain torchvision network.
+convolution and only anti-aliases the max pool. `antialias="avg"` puts a
+2x2 average pool of stride 2 in the same places (the `aa_layer` of timm's
+`resnetaa` models; on the shortcut it is ResNet-D's average-pool
+downsampling), and `antialias=None` or `filter_size=None` builds the plain
+torchvision network.
 
 Layer names follow `keras.applications.ResNet50` (`conv1_conv`,
 `conv2_block1_1_conv`, `conv2_block1_0_conv` for the projection
 shortcut, ...); blur layers are named after the convolution they precede
-(`conv3_block1_2_blur`, `conv3_block1_0_blur`, `pool1_blur`).
+(`conv3_block1_2_blur`, `conv3_block1_0_blur`, `pool1_blur`), whatever
+their kind.
 """
 
 from __future__ import annotations
@@ -28,14 +32,19 @@ import keras
 from keras import layers
 
 from keras_blurpool.applications import registry
+from keras_blurpool.applications._common import MIN_INPUT_SIZE
+from keras_blurpool.applications._common import AntiAlias
+from keras_blurpool.applications._common import anti_alias
+from keras_blurpool.applications._common import antialias_spec
 from keras_blurpool.applications._common import batch_norm
-from keras_blurpool.applications._common import blur_pool
+from keras_blurpool.applications._common import channels
 from keras_blurpool.applications._common import conv
 from keras_blurpool.applications._common import finish_model
+from keras_blurpool.applications._common import min_size_reason
 from keras_blurpool.applications._common import model_input
 from keras_blurpool.applications._common import pooling_head
 from keras_blurpool.applications._common import validate_builder_args
-from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.layers import is_antialiasing
 
 _STAGE_FILTERS = (64, 128, 256, 512)
 _BOTTLENECK_EXPANSION = 4
@@ -49,7 +58,7 @@ def _residual_block(
     bottleneck: bool,
     groups: int,
     width_per_group: int,
-    filter_size: int | None,
+    aa: AntiAlias | None,
     name: str,
 ):
     """A basic (two 3x3) or bottleneck (1x1, 3x3, 1x1) residual block."""
@@ -63,16 +72,14 @@ def _residual_block(
         out_channels = planes
         convs = ((3, planes, 1), (3, planes, 1))
         strided = 1
-    antialiased = filter_size is not None and strides > 1
+    antialiased = aa is not None and strides > 1
 
     # Anti-aliased, conv `strided` runs at stride 1 and its activated output
     # is blurred and subsampled just before the next conv.
     y = x
     for i, (kernel_size, filters, conv_groups) in enumerate(convs, start=1):
         if antialiased and i == strided + 1:
-            y = blur_pool(
-                y, filter_size, strides=strides, name=f"{name}_{i}_blur"
-            )
+            y = anti_alias(y, aa, strides=strides, name=f"{name}_{i}_blur")
         y = conv(
             y,
             filters,
@@ -87,12 +94,12 @@ def _residual_block(
             y = layers.Activation("relu", name=f"{name}_{i}_relu")(y)
 
     shortcut = x
-    if strides > 1 or x.shape[-1] != out_channels:
+    if strides > 1 or channels(x) != out_channels:
         # A 1x1 conv commutes with the blur; blurring its narrower input
         # first is the cheaper order and the one of the reference.
         if antialiased:
-            shortcut = blur_pool(
-                shortcut, filter_size, strides=strides, name=f"{name}_0_blur"
+            shortcut = anti_alias(
+                shortcut, aa, strides=strides, name=f"{name}_0_blur"
             )
         shortcut = conv(
             shortcut,
@@ -106,9 +113,9 @@ def _residual_block(
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def _stem(x, *, filter_size: int | None, pool_only: bool):
+def _stem(x, *, aa: AntiAlias | None, pool_only: bool):
     """7x7 convolution and max pool: 4x downsampling."""
-    antialias_conv = filter_size is not None and not pool_only
+    antialias_conv = aa is not None and not pool_only
     x = conv(
         x,
         64,
@@ -119,25 +126,25 @@ def _stem(x, *, filter_size: int | None, pool_only: bool):
     )
     x = batch_norm(x, name="conv1_bn")
     x = layers.Activation("relu", name="conv1_relu")(x)
-    if filter_size is None:
+    if aa is None:
         # Zero padding equals PyTorch's -inf padding here: inputs are >= 0.
         x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
         return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     if antialias_conv:
-        x = blur_pool(x, filter_size, name="conv1_blur")
+        x = anti_alias(x, aa, name="conv1_blur")
     x = layers.MaxPooling2D(2, strides=1, name="pool1_pool")(x)
-    return blur_pool(x, filter_size, name="pool1_blur")
+    return anti_alias(x, aa, name="pool1_blur")
 
 
-def _min_input_size(filter_size: int | None, pool_only: bool) -> int:
-    """Smallest input side for which every reflect-padded blur fits.
+def _min_input_size(aa: AntiAlias | None, pool_only: bool) -> int:
+    """Smallest input side for which every anti-aliasing layer fits.
 
-    Reflect padding needs each blurred map to be larger than the padding.
+    Each anti-aliased map must be at least `aa.min_map_size` (larger than
+    the padding for a reflect-padded blur).
     """
-    if filter_size is None:
-        return 32
-    pad = filter_size // 2
-    size = 32
+    if aa is None:
+        return MIN_INPUT_SIZE
+    size = MIN_INPUT_SIZE
     while True:
         side, blurred = size, []
         if pool_only:
@@ -149,7 +156,7 @@ def _min_input_size(filter_size: int | None, pool_only: bool) -> int:
         for _ in range(4):  # pool1_blur and the first block of stages 3-5
             blurred.append(side)
             side = (side + 1) // 2
-        if min(blurred) > pad:
+        if min(blurred) >= aa.min_map_size:
             return size
         size += 1
 
@@ -168,7 +175,9 @@ def _resnet(
     pooling,
     classes: int,
     classifier_activation,
+    antialias,
     filter_size: int | None,
+    pad_type: str,
     pool_only: bool,
     name: str | None,
 ) -> keras.Model:
@@ -181,13 +190,18 @@ def _resnet(
         classes=classes,
         arch=default_name,
         pool_only=pool_only,
+        antialias=antialias,
+        pad_type=pad_type,
     )
+    aa = antialias_spec(antialias, filter_size, pad_type)
+    min_size = _min_input_size(aa, pool_only)
     img_input, inputs = model_input(
         input_tensor,
         input_shape,
-        min_size=_min_input_size(filter_size, pool_only),
+        min_size=min_size,
+        why=min_size_reason(aa, min_size),
     )
-    x = _stem(img_input, filter_size=filter_size, pool_only=pool_only)
+    x = _stem(img_input, aa=aa, pool_only=pool_only)
     for stage, (planes, blocks) in enumerate(zip(_STAGE_FILTERS, repeats)):
         for block in range(blocks):
             x = _residual_block(
@@ -197,7 +211,7 @@ def _resnet(
                 bottleneck=bottleneck,
                 groups=groups,
                 width_per_group=width_per_group,
-                filter_size=filter_size,
+                aa=aa,
                 name=f"conv{stage + 2}_block{block + 1}",
             )
     x = pooling_head(
@@ -214,7 +228,6 @@ def _resnet(
         weights=weights,
         arch=default_name,
         filter_size=filter_size,
-        include_top=include_top,
     )
 
 
@@ -222,8 +235,9 @@ _DOCSTRING = """Instantiates the anti-aliased {title} architecture.
 
 Equals `antialiased_cnns.{reference}` of the PyTorch reference: with its
 state_dict loaded by `keras_blurpool.load_torch_weights`, the logits
-match. With `filter_size=None` it is torchvision's `{reference}` and loads
-torchvision state_dicts.
+match. With `antialias=None` (or `filter_size=None`) it is torchvision's
+`{reference}` and loads torchvision state_dicts, as does the
+`antialias="avg"` network.
 
 Args:
     include_top: whether to include the global average pooling and the
@@ -234,27 +248,37 @@ Args:
         `.pth`/`.pth.tar` checkpoint.
     input_tensor: optional Keras tensor (output of `keras.Input()`) to use
         as image input for the model.
-    input_shape: optional `(height, width, 3)` tuple; the default accepts
-        any size. Sides must be at least 32, 35 for `filter_size` 4-5 and
-        51 for 6-7 (the reflect padding of the last blur needs a feature
-        map larger than the padding).
+    input_shape: optional `(height, width, 3)` tuple (`(3, height,
+        width)` when `keras.config.image_data_format()` is
+        `"channels_first"`); the default accepts any size. Sides must be
+        at least 32; with `pad_type="reflect"`, 35 for `filter_size` 4-5
+        and 51 for 6-7 (the reflect padding of the last blur needs a
+        feature map larger than the padding).
     pooling: feature pooling when `include_top=False`: `None` (the 4-D
         output of the last block), `"avg"` or `"max"` (global pooling,
         2-D output).
     classes: number of classes, when `include_top=True`.
     classifier_activation: activation of the top layer, a `str` or
         callable; `None` returns the logits.
+    antialias: the anti-aliasing layer after each stride-1 layer:
+        `"blur"` (the reference's `BlurPool2D`), `"avg"` (a 2x2 average
+        pool of stride 2, as timm's `resnetaa`), `None` (the plain network
+        with strided convolutions and pools), or a callable
+        `(channels, strides, name) -> keras.layers.Layer`.
     filter_size: taps of the binomial anti-aliasing filter, 1 to 7 (the
         paper uses 4; 1 means plain subsampling at the new positions), or
-        `None` for the plain network with strided convolutions and pools.
+        `None` for the plain network (as `antialias=None`).
+    pad_type: padding of the blur: `"reflect"` (the reference's),
+        `"replicate"` or `"zero"`; the last two take inputs down to 32
+        pixels (CIFAR).
     pool_only: if `True` (the reference's default), only the max pool of
         the stem is anti-aliased and the 7x7 convolution keeps its stride;
         `False` also anti-aliases that convolution, at about 4x its cost.
-        No effect when `filter_size=None`.
+        No effect on the plain network.
     name: name of the model; defaults to `"{reference}"`.
 
 Returns:
-    A `keras.Model` instance (channels_last inputs).
+    A `keras.Model` instance, in `keras.config.image_data_format()`.
 
 Example:
 
@@ -284,7 +308,9 @@ def _builder(
         pooling: str | None = None,
         classes: int = 1000,
         classifier_activation="softmax",
+        antialias="blur",
         filter_size: int | None = 4,
+        pad_type: str = "reflect",
         pool_only: bool = True,
         name: str | None = None,
     ) -> keras.Model:
@@ -301,7 +327,9 @@ def _builder(
             pooling=pooling,
             classes=classes,
             classifier_activation=classifier_activation,
+            antialias=antialias,
             filter_size=filter_size,
+            pad_type=pad_type,
             pool_only=pool_only,
             name=name,
         )
@@ -382,14 +410,14 @@ def _torch_names(model) -> dict[str, str] | None:
     `layer2.0.conv2.0` is the blur and `layer2.0.conv2.1` the convolution
     of an anti-aliased block; the plain network has torchvision's
     `layer2.0.conv2`. Returns None unless every layer with weights and
-    every BlurPool2D is a ResNet layer of this module.
+    every anti-aliasing layer is a ResNet layer of this module.
     """
     present = {layer.name for layer in model.layers}
     if "conv1_conv" not in present or "conv2_block1_add" not in present:
         return None
     names = {}
     for layer in model.layers:
-        if not (layer.weights or isinstance(layer, BlurPool2D)):
+        if not (layer.weights or is_antialiasing(layer)):
             continue
         if isinstance(layer, layers.Conv2D) and layer.use_bias:
             return None  # e.g. keras.applications.ResNet50, another network

@@ -7,7 +7,8 @@ Reference:
     https://arxiv.org/abs/1409.1556) (Simonyan & Zisserman, ICLR 2015)
 
 Every 2x2 max pool of stride 2 becomes a max pool of stride 1 followed by
-a `BlurPool2D` of stride 2. The classifier is torchvision's: adaptive
+a `BlurPool2D` of stride 2 (or the builder's `antialias` layer). The
+classifier is torchvision's: adaptive
 average pooling to 7x7, then three Dense layers with dropout.
 
 The feature extractor is described as a list of layer specs, one per
@@ -22,14 +23,18 @@ import keras
 from keras import layers
 
 from keras_blurpool.applications import registry
+from keras_blurpool.applications._common import AntiAlias
+from keras_blurpool.applications._common import anti_alias
+from keras_blurpool.applications._common import antialias_spec
 from keras_blurpool.applications._common import batch_norm
-from keras_blurpool.applications._common import blur_pool
 from keras_blurpool.applications._common import conv
 from keras_blurpool.applications._common import finish_model
+from keras_blurpool.applications._common import min_size_reason
 from keras_blurpool.applications._common import model_input
 from keras_blurpool.applications._common import pooling_head
+from keras_blurpool.applications._common import spatial_shape
 from keras_blurpool.applications._common import validate_builder_args
-from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.layers import is_antialiasing
 
 # Convolutions per block (all 3x3) for each depth; block widths below.
 _STAGES = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3),
@@ -40,20 +45,23 @@ _WIDTHS = (64, 128, 256, 512, 512)
 _VGG_HEAD = {"fc1": 0, "fc2": 3, "predictions": 6}
 # Layer spec kinds with a PyTorch counterpart in the state_dict.
 _STATEFUL_KINDS = {
-    "conv": layers.Conv2D,
-    "bn": layers.BatchNormalization,
-    "blur": BlurPool2D,
+    "conv": lambda layer: isinstance(layer, layers.Conv2D),
+    "bn": lambda layer: isinstance(layer, layers.BatchNormalization),
+    "blur": is_antialiasing,
 }
+# Stands for "anti-aliased" in the specs matched against a model: names do
+# not depend on the kind of anti-aliasing.
+_ANY_ANTIALIAS = AntiAlias("blur", 4)
 
 
-def _pool(name: str, pool_size: int, filter_size):
-    """Specs of a stride-2 max pool, anti-aliased unless filter_size=None."""
-    if filter_size is None:
+def _pool(name: str, pool_size: int, aa: AntiAlias | None):
+    """Specs of a stride-2 max pool, anti-aliased unless `aa` is None."""
+    if aa is None:
         return [("maxpool", name, {"pool_size": pool_size, "strides": 2})]
-    # Max at stride 1 (dense), then blur and subsample in BlurPool.
+    # Max at stride 1 (dense), then low-pass filter and subsample.
     return [
         ("maxpool", name, {"pool_size": pool_size, "strides": 1}),
-        ("blur", f"{name}_blur", {"filter_size": filter_size}),
+        ("blur", f"{name}_blur", {"aa": aa}),
     ]
 
 
@@ -64,7 +72,7 @@ def _conv(name: str, filters: int, kernel_size: int, *, padding: int,
                            "strides": strides, "padding": padding})
 
 
-def _vgg_features(depth: int, use_bn: bool, filter_size):
+def _vgg_features(depth: int, use_bn: bool, aa: AntiAlias | None):
     spec = []
     for block, (convs, width) in enumerate(zip(_STAGES[depth], _WIDTHS), 1):
         for i in range(1, convs + 1):
@@ -72,7 +80,7 @@ def _vgg_features(depth: int, use_bn: bool, filter_size):
             if use_bn:
                 spec += [("bn", f"block{block}_bn{i}", {})]
             spec += [("relu", f"block{block}_relu{i}", {})]
-        spec += _pool(f"block{block}_pool", 2, filter_size)
+        spec += _pool(f"block{block}_pool", 2, aa)
     return spec
 
 
@@ -88,7 +96,7 @@ def _apply_features(x, spec):
             # "valid" pooling = PyTorch's default floor mode.
             x = layers.MaxPooling2D(**args, name=name)(x)
         else:
-            x = blur_pool(x, args["filter_size"], name=name)
+            x = anti_alias(x, args["aa"], name=name)
     return x
 
 
@@ -102,9 +110,9 @@ def _output_size(size: int, spec):
         elif kind == "maxpool":
             size = (size - args["pool_size"]) // args["strides"] + 1
         elif kind == "blur":
-            # Reflect padding by k // 2 needs a larger map (all blurs here
-            # have stride 2).
-            if size <= args["filter_size"] // 2:
+            # E.g. reflect padding by k // 2 needs a larger map (all blurs
+            # here have stride 2 and give ceil(size / 2)).
+            if size < args["aa"].min_map_size:
                 return None
             size = (size - 1) // 2 + 1
         if size < 1:
@@ -140,15 +148,18 @@ def _classifier(x, *, pool_size: int, dropout_first: bool, classes: int,
 
 def _build(features, *, head_pool_size, dropout_first, include_top, weights,
            input_tensor, input_shape, pooling, classes,
-           classifier_activation, name, arch, filter_size):
+           classifier_activation, name, arch, filter_size, aa):
     """The model of a features spec and the torchvision-style classifier."""
-    if include_top and input_tensor is None and input_shape is None:
-        # keras.layers.AdaptiveAveragePooling2D needs a static input size.
-        input_shape = (224, 224, 3)
+    min_size = _min_input_size(features)
     img_input, inputs = model_input(
-        input_tensor, input_shape, min_size=_min_input_size(features)
+        input_tensor,
+        input_shape,
+        min_size=min_size,
+        why=min_size_reason(aa, min_size),
+        # keras.layers.AdaptiveAveragePooling2D needs a static input size.
+        default_size=224 if include_top else None,
     )
-    if include_top and None in tuple(img_input.shape)[1:3]:
+    if include_top and None in spatial_shape(img_input):
         raise ValueError(
             "With `include_top=True` the input size must be fixed (the "
             "classifier's adaptive pooling needs it); pass e.g. "
@@ -179,7 +190,6 @@ def _build(features, *, head_pool_size, dropout_first, include_top, weights,
         weights=weights,
         arch=arch,
         filter_size=filter_size,
-        include_top=include_top,
     )
 
 
@@ -187,8 +197,8 @@ def _match_names(model, features, head):
     """`{keras_name: torch_name}` if `model` is exactly this network.
 
     Every spec layer must be present with its type, and every layer of the
-    model with weights (or a BlurPool2D) must belong to the spec, so that a
-    deeper or differently built network never matches.
+    model with weights (or anti-aliasing) must belong to the spec, so that
+    a deeper or differently built network never matches.
     """
     present = {layer.name: layer for layer in model.layers}
     names = {}
@@ -196,7 +206,7 @@ def _match_names(model, features, head):
         if name not in present:
             return None
         if kind in _STATEFUL_KINDS:
-            if not isinstance(present[name], _STATEFUL_KINDS[kind]):
+            if not _STATEFUL_KINDS[kind](present[name]):
                 return None
             names[name] = f"features.{index}"
     dense = [n for n in head if isinstance(present.get(n), layers.Dense)]
@@ -204,7 +214,7 @@ def _match_names(model, features, head):
         return None
     names.update({n: f"classifier.{head[n]}" for n in dense})
     for layer in model.layers:
-        if (layer.weights or isinstance(layer, BlurPool2D)) and (
+        if (layer.weights or is_antialiasing(layer)) and (
             layer.name not in names
         ):
             return None
@@ -221,18 +231,18 @@ def _first_match(model, candidates, head):
 
 def _torch_names(model) -> dict[str, str] | None:
     """PyTorch names of a VGG model of this module, else None."""
-    # Names do not depend on the filter size: any size stands for "blurred".
     candidates = (
-        _vgg_features(depth, use_bn, filter_size)
+        _vgg_features(depth, use_bn, aa)
         for depth in _STAGES
         for use_bn in (False, True)
-        for filter_size in (4, None)
+        for aa in (_ANY_ANTIALIAS, None)
     )
     return _first_match(model, candidates, _VGG_HEAD)
 
 
 def _vgg(depth, use_bn, include_top, weights, input_tensor, input_shape,
-         pooling, classes, classifier_activation, filter_size, name):
+         pooling, classes, classifier_activation, antialias, filter_size,
+         pad_type, name):
     validate_builder_args(
         weights=weights,
         filter_size=filter_size,
@@ -240,9 +250,12 @@ def _vgg(depth, use_bn, include_top, weights, input_tensor, input_shape,
         pooling=pooling,
         classes=classes,
         arch=f"vgg{depth}" + ("_bn" if use_bn else ""),
+        antialias=antialias,
+        pad_type=pad_type,
     )
+    aa = antialias_spec(antialias, filter_size, pad_type)
     return _build(
-        _vgg_features(depth, use_bn, filter_size),
+        _vgg_features(depth, use_bn, aa),
         head_pool_size=7,
         dropout_first=False,
         include_top=include_top,
@@ -255,6 +268,7 @@ def _vgg(depth, use_bn, include_top, weights, input_tensor, input_shape,
         name=name or f"vgg{depth}" + ("_bn" if use_bn else ""),
         arch=f"vgg{depth}" + ("_bn" if use_bn else ""),
         filter_size=filter_size,
+        aa=aa,
     )
 
 
@@ -262,7 +276,8 @@ _DOC = """Instantiates the anti-aliased {title} architecture.
 
 Equals `antialiased_cnns.{reference}(filter_size=filter_size)`: every
 max pool runs at stride 1 and is followed by a `BlurPool2D` of stride 2.
-Its weights load with `keras_blurpool.load_torch_weights`.
+Its weights load with `keras_blurpool.load_torch_weights`; those of
+torchvision's `{reference}` load too, into any `antialias`.
 
 Args:
     include_top: whether to include the classifier (adaptive average
@@ -273,16 +288,23 @@ Args:
         `.pth`/`.pth.tar` checkpoint.
     input_tensor: optional Keras tensor (output of `keras.Input()`) to use
         as image input.
-    input_shape: optional shape tuple `(height, width, 3)`. Defaults to
-        `(224, 224, 3)` with `include_top=True` (the classifier needs a
-        fixed size) and to `(None, None, 3)` otherwise.
+    input_shape: optional shape tuple `(height, width, 3)`, or `(3,
+        height, width)` when `keras.config.image_data_format()` is
+        `"channels_first"`. Defaults to 224x224 with `include_top=True`
+        (the classifier needs a fixed size) and to any size otherwise.
     pooling: pooling mode with `include_top=False`: `None` (the 4-D output
         of the last block), `"avg"` or `"max"` (global pooling).
     classes: number of classes, with `include_top=True`.
     classifier_activation: activation of the `predictions` layer, or `None`
         to return logits.
+    antialias: the layer after each stride-1 max pool: `"blur"` (the
+        reference's `BlurPool2D`), `"avg"` (2x2 average pool of stride 2),
+        `None` (the plain torchvision network with max pools of stride 2)
+        or a callable `(channels, strides, name) -> keras.layers.Layer`.
     filter_size: size of the blur filter, 1 to 7; `None` builds the plain
-        (torchvision) network with max pools of stride 2.
+        network (as `antialias=None`).
+    pad_type: padding of the blur: `"reflect"` (the reference's),
+        `"replicate"` or `"zero"` (these take smaller inputs).
     name: name of the model. Defaults to `"{default_name}"`.
 
 Returns:
@@ -308,12 +330,14 @@ def _builder(builder: str, title: str, depth: int, use_bn: bool):
         pooling: str | None = None,
         classes: int = 1000,
         classifier_activation="softmax",
+        antialias="blur",
         filter_size: int | None = 4,
+        pad_type: str = "reflect",
         name: str | None = None,
     ) -> keras.Model:
         return _vgg(depth, use_bn, include_top, weights, input_tensor,
                     input_shape, pooling, classes, classifier_activation,
-                    filter_size, name)
+                    antialias, filter_size, pad_type, name)
 
     build.__name__ = build.__qualname__ = builder
     build.__doc__ = _DOC.format(

@@ -1,8 +1,25 @@
 """Anti-aliased downsampling layers."""
 
+from keras_blurpool.layers.antialias import AntiAliasAvgPool2D
+from keras_blurpool.layers.antialias import AntiAliasing
+from keras_blurpool.layers.antialias import check_antialias
+from keras_blurpool.layers.antialias import create_antialias
+from keras_blurpool.layers.antialias import is_antialiasing
+from keras_blurpool.layers.antialias import register_antialiasing
 from keras_blurpool.layers.blur_pool import BlurPool1D
 from keras_blurpool.layers.blur_pool import BlurPool2D
 from keras_blurpool.layers.blur_pool import binomial_filter
 from keras_blurpool.layers.max_blur_pool import MaxBlurPool2D
 
-__all__ = ["BlurPool1D", "BlurPool2D", "MaxBlurPool2D", "binomial_filter"]
+__all__ = [
+    "AntiAliasAvgPool2D",
+    "AntiAliasing",
+    "BlurPool1D",
+    "BlurPool2D",
+    "MaxBlurPool2D",
+    "binomial_filter",
+    "check_antialias",
+    "create_antialias",
+    "is_antialiasing",
+    "register_antialiasing",
+]

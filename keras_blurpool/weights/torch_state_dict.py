@@ -71,9 +71,13 @@ def _flattened_dense_inputs(model) -> dict[str, tuple]:
         shape = tuple(layer.input.shape)
         if len(shape) != 4:
             continue
+        shape = shape[1:]
+        if layer.data_format == "channels_first":
+            # Keras's Flatten moves channels last first: columns are H,W,C.
+            shape = shape[1:] + shape[:1]
         for other in model.layers:
             if isinstance(other, keras.layers.Dense) and other.input is layer.output:
-                result[other.name] = shape[1:]
+                result[other.name] = shape
     return result
 
 
