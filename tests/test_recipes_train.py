@@ -259,8 +259,9 @@ def test_half_written_checkpoint_is_never_picked(tmp_path):
     """
     images, labels = _arrays()
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    config = _config(tmp_path, epochs=1, steps_per_epoch=2)
-    Trainer(config, strategy, _dense_model, _in_memory_input(images, labels)).fit()
+    config = _config(tmp_path, epochs=2, steps_per_epoch=2)
+    Trainer(config, strategy, _dense_model,
+            _in_memory_input(images, labels)).fit(stop_at_step=2)
     directory = tmp_path / "checkpoints"
     assert tf.train.latest_checkpoint(str(directory)).endswith("ckpt-2")
     # A later save killed at each stage: data in the temp folder; files
@@ -271,8 +272,7 @@ def test_half_written_checkpoint_is_never_picked(tmp_path):
     (directory / "ckpt-3.data-00000-of-00001").write_bytes(b"\0" * 3)
     (directory / "checkpoint.tmp0123").write_text('model_checkpoint_path: "ckpt-3"')
     assert tf.train.latest_checkpoint(str(directory)).endswith("ckpt-2")
-    more = _config(tmp_path, epochs=2, steps_per_epoch=2)
-    result = Trainer(more, strategy, _dense_model,
+    result = Trainer(config, strategy, _dense_model,
                      _in_memory_input(images, labels)).fit()
     assert result.resumed_from == 2 and result.step == 4
     assert tf.train.latest_checkpoint(str(directory)).endswith("ckpt-4")
