@@ -59,6 +59,10 @@ _SPLIT_ALIASES = {"val": ("validation",), "validation": ("val",)}
 _SHUFFLE_BUFFER = 10_000
 
 
+class UnknownSplitError(ValueError):
+    """The dataset has no split of the requested name."""
+
+
 class BadImages:
     """The image files of a folder source that cannot be read or decoded.
 
@@ -801,7 +805,7 @@ def _tfds_split(data, split, splits):
     for alias in _SPLIT_ALIASES.get(split, ()):
         if alias in splits:
             return alias
-    raise ValueError(
+    raise UnknownSplitError(
         f"split={split!r}: {data!r} has splits {', '.join(sorted(splits))}"
     )
 
@@ -878,6 +882,10 @@ def _decode_files(paths, labels, bad_images):
 
         def report():
             missing = path_table[expected:index]
+            if not bad_images.skip:
+                # The first is the error; the state stays at it, so that
+                # elements read ahead after the error would seem missing.
+                missing = missing[:1]
             recorded = tf.py_function(bad_images._record, [missing], tf.int64)
             if bad_images.skip:
                 return recorded
@@ -937,7 +945,7 @@ def _split_folder(root, split):
             return os.path.join(root, name)
     found = [name for name in subfolders if name in _SPLIT_FOLDERS]
     if found:
-        raise ValueError(
+        raise UnknownSplitError(
             f"split={split!r}: {root!r} has split folders "
             f"{', '.join(found)} but none named {split!r}"
         )
@@ -1001,7 +1009,7 @@ _DEMO_SPLIT_ALIASES = {
 
 def _load_demo(split, input_context, shuffle_seed, class_names=None):
     if split not in _DEMO_SPLIT_ALIASES:
-        raise ValueError(
+        raise UnknownSplitError(
             f"split={split!r}: data='demo' has splits "
             f"{', '.join(repr(name) for name in _DEMO_SPLIT_ALIASES)}"
         )

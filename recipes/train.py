@@ -283,7 +283,9 @@ def _open_validation(data_lib, data, **load_kwargs):
     for split in _VALIDATION_SPLITS:
         try:
             return data_lib.load_images(data, split, **load_kwargs)
-        except ValueError as error:
+        except data_lib.UnknownSplitError as error:
+            # Only a missing split: other errors (a validation class the
+            # training lacks) must not pass for "no validation".
             last_error = error
     print(f"no validation split ({last_error}); training without validation")
     return None
@@ -618,9 +620,11 @@ def main(argv=None) -> int:
             raise
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 2
-    if trainer.is_chief and not args.quiet:
+    if trainer.is_chief:
+        # A result about the data, not progress: printed even with --quiet.
         for line in _bad_image_lines(bad_images):
             print(line)
+    if trainer.is_chief and not args.quiet:
         if result.best_top1 is not None:
             print(f"best validation top-1: {result.best_top1:.2f}%")
     return 0
