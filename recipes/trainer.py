@@ -29,7 +29,11 @@ renames them when complete, and the `checkpoint` state file, rewritten
 atomically, names the new checkpoint only afterwards: a process killed at
 any moment leaves the state file pointing at a complete checkpoint.
 Rerunning the same command restores it and skips the images of the
-epoch already seen, so the run continues where it stopped.
+epoch already seen, so the run continues where it stopped. Settings that
+would change the trajectory are compared with the run's `run.json` first
+and a change is refused, as is a directory holding models of a run that
+no checkpoint can resume (`TrainConfig.overwrite` starts afresh). A
+non-finite loss stops the run, and non-finite weights are never saved.
 """
 
 from __future__ import annotations
@@ -68,7 +72,8 @@ _SCALAR_METADATA = summary_pb2.SummaryMetadata(
 # Fields of run.json that may change when a run resumes (on another
 # machine, say): the change is printed and recorded in run.json. Every
 # other field fixes the trajectory (the images of each step, the rate,
-# the dtype), so a change is refused.
+# the dtype), so a change is refused, but for more epochs of a step
+# schedule (`Trainer._extends`).
 _RESUMABLE_CHANGES = ("strategy", "num_replicas")
 # What a run leaves in its --out-dir besides checkpoints/ and logs/.
 _RUN_FILES = (
@@ -597,6 +602,8 @@ class Trainer:
             ]
         latest = tf.train.latest_checkpoint(self._checkpoint_dir())
         start_afresh = "start afresh in another --out-dir, or with --overwrite "
+        if latest and changed and self._extends(saved, info):
+            changed = []
         if latest and not changed and not unreadable:
             if saved is not None:
                 self._record_resume(path, saved, info, latest)
@@ -636,11 +643,30 @@ class Trainer:
             self._write_json(path, info)
         return None
 
+    @staticmethod
+    def _extends(saved: dict, info: dict) -> bool:
+        """Whether `info` only raises the epochs of a step-schedule run.
+
+        The step schedule's rate does not depend on the run's length, so
+        the steps already taken stay those of the longer run; a cosine
+        period or a fine-tuning offset would change.
+        """
+        differ = {key for key in saved if saved[key] != info.get(key)}
+        differ -= {*_RESUMABLE_CHANGES, "resumes"}
+        return (
+            info.get("schedule") == "step"
+            and differ <= {"epochs", "schedule_epochs"}
+            and "epochs" in differ
+            and isinstance(saved["epochs"], int)
+            and info["epochs"] > saved["epochs"]
+            and not info.get("epoch_offset")
+        )
+
     def _record_resume(self, path, saved, info, latest) -> None:
-        """Prints and records what changed of `_RESUMABLE_CHANGES`."""
+        """Prints and records the changes a resumed run may make."""
         changes = {
             key: [saved.get(key), info.get(key)]
-            for key in _RESUMABLE_CHANGES
+            for key in (*_RESUMABLE_CHANGES, "epochs", "schedule_epochs")
             if key in saved and saved.get(key) != info.get(key)
         }
         if not changes:
@@ -651,9 +677,9 @@ class Trainer:
         )
         if self.is_chief:
             entry = {"checkpoint": os.path.basename(latest), **changes}
-            self._write_json(
-                path, {**saved, "resumes": [*saved.get("resumes", []), entry]}
-            )
+            updated = {key: new for key, (_, new) in changes.items()}
+            resumes = [*saved.get("resumes", []), entry]
+            self._write_json(path, {**saved, **updated, "resumes": resumes})
 
     def _delete_run(self) -> None:
         """Deletes what a run left in --out-dir (for `overwrite`)."""

@@ -260,9 +260,8 @@ def test_half_written_checkpoint_is_never_picked(tmp_path):
     """
     images, labels = _arrays()
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    config = _config(tmp_path, epochs=2, steps_per_epoch=2)
-    Trainer(config, strategy, _dense_model,
-            _in_memory_input(images, labels)).fit(stop_at_step=2)
+    config = _config(tmp_path, epochs=1, steps_per_epoch=2)
+    Trainer(config, strategy, _dense_model, _in_memory_input(images, labels)).fit()
     directory = tmp_path / "checkpoints"
     assert tf.train.latest_checkpoint(str(directory)).endswith("ckpt-2")
     # A later save killed at each stage: data in the temp folder; files
@@ -273,10 +272,16 @@ def test_half_written_checkpoint_is_never_picked(tmp_path):
     (directory / "ckpt-3.data-00000-of-00001").write_bytes(b"\0" * 3)
     (directory / "checkpoint.tmp0123").write_text('model_checkpoint_path: "ckpt-3"')
     assert tf.train.latest_checkpoint(str(directory)).endswith("ckpt-2")
-    result = Trainer(config, strategy, _dense_model,
+    # More epochs of a step schedule extend the run, recorded in run.json.
+    more = _config(tmp_path, epochs=2, steps_per_epoch=2)
+    result = Trainer(more, strategy, _dense_model,
                      _in_memory_input(images, labels)).fit()
     assert result.resumed_from == 2 and result.step == 4
     assert tf.train.latest_checkpoint(str(directory)).endswith("ckpt-4")
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["epochs"] == 2
+    assert run["resumes"] == [{"checkpoint": "ckpt-2", "epochs": [1, 2],
+                               "schedule_epochs": [1, 2]}]
 
 
 @pytest.mark.parametrize(
@@ -284,7 +289,8 @@ def test_half_written_checkpoint_is_never_picked(tmp_path):
     [
         (dict(global_batch_size=4), "global_batch_size: 8 -> 4"),
         (dict(lr=0.2), "lr: 0.1 -> 0.2"),
-        (dict(epochs=2), "epochs: 1 -> 2"),
+        (dict(epochs=1), "epochs: 2 -> 1"),
+        (dict(epochs=3, schedule="cosine"), "schedule: 'step' -> 'cosine'"),
         # Would die in TensorFlow restoring float32 state into float16.
         (dict(mixed_precision=True), "mixed_precision: False -> True"),
     ],
@@ -292,10 +298,10 @@ def test_half_written_checkpoint_is_never_picked(tmp_path):
 def test_resume_refuses_other_settings(tmp_path, change, message):
     images, labels = _arrays()
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    Trainer(_config(tmp_path), strategy, _dense_model,
+    Trainer(_config(tmp_path, epochs=2), strategy, _dense_model,
             _in_memory_input(images, labels)).fit(stop_at_step=1)
     saved = (tmp_path / "run.json").read_text()
-    other = _config(tmp_path, **change)
+    other = _config(tmp_path, **{"epochs": 2, **change})
     with pytest.raises(ValueError, match=re.escape(message) + ".*--overwrite"):
         Trainer(other, strategy, _dense_model,
                 _in_memory_input(images, labels)).fit()
