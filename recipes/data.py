@@ -28,10 +28,14 @@ import functools
 import math
 import os
 import re
+import threading
+import warnings
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from keras_blurpool._utils import check_int
 from keras_blurpool.applications.imagenet_utils import IMAGENET_MEAN
 from keras_blurpool.applications.imagenet_utils import IMAGENET_STD
 from keras_blurpool.applications.imagenet_utils import imagenet_classes
@@ -55,6 +59,86 @@ _SPLIT_ALIASES = {"val": ("validation",), "validation": ("val",)}
 _SHUFFLE_BUFFER = 10_000
 
 
+class UnknownSplitError(ValueError):
+    """The dataset has no split of the requested name."""
+
+
+class BadImages:
+    """The image files of a folder source that cannot be read or decoded.
+
+    A source fills it while its dataset is iterated (truncated, corrupt or
+    empty files, non-images with an image extension), each file once
+    however many passes see it. With `skip=True` such files are left out
+    of the dataset; otherwise the first one stops the iteration with a
+    `tf.errors.InvalidArgumentError` naming it, and `error()` gives the
+    message a command line prints instead.
+
+    Attributes:
+        skip: whether bad files are skipped rather than an error.
+    """
+
+    def __init__(self, skip: bool):
+        self.skip = skip
+        self._lock = threading.Lock()
+        self._reasons: dict[str, str] = {}
+
+    @property
+    def paths(self) -> list[str]:
+        """The bad files seen so far, sorted."""
+        with self._lock:
+            return sorted(self._reasons)
+
+    @property
+    def count(self) -> int:
+        """How many bad files were seen so far."""
+        with self._lock:
+            return len(self._reasons)
+
+    def reason(self, path: str) -> str:
+        """Why `path` could not be read, as TensorFlow put it."""
+        with self._lock:
+            return self._reasons[path]
+
+    def error(self) -> str | None:
+        """The message for the first bad file, or None if there is none."""
+        paths = self.paths
+        if not paths:
+            return None
+        return (
+            f"cannot read image file {paths[0]!r} ({self.reason(paths[0])}); "
+            "remove or replace it, or skip such files with --skip-bad-images"
+        )
+
+    def summary(self, limit: int = 5) -> str:
+        """`"N unreadable image file(s) skipped: a, b, ..."`."""
+        paths = self.paths
+        shown = ", ".join(paths[:limit]) + (", ..." if len(paths) > limit else "")
+        return f"{len(paths)} unreadable image file(s) skipped: {shown}"
+
+    def _record(self, paths) -> None:
+        # Runs in a tf.py_function, only when files were dropped: decoding
+        # each again here gives the reason that ignore_errors discarded.
+        for path in paths.numpy():
+            path = path.decode("utf-8", "replace")
+            try:
+                tf.io.decode_image(
+                    tf.io.read_file(path), channels=3, expand_animations=False
+                )
+                reason = "unreadable"
+            except tf.errors.OpError as error:
+                reason = _op_error_text(error)
+            with self._lock:
+                self._reasons.setdefault(path, reason)
+        return len(paths)
+
+
+def _op_error_text(error: tf.errors.OpError) -> str:
+    """TensorFlow's message without its node and op decorations."""
+    text = error.message.strip().splitlines()[0]
+    text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:\w+\].*$", "", text)
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageSource:
     """A labelled image dataset, before batching and augmentation.
@@ -74,6 +158,8 @@ class ImageSource:
             random crop).
         augment: training augmentation, `"imagenet"` (random-resized crop
             and horizontal flip) or `"crop"` (random crop only).
+        bad_images: for folder sources, the `BadImages` record of the
+            files that cannot be decoded; None for other sources.
     """
 
     dataset: tf.data.Dataset
@@ -83,22 +169,23 @@ class ImageSource:
     image_size: int
     resize_size: int
     augment: str
+    bad_images: BadImages | None = None
 
     def __post_init__(self):
         if self.augment not in _AUGMENTATIONS:
             raise ValueError(
                 f"augment={self.augment!r}: expected one of {_AUGMENTATIONS}"
             )
-        _check_int("num_classes", self.num_classes)
+        check_int("num_classes", self.num_classes)
         if len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"class_names has {len(self.class_names)} names but "
                 f"num_classes={self.num_classes}; expected one name per class"
             )
         if self.num_examples is not None:
-            _check_int("num_examples", self.num_examples, minimum=0)
-        _check_int("image_size", self.image_size)
-        _check_int("resize_size", self.resize_size)
+            check_int("num_examples", self.num_examples, minimum=0)
+        check_int("image_size", self.image_size)
+        check_int("resize_size", self.resize_size)
 
     def resize_size_for(self, image_size: int) -> int:
         """The resize side for another crop size, at the suggested ratio.
@@ -117,6 +204,8 @@ def load_images(
     imagenet_labels: bool = False,
     input_context: tf.distribute.InputContext | None = None,
     shuffle_seed: int | None = None,
+    class_names: Sequence[str] | None = None,
+    skip_bad_images: bool = False,
 ) -> ImageSource:
     """Opens a split of a labelled image dataset.
 
@@ -166,6 +255,15 @@ def load_images(
             seed, the same order on every pass; `None` keeps the sorted,
             deterministic order. Training on a folder needs it: sorted
             files come class by class.
+        class_names: label by these names (the training split's), not by
+            this split's own class list: a validation folder lacking one
+            of the training classes keeps the labels of the others. A
+            class of this split missing from the list is an error; list
+            entries this split lacks are reported with a warning.
+        skip_bad_images: for folders, leave out image files that cannot
+            be read or decoded (truncated, corrupt, empty), recorded in
+            the source's `bad_images`; by default the first one stops
+            the iteration with an error naming it.
 
     Returns:
         An `ImageSource`; images and labels are deterministic given the
@@ -173,7 +271,8 @@ def load_images(
 
     Raises:
         ValueError: on a malformed spec or argument, an unknown split, a
-            folder without classes or a class without images.
+            folder without classes, a class without images, or a class
+            that `class_names` lacks.
         FileNotFoundError: when the folder or `manual_dir` is missing.
 
     Example:
@@ -207,6 +306,15 @@ def load_images(
         raise ValueError(
             f"shuffle_seed={shuffle_seed!r}: expected an int or None"
         )
+    if class_names is not None:
+        if isinstance(class_names, str) or not all(
+            isinstance(name, str) for name in class_names
+        ):
+            raise ValueError(
+                f"class_names={class_names!r}: expected a sequence of class "
+                "names (str), or None"
+            )
+        class_names = tuple(class_names)
     if data.startswith("tfds:"):
         return _load_tfds(
             data,
@@ -216,15 +324,18 @@ def load_images(
             imagenet_labels=imagenet_labels,
             input_context=input_context,
             shuffle_seed=shuffle_seed,
+            class_names=class_names,
         )
     if data == "demo":
-        return _load_demo(split, input_context, shuffle_seed)
+        return _load_demo(split, input_context, shuffle_seed, class_names)
     return _load_folder(
         data,
         split,
         imagenet_labels=imagenet_labels,
         input_context=input_context,
         shuffle_seed=shuffle_seed,
+        class_names=class_names,
+        skip_bad_images=bool(skip_bad_images),
     )
 
 
@@ -277,11 +388,11 @@ def train_dataset(
     (TensorShape([64, 32, 32, 3]), TensorShape([64]))
     """
     _check_source(source)
-    _check_int("batch_size", batch_size)
+    check_int("batch_size", batch_size)
     image_size = source.image_size if image_size is None else image_size
-    _check_int("image_size", image_size)
-    _check_int("seed", seed, minimum=0)
-    _check_int("epoch", epoch, minimum=0)
+    check_int("image_size", image_size)
+    check_int("seed", seed, minimum=0)
+    check_int("epoch", epoch, minimum=0)
     if source.augment == "crop" and image_size > source.resize_size:
         raise ValueError(
             f"image_size={image_size}: the 'crop' augmentation crops from "
@@ -352,11 +463,11 @@ def eval_dataset(
     TensorShape([100, 32, 32, 3])
     """
     _check_source(source)
-    _check_int("batch_size", batch_size)
+    check_int("batch_size", batch_size)
     image_size = source.image_size if image_size is None else image_size
     resize_size = source.resize_size if resize_size is None else resize_size
-    _check_int("image_size", image_size)
-    _check_int("resize_size", resize_size)
+    check_int("image_size", image_size)
+    check_int("resize_size", resize_size)
     if resize_size < image_size:
         raise ValueError(
             f"resize_size={resize_size}: the center crop of "
@@ -505,15 +616,6 @@ def _check_source(source):
         )
 
 
-def _check_int(name, value, minimum=1):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        raise ValueError(f"{name}={value!r}: expected an int >= {minimum}")
-
-
 def _to_rgb(image):
     channels = image.shape[-1]
     if channels == 1:
@@ -521,6 +623,37 @@ def _to_rgb(image):
     if channels == 4:
         return image[..., :3]
     return image
+
+
+def _align_labels(own_names, class_names, where):
+    """`(table, names)` mapping this split's labels onto `class_names`.
+
+    `table[own_label]` is the label in `class_names`; `(None, own_names)`
+    without `class_names` or when both lists are equal.
+    """
+    own_names = tuple(own_names)
+    if class_names is None or own_names == class_names:
+        return None, own_names
+    index = {name: label for label, name in enumerate(class_names)}
+    unknown = [name for name in own_names if name not in index]
+    if unknown:
+        raise ValueError(
+            f"{where} has class(es) {', '.join(map(repr, unknown))} that the "
+            f"training classes lack; expected classes among the "
+            f"{len(class_names)} of training "
+            f"({', '.join(class_names[:10])}{', ...' if len(class_names) > 10 else ''})"
+        )
+    missing = [name for name in class_names if name not in set(own_names)]
+    if missing:
+        warnings.warn(
+            f"{where} lacks {len(missing)} of the {len(class_names)} training "
+            f"classes: {', '.join(missing[:20])}"
+            f"{', ...' if len(missing) > 20 else ''}; the others keep their "
+            "training labels",
+            stacklevel=4,
+        )
+    table = np.array([index[name] for name in own_names], "int32")
+    return table, class_names
 
 
 def _imagenet_label_table(class_names):
@@ -557,6 +690,7 @@ def _load_tfds(
     imagenet_labels,
     input_context,
     shuffle_seed,
+    class_names=None,
 ):
     parsed = parse_tfds_spec(data)
     if not parsed:
@@ -605,9 +739,12 @@ def _load_tfds(
             f"data={data!r}: expected uint8 images with 1, 3 or 4 channels; "
             f"its {image_key!r} feature is {image_feature}"
         )
-    class_names = tuple(label_feature.names)
-    table = _imagenet_label_table(class_names) if imagenet_labels else None
-    if table is not None:
+    table, class_names = _align_labels(
+        label_feature.names, class_names, f"data={data!r}"
+    )
+    wnid_table = _imagenet_label_table(class_names) if imagenet_labels else None
+    if wnid_table is not None:
+        table = wnid_table if table is None else wnid_table[table]
         if np.array_equal(table, np.arange(len(IMAGENET_WNIDS))):
             table = None  # Already ImageNet's labels, as in imagenet2012.
         class_names = IMAGENET_WNIDS
@@ -668,7 +805,7 @@ def _tfds_split(data, split, splits):
     for alias in _SPLIT_ALIASES.get(split, ()):
         if alias in splits:
             return alias
-    raise ValueError(
+    raise UnknownSplitError(
         f"split={split!r}: {data!r} has splits {', '.join(sorted(splits))}"
     )
 
@@ -676,13 +813,25 @@ def _tfds_split(data, split, splits):
 # Folders ----------------------------------------------------------------
 
 
-def _load_folder(data, split, *, imagenet_labels, input_context, shuffle_seed):
+def _load_folder(
+    data,
+    split,
+    *,
+    imagenet_labels,
+    input_context,
+    shuffle_seed,
+    class_names=None,
+    skip_bad_images=False,
+):
     root = data.rstrip("/") or data
     if not tf.io.gfile.isdir(root):
         raise FileNotFoundError(f"data={data!r}: no such folder; {_SPEC_HELP}")
     folder = _split_folder(root, split)
-    class_names, paths, labels = _list_images(folder)
+    own_names, paths, labels = _list_images(folder)
     num_examples = len(paths)
+    table, class_names = _align_labels(own_names, class_names, repr(folder))
+    if table is not None:
+        labels = table[labels]
     table = _imagenet_label_table(class_names) if imagenet_labels else None
     if table is not None:
         labels = table[labels]
@@ -690,27 +839,91 @@ def _load_folder(data, split, *, imagenet_labels, input_context, shuffle_seed):
     # Sharding the file list means every pipeline decodes only its own
     # images.
     paths, labels = _shuffle_and_shard(paths, labels, shuffle_seed, input_context)
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-    dataset = dataset.map(
-        _read_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    bad_images = BadImages(skip=skip_bad_images)
     return ImageSource(
-        dataset=_deterministic(dataset),
+        dataset=_decode_files(paths, labels, bad_images),
         num_classes=len(class_names),
         class_names=tuple(class_names),
         num_examples=num_examples,
         image_size=224,
         resize_size=256,
         augment="imagenet",
+        bad_images=bad_images,
     )
 
 
-def _read_image(path, label):
+def _decode_files(paths, labels, bad_images):
+    """`(image, label)` of each file, bad files skipped or named.
+
+    A decoding error inside `tf.data` names no file, so every element
+    carries its index: errors are dropped (`ignore_errors`) and a gap in
+    the indices that come out is a bad file, recorded in `bad_images` and,
+    unless skipping, an error that names it. A sentinel after the last
+    file finds a bad file at the end. The checks run only on a gap, so
+    good files cost one comparison.
+    """
+    count = len(paths)
+    path_table = tf.constant(np.asarray(paths, dtype=object).astype(str))
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (paths, labels, np.arange(count, dtype="int64"))
+    )
+    dataset = dataset.map(
+        _read_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    dataset = dataset.ignore_errors().concatenate(
+        tf.data.Dataset.from_tensors(
+            (tf.zeros([0, 0, 3], tf.uint8), tf.constant(-1, tf.int32),
+             tf.constant(count, tf.int64))
+        )
+    )
+
+    def check(expected, element):
+        image, label, index = element
+
+        def report():
+            missing = path_table[expected:index]
+            if not bad_images.skip:
+                # The first is the error; the state stays at it, so that
+                # elements read ahead after the error would seem missing.
+                missing = missing[:1]
+            recorded = tf.py_function(bad_images._record, [missing], tf.int64)
+            if bad_images.skip:
+                return recorded
+            failed = tf.debugging.Assert(
+                False,
+                [
+                    "cannot read image file",
+                    missing[0],
+                    "(truncated, corrupt, empty or not an image); "
+                    "--skip-bad-images skips such files",
+                ],
+            )
+            with tf.control_dependencies([recorded, failed]):
+                return tf.identity(recorded)
+
+        done = tf.cond(
+            index > expected, report, lambda: tf.constant(0, tf.int64)
+        )
+        with tf.control_dependencies([done]):
+            index = tf.identity(index)
+        return index + 1, (image, label, index)
+
+    dataset = dataset.scan(tf.constant(0, tf.int64), check)
+    dataset = dataset.filter(lambda image, label, index: index < count)
+    dataset = dataset.map(lambda image, label, index: (image, label))
+    if not bad_images.skip:
+        # Nothing is dropped without an error: the length stays known, so
+        # that trainers can skip within a pass (`dataset.cardinality()`).
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
+    return _deterministic(dataset)
+
+
+def _read_image(path, label, index):
     image = tf.io.decode_image(
         tf.io.read_file(path), channels=3, expand_animations=False
     )
     image.set_shape([None, None, 3])
-    return image, label
+    return image, label, index
 
 
 def _subfolders(folder):
@@ -732,7 +945,7 @@ def _split_folder(root, split):
             return os.path.join(root, name)
     found = [name for name in subfolders if name in _SPLIT_FOLDERS]
     if found:
-        raise ValueError(
+        raise UnknownSplitError(
             f"split={split!r}: {root!r} has split folders "
             f"{', '.join(found)} but none named {split!r}"
         )
@@ -794,19 +1007,22 @@ _DEMO_SPLIT_ALIASES = {
 }
 
 
-def _load_demo(split, input_context, shuffle_seed):
+def _load_demo(split, input_context, shuffle_seed, class_names=None):
     if split not in _DEMO_SPLIT_ALIASES:
-        raise ValueError(
+        raise UnknownSplitError(
             f"split={split!r}: data='demo' has splits "
             f"{', '.join(repr(name) for name in _DEMO_SPLIT_ALIASES)}"
         )
     images, labels = _demo_arrays(_DEMO_SPLIT_ALIASES[split])
     num_examples = len(labels)
+    table, class_names = _align_labels(_DEMO_CLASSES, class_names, "data='demo'")
+    if table is not None:
+        labels = table[labels]
     images, labels = _shuffle_and_shard(images, labels, shuffle_seed, input_context)
     return ImageSource(
         dataset=tf.data.Dataset.from_tensor_slices((images, labels)),
-        num_classes=len(_DEMO_CLASSES),
-        class_names=_DEMO_CLASSES,
+        num_classes=len(class_names),
+        class_names=class_names,
         num_examples=num_examples,
         image_size=_DEMO_CROP,
         resize_size=_DEMO_SIZE,

@@ -7,7 +7,10 @@
 prints a table like the reference's README and writes `results.json`,
 the diagonal-shift curves (`diagonal_<model>.npz`) and their plot
 (`diagonal.png`) to `--out-dir`. `--baseline-weights` evaluates the plain
-network too, side by side, with the difference.
+network too, side by side, with the difference. `--weights imagenet` needs
+ImageNet's labels: a folder's class names must be WordNet ids
+(`n01440764`, ...). An image file that cannot be decoded is an error
+naming it, or, with `--skip-bad-images`, skipped and counted.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from recipes import _args
 
 METRICS = ("accuracy", "consistency", "diagonal", "circular")
+_WNID = re.compile(r"n\d{8}")
 
 
 def _metrics(text: str) -> tuple[str, ...]:
@@ -79,6 +84,11 @@ def parser() -> argparse.ArgumentParser:
         "--strategy", default="auto",
         choices=("auto", "one_device", "mirrored", "multi_worker", "tpu"),
         help="tf.distribute strategy; auto picks from the devices present",
+    )
+    p.add_argument(
+        "--skip-bad-images", action="store_true",
+        help="skip image files that cannot be decoded (truncated, corrupt, "
+        "empty) and report how many, instead of stopping at the first",
     )
     p.add_argument("--verbose", type=int, choices=(0, 1), default=1)
     return p
@@ -152,6 +162,8 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    import tensorflow as tf
+
     from keras_blurpool import evaluation
     from keras_blurpool._utils import atomic_path
     from recipes import data as data_lib
@@ -160,11 +172,13 @@ def main(argv=None) -> int:
 
     try:
         models.check_arch(args.arch)
+        strategy_lib.check_out_dir(args.out_dir)
         # First TF op of the program: multi_worker needs that.
         strategy = strategy_lib.make_strategy(args.strategy)
         source = data_lib.load_images(
             args.data, args.split, data_dir=args.data_dir,
             manual_dir=args.manual_dir, imagenet_labels=True,
+            skip_bad_images=args.skip_bad_images,
         )
     except (ValueError, FileNotFoundError) as error:
         parser().error(str(error))
@@ -176,21 +190,46 @@ def main(argv=None) -> int:
     if args.baseline_weights:
         runs[_label(None)] = (None, args.baseline_weights)
     runs[_label(args.filter_size)] = (args.filter_size, args.weights)
+    if "imagenet" in (args.weights, args.baseline_weights) and (
+        source.class_names != data_lib.IMAGENET_WNIDS
+    ):
+        # Scored against labels that are not ImageNet's, such weights
+        # would read ~0% with no hint why.
+        names = [n for n in source.class_names if not _WNID.fullmatch(n)]
+        # Names of the wnid form that ImageNet lacks, when all look right.
+        names = names or list(source.class_names)
+        shown = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
+        parser().error(
+            "--weights imagenet predicts ImageNet's 1000 classes, but the "
+            f"classes of --data {args.data!r} are not all ImageNet WordNet "
+            f"ids (n01440764, ...): {shown}. Name the class folders by "
+            "WordNet id, or evaluate weights trained on these classes."
+        )
     results = {}
-    for label, (filter_size, weights) in runs.items():
-        classes = 1000 if weights == "imagenet" else source.num_classes
-        with strategy.scope():
-            try:
-                model = models.build_model(
-                    args.arch, filter_size, num_classes=classes,
-                    image_size=image_size, weights=weights,
+    try:
+        for label, (filter_size, weights) in runs.items():
+            classes = 1000 if weights == "imagenet" else source.num_classes
+            with strategy.scope():
+                try:
+                    model = models.build_model(
+                        args.arch, filter_size, num_classes=classes,
+                        image_size=image_size, weights=weights,
+                    )
+                except (ValueError, FileNotFoundError) as error:
+                    parser().error(f"{label} model: {error}")
+                print(f"{args.arch}, {label}:", file=sys.stderr)
+                results[label] = evaluate_model(
+                    model, source, args, image_size, resize_size, max_shift
                 )
-            except (ValueError, FileNotFoundError) as error:
-                parser().error(f"{label} model: {error}")
-            print(f"{args.arch}, {label}:", file=sys.stderr)
-            results[label] = evaluate_model(
-                model, source, args, image_size, resize_size, max_shift
-            )
+    except tf.errors.OpError:
+        # A file that cannot be decoded stops tf.data with an error that
+        # names it in TensorFlow's words; say it in ours.
+        bad = source.bad_images
+        if bad is None or bad.error() is None:
+            raise
+        parser().error(bad.error())
+    if source.bad_images is not None and source.bad_images.count:
+        print(f"{source.bad_images.summary()} (--skip-bad-images)")
 
     print(f"\n{args.arch} on {args.data} ({args.split})\n")
     print(table(results))

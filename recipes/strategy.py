@@ -197,6 +197,34 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return task_type == "worker" and task_id == 0 and not has_chief
 
 
+def check_out_dir(out_dir: str) -> None:
+    """Raises a ValueError unless `out_dir` is, or can be, a directory.
+
+    Checked before any work: the directory itself, or its nearest
+    existing ancestor, must be a directory.
+
+    Args:
+        out_dir: the run's output directory.
+
+    Raises:
+        ValueError: naming the file in the way.
+    """
+    path = os.path.abspath(out_dir)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+    if not os.path.isdir(path):
+        where = "is"
+        if path != os.path.abspath(out_dir):
+            where = f"lies under {path!r}, which is"
+        raise ValueError(
+            f"--out-dir {out_dir!r} {where} a file, not a directory; expected "
+            "a directory, existing or new"
+        )
+
+
 def write_dir(path: str, strategy: tf.distribute.Strategy) -> str:
     """Where this process writes what belongs in `path`.
 

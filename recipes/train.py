@@ -16,7 +16,9 @@ batch of 256 (0.01 for AlexNet and VGG, 0.05 for VGG-BN; scaled linearly
 with the batch), divided by 10 every 30 epochs, 90 epochs; MobileNetV2
 lr 0.05, cosine, weight decay 4e-5, 150 epochs. `--finetune-from` starts
 from a baseline's weights and runs the last two thirds of the schedule.
-Rerunning the same command resumes from the latest checkpoint.
+Rerunning the same command resumes from the latest checkpoint; an
+`--out-dir` holding a run that cannot resume (other settings, or a
+finished run without checkpoints) is refused unless `--overwrite`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tensorflow as tf  # noqa: E402
+
 from recipes import _args  # noqa: E402
 from recipes import strategy as strategy_lib  # noqa: E402
 from recipes.config import FINETUNE_FRACTION  # noqa: E402
@@ -37,6 +41,8 @@ from recipes.models import ARCHITECTURES  # noqa: E402
 
 DEMO_FILTER_SIZE = 4
 _VALIDATION_SPLITS = ("validation", "test")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `python -m recipes.train`.
 
@@ -166,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the validation at each epoch end (no best.* models)",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh where --out-dir holds a run this one cannot "
+        "resume (other settings, or final/best models without a "
+        "checkpoint), deleting it; a checkpoint of the same settings still "
+        "resumes",
+    )
+    p.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="skip image files that cannot be decoded (truncated, corrupt, "
+        "empty) and report how many, instead of stopping at the first",
+    )
+    p.add_argument(
         "--quiet", action="store_true", help="no progress output"
     )
     return p
@@ -227,6 +247,11 @@ def _validate(parser: argparse.ArgumentParser, args) -> bool:
             f"argument --tpu: only with --strategy tpu, got --strategy "
             f"{args.strategy}"
         )
+    if args.out_dir is not None:
+        try:
+            strategy_lib.check_out_dir(args.out_dir)
+        except ValueError as error:
+            parser.error(f"argument {error}")
     return compare
 
 
@@ -238,7 +263,11 @@ def _has_validation_folder(root: str) -> bool:
 
 
 def _open_validation(data_lib, data, **load_kwargs):
-    """The validation split of `data`, or None if it has none."""
+    """The validation split of `data`, or None if it has none.
+
+    Pass the training split's `class_names`: the validation labels follow
+    them by name.
+    """
     if not data.startswith("tfds:") and data != "demo" and not (
         _has_validation_folder(data)
     ):
@@ -254,7 +283,9 @@ def _open_validation(data_lib, data, **load_kwargs):
     for split in _VALIDATION_SPLITS:
         try:
             return data_lib.load_images(data, split, **load_kwargs)
-        except ValueError as error:
+        except data_lib.UnknownSplitError as error:
+            # Only a missing split: other errors (a validation class the
+            # training lacks) must not pass for "no validation".
             last_error = error
     print(f"no validation split ({last_error}); training without validation")
     return None
@@ -284,8 +315,16 @@ def _finetune_init(arch, path, *, num_classes, image_size):
     return init
 
 
-def _train_one(args, strategy, *, arch, filter_size, out_dir, data):
-    """Trains one model; returns `(TrainResult, ImageSource of train)`."""
+def _train_one(
+    args, strategy, *, arch, filter_size, out_dir, data, bad_images=None
+):
+    """Trains one model; returns `(TrainResult, Trainer)`.
+
+    The `BadImages` records of the folder sources it opens are appended to
+    `bad_images`, a list, as `(split, record)`.
+    """
+    if bad_images is None:
+        bad_images = []
     import keras
 
     from recipes import data as data_lib
@@ -297,6 +336,7 @@ def _train_one(args, strategy, *, arch, filter_size, out_dir, data):
     load_kwargs = dict(data_dir=args.data_dir, manual_dir=args.manual_dir)
     train_source = data_lib.load_images(data, "train", **load_kwargs)
     num_classes = train_source.num_classes
+    skip_bad = args.skip_bad_images
     image_size = args.image_size or train_source.image_size
     # Keep the data's resize-to-crop ratio (256/224) at other crop sizes.
     resize_size = train_source.resize_size_for(image_size)
@@ -363,6 +403,7 @@ def _train_one(args, strategy, *, arch, filter_size, out_dir, data):
             "finetune_from": args.finetune_from,
             "strategy": type(strategy).__name__,
         },
+        overwrite=args.overwrite,
     )
 
     def model_fn():
@@ -383,8 +424,11 @@ def _train_one(args, strategy, *, arch, filter_size, out_dir, data):
                 "train",
                 input_context=context,
                 shuffle_seed=args.seed,
+                skip_bad_images=skip_bad,
                 **load_kwargs,
             )
+            if sources[key].bad_images is not None:
+                bad_images.append(("train", sources[key].bad_images))
         return data_lib.train_dataset(
             sources[key],
             per_replica_batch,
@@ -395,7 +439,15 @@ def _train_one(args, strategy, *, arch, filter_size, out_dir, data):
 
     eval_input_fn = None
     if not args.no_validation:
-        val_source = _open_validation(data_lib, data, **load_kwargs)
+        val_source = _open_validation(
+            data_lib,
+            data,
+            class_names=train_source.class_names,
+            skip_bad_images=skip_bad,
+            **load_kwargs,
+        )
+        if val_source is not None and val_source.bad_images is not None:
+            bad_images.append(("validation", val_source.bad_images))
         if val_source is not None:
 
             def eval_input_fn(batch):
@@ -538,27 +590,61 @@ def main(argv=None) -> int:
         strategy = strategy_lib.make_strategy(args.strategy, tpu=args.tpu)
     except ValueError as error:
         parser.error(f"argument --strategy: {error}")
-    if compare:
-        return _compare(args, strategy)
-    data = args.data or "demo"
-    out_dir = args.out_dir or _default_out_dir(args.arch, args.filter_size)
+    bad_images = []
     try:
+        if compare:
+            return _compare(args, strategy)
         result, trainer = _train_one(
             args,
             strategy,
             arch=args.arch,
             filter_size=args.filter_size,
-            out_dir=out_dir,
-            data=data,
+            out_dir=args.out_dir
+            or _default_out_dir(args.arch, args.filter_size),
+            data=args.data or "demo",
+            bad_images=bad_images,
         )
     except (ValueError, FileNotFoundError) as error:
         # Bad input (data spec, sizes, a run that cannot resume): the
         # message names it; a traceback would bury it.
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    if trainer.is_chief and result.best_top1 is not None and not args.quiet:
-        print(f"best validation top-1: {result.best_top1:.2f}%")
+    except FloatingPointError as error:  # Diverged: nothing was saved.
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    except tf.errors.OpError:
+        # A file that cannot be decoded stops tf.data with an error that
+        # names it in TensorFlow's words; say it in ours.
+        message = next((r.error() for _, r in bad_images if r.error()), None)
+        if message is None:
+            raise
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 2
+    if trainer.is_chief:
+        # A result about the data, not progress: printed even with --quiet.
+        for line in _bad_image_lines(bad_images):
+            print(line)
+    if trainer.is_chief and not args.quiet:
+        if result.best_top1 is not None:
+            print(f"best validation top-1: {result.best_top1:.2f}%")
     return 0
+
+
+def _bad_image_lines(bad_images) -> list:
+    """One line per split that skipped files (several records per split)."""
+    lines = []
+    for split in ("train", "validation"):
+        paths = sorted(
+            {p for name, record in bad_images if name == split
+             for p in record.paths}
+        )
+        if paths:
+            shown = ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
+            lines.append(
+                f"skipped {len(paths)} unreadable {split} image file(s) "
+                f"(--skip-bad-images): {shown}"
+            )
+    return lines
 
 
 if __name__ == "__main__":

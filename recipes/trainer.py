@@ -29,14 +29,20 @@ renames them when complete, and the `checkpoint` state file, rewritten
 atomically, names the new checkpoint only afterwards: a process killed at
 any moment leaves the state file pointing at a complete checkpoint.
 Rerunning the same command restores it and skips the images of the
-epoch already seen, so the run continues where it stopped.
+epoch already seen, so the run continues where it stopped. Settings that
+would change the trajectory are compared with the run's `run.json` first
+and a change is refused, as is a directory holding models of a run that
+no checkpoint can resume (`TrainConfig.overwrite` starts afresh). A
+non-finite loss stops the run, and non-finite weights are never saved.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -47,6 +53,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from keras_blurpool._utils import atomic_path
 from recipes import strategy as strategy_lib
 from recipes.config import LearningRate
 from recipes.optimizer import TorchSGD
@@ -62,17 +69,19 @@ _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     data_class=summary_pb2.DATA_CLASS_SCALAR,
 ).SerializeToString()
 
-# Fields of run.json that must not change when a run resumes: they fix
-# which images each step sees.
-_RESUME_KEYS = (
-    "arch",
-    "filter_size",
-    "data",
-    "global_batch_size",
-    "accum_steps",
-    "steps_per_epoch",
-    "seed",
-    "image_size",
+# Fields of run.json that may change when a run resumes (on another
+# machine, say): the change is printed and recorded in run.json. Every
+# other field fixes the trajectory (the images of each step, the rate,
+# the dtype), so a change is refused, but for more epochs of a step
+# schedule (`Trainer._extends`).
+_RESUMABLE_CHANGES = ("strategy", "num_replicas")
+# What a run leaves in its --out-dir besides checkpoints/ and logs/.
+_RUN_FILES = (
+    RUN_FILE,
+    "final.keras",
+    "final.weights.h5",
+    "best.keras",
+    "best.weights.h5",
 )
 
 
@@ -106,7 +115,13 @@ class TrainConfig:
         seed: seed of the data order (and, set by the caller, of the
             initial weights).
         verbose: 1 shows a progress bar per epoch, 0 nothing.
-        run_info: more facts about the run for `run.json` (arch, data...).
+        run_info: more facts about the run for `run.json` (arch, data...);
+            like the fields above, they must not change when a run
+            resumes (but for `strategy`).
+        overwrite: start afresh where `out_dir` holds a run that this one
+            cannot resume (other settings, or finished models without a
+            checkpoint), deleting its files; by default that is an error.
+            A checkpoint of the same settings still resumes.
     """
 
     out_dir: str
@@ -129,6 +144,7 @@ class TrainConfig:
     seed: int = 0
     verbose: int = 1
     run_info: dict = dataclasses.field(default_factory=dict)
+    overwrite: bool = False
 
     def __post_init__(self):
         for field in ("epochs", "steps_per_epoch", "global_batch_size",
@@ -439,9 +455,22 @@ class Trainer:
                 context.num_replicas_in_sync // context.num_input_pipelines
             )
             skip = first_step * config.accum_steps * replicas_per_pipeline
-            # A pipeline whose shard is short wraps around rather than
-            # running dry in the middle of a synchronised step.
-            return dataset.skip(skip).repeat()
+            # An epoch reads the pass over and over (steps_per_epoch may
+            # exceed one pass; a short shard must not run dry in the middle
+            # of a synchronised step), so a resumed epoch skips into the
+            # repeated stream; modulo the pass when its length is known,
+            # so that skipping costs less than a pass.
+            passes = tf.get_static_value(dataset.cardinality())
+            if passes == 0:
+                raise ValueError(
+                    f"the training data of input pipeline "
+                    f"{context.input_pipeline_id} holds no batch of "
+                    f"{per_replica} images (batch per replica); expected at "
+                    "least that many images per pipeline"
+                )
+            if passes is not None and passes > 0:
+                skip %= int(passes)
+            return dataset.repeat().skip(skip)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -466,7 +495,21 @@ class Trainer:
     def _checkpoint_dir(self) -> str:
         return os.path.join(self.config.out_dir, CHECKPOINT_DIR)
 
+    def _check_finite(self, what: str) -> None:
+        """Refuses to save weights or optimizer state that are not finite."""
+        variables = list(self.model.weights) + list(self.optimizer.variables)
+        for variable in variables:
+            value = np.asarray(variable)
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise FloatingPointError(
+                    f"training diverged: {variable.path} holds non-finite "
+                    f"values after step {int(self.step.numpy())}; {what} "
+                    "not saved (try a lower --lr; the last checkpoint, if "
+                    "any, is kept)"
+                )
+
     def _save_checkpoint(self) -> None:
+        self._check_finite("checkpoint")
         directory = strategy_lib.write_dir(self._checkpoint_dir(), self.strategy)
         try:
             if self.is_chief:
@@ -478,6 +521,7 @@ class Trainer:
 
     def _save_model(self, stem: str) -> dict:
         """Writes `<stem>.keras` and `<stem>.weights.h5` atomically."""
+        self._check_finite(f"{stem}.keras")
         directory = strategy_lib.write_dir(self.config.out_dir, self.strategy)
         paths = {}
         try:
@@ -486,19 +530,16 @@ class Trainer:
                 (".weights.h5", self.model.save_weights),
             ):
                 path = os.path.join(directory, stem + suffix)
-                # Keras picks the format from the suffix: keep it last.
-                partial = os.path.join(
-                    directory, f".{stem}.partial-{os.getpid()}{suffix}"
-                )
-                save(partial)
-                os.replace(partial, path)
+                # Keras picks the format from the suffix.
+                with atomic_path(path, suffix=suffix) as partial:
+                    save(partial)
                 paths[stem + suffix] = path
         finally:
             strategy_lib.cleanup_write_dir(directory, self.strategy)
         return paths if self.is_chief else {}
 
-    def _check_run_file(self) -> None:
-        """Writes run.json, or checks it against this run when resuming."""
+    def _run_info(self) -> dict:
+        """Every setting of the run, as run.json holds it."""
         config = self.config
         info = {
             **config.run_info,
@@ -508,32 +549,155 @@ class Trainer:
             "seed": config.seed,
             "epochs": config.epochs,
             "lr": config.lr,
+            "momentum": config.momentum,
+            "weight_decay": config.weight_decay,
             "schedule": config.schedule,
+            "schedule_epochs": config.schedule_epochs
+            or config.epoch_offset + config.epochs,
+            "epoch_offset": config.epoch_offset,
+            "lr_step_epochs": config.lr_step_epochs,
+            "lr_gamma": config.lr_gamma,
+            "mixed_precision": config.mixed_precision,
             "num_replicas": self.strategy.num_replicas_in_sync,
         }
-        path = os.path.join(config.out_dir, RUN_FILE)
+        # As JSON reads it back (tuples become lists), to compare.
+        return json.loads(json.dumps(info))
+
+    def _check_run_file(self) -> str | None:
+        """Checks --out-dir against this run; returns the checkpoint to resume.
+
+        A checkpoint made with the same settings resumes; anything else
+        that a run left in `out_dir` (another run's settings, finished
+        models without a checkpoint) is refused unless `overwrite`, which
+        deletes it. run.json is written for a fresh run only; a resumed
+        run appends the changes it may make (strategy) to its "resumes".
+
+        Raises:
+            ValueError: if `out_dir` is not a directory, or holds a run
+                that this one cannot resume and `overwrite` is False.
+        """
+        config = self.config
+        out_dir = config.out_dir
+        strategy_lib.check_out_dir(out_dir)
+        info = self._run_info()
+        path = os.path.join(out_dir, RUN_FILE)
+        saved, unreadable = None, None
         if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                saved = json.load(f)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    saved = json.load(f)
+                if not isinstance(saved, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as error:
+                saved, unreadable = None, f"{path} cannot be read ({error})"
+        changed = []
+        if saved is not None:
             changed = [
-                f"{key}: {saved.get(key)!r} -> {info.get(key)!r}"
-                for key in _RESUME_KEYS
-                if key in saved and saved.get(key) != info.get(key)
+                f"{key}: {saved[key]!r} -> {info.get(key)!r}"
+                for key in saved
+                if key not in _RESUMABLE_CHANGES
+                and key != "resumes"
+                and (key in info or saved[key] is not None)
+                and saved[key] != info.get(key)
             ]
-            if changed and tf.train.latest_checkpoint(self._checkpoint_dir()):
+        latest = tf.train.latest_checkpoint(self._checkpoint_dir())
+        start_afresh = "start afresh in another --out-dir, or with --overwrite "
+        if latest and changed and self._extends(saved, info):
+            changed = []
+        if latest and not changed and not unreadable:
+            if saved is not None:
+                self._record_resume(path, saved, info, latest)
+            return latest
+        if latest:
+            problem = unreadable or (
+                "a run made with other settings, which cannot resume with "
+                "these (" + "; ".join(changed) + ")"
+            )
+            if not config.overwrite:
                 raise ValueError(
-                    f"--out-dir {config.out_dir!r} holds a run made with other "
-                    "settings, which cannot resume with these ("
-                    + "; ".join(changed)
-                    + "). Rerun with the same arguments, or use a new "
-                    "--out-dir."
+                    f"--out-dir {out_dir!r} holds {problem}. Rerun with the "
+                    f"settings of {path}, or {start_afresh}(which deletes "
+                    "that run)."
+                )
+        else:
+            present = [
+                name for name in _RUN_FILES[1:]
+                if os.path.exists(os.path.join(out_dir, name))
+            ]
+            problem = None
+            if unreadable:
+                problem = unreadable
+            elif changed:
+                problem = "another run's run.json (" + "; ".join(changed) + ")"
+            elif present:
+                problem = "a run's " + ", ".join(present)
+            if problem and not config.overwrite:
+                raise ValueError(
+                    f"--out-dir {out_dir!r} holds {problem} and no checkpoint "
+                    f"to resume from; {start_afresh}(which replaces them)."
                 )
         if self.is_chief:
-            os.makedirs(config.out_dir, exist_ok=True)
-            partial = path + f".partial-{os.getpid()}"
+            if config.overwrite:
+                self._delete_run()
+            os.makedirs(out_dir, exist_ok=True)
+            self._write_json(path, info)
+        return None
+
+    @staticmethod
+    def _extends(saved: dict, info: dict) -> bool:
+        """Whether `info` only raises the epochs of a step-schedule run.
+
+        The step schedule's rate does not depend on the run's length, so
+        the steps already taken stay those of the longer run; a cosine
+        period or a fine-tuning offset would change.
+        """
+        differ = {key for key in saved if saved[key] != info.get(key)}
+        differ -= {*_RESUMABLE_CHANGES, "resumes"}
+        return (
+            info.get("schedule") == "step"
+            and differ <= {"epochs", "schedule_epochs"}
+            and "epochs" in differ
+            and isinstance(saved["epochs"], int)
+            and info["epochs"] > saved["epochs"]
+            and not info.get("epoch_offset")
+        )
+
+    def _record_resume(self, path, saved, info, latest) -> None:
+        """Prints and records the changes a resumed run may make."""
+        changes = {
+            key: [saved.get(key), info.get(key)]
+            for key in (*_RESUMABLE_CHANGES, "epochs", "schedule_epochs")
+            if key in saved and saved.get(key) != info.get(key)
+        }
+        if not changes:
+            return
+        self._print(
+            "resuming with "
+            + "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        )
+        if self.is_chief:
+            entry = {"checkpoint": os.path.basename(latest), **changes}
+            updated = {key: new for key, (_, new) in changes.items()}
+            resumes = [*saved.get("resumes", []), entry]
+            self._write_json(path, {**saved, **updated, "resumes": resumes})
+
+    def _delete_run(self) -> None:
+        """Deletes what a run left in --out-dir (for `overwrite`)."""
+        out_dir = self.config.out_dir
+        for name in (CHECKPOINT_DIR, LOG_DIR):
+            directory = os.path.join(out_dir, name)
+            if os.path.isdir(directory):
+                shutil.rmtree(directory)
+        for name in _RUN_FILES:
+            file = os.path.join(out_dir, name)
+            if os.path.isfile(file):
+                os.remove(file)
+
+    @staticmethod
+    def _write_json(path: str, value: dict) -> None:
+        with atomic_path(path) as partial:
             with open(partial, "w", encoding="utf-8") as f:
-                json.dump(info, f, indent=2, sort_keys=True)
-            os.replace(partial, path)
+                json.dump(value, f, indent=2, sort_keys=True)
 
     # ------------------------------------------------------------------
     # Running
@@ -583,9 +747,10 @@ class Trainer:
             A `TrainResult`.
         """
         config = self.config
+        # Before building: a run that cannot resume is refused up front.
+        latest = self._check_run_file()
         if not self._built:
             self._build()
-        self._check_run_file()
         if self.is_chief:
             self._manager = tf.train.CheckpointManager(
                 self.checkpoint,
@@ -594,7 +759,6 @@ class Trainer:
                 checkpoint_name="ckpt",
             )
         spe = config.steps_per_epoch
-        latest = tf.train.latest_checkpoint(self._checkpoint_dir())
         resumed_from = None
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
@@ -703,8 +867,21 @@ class Trainer:
                 break
             lr = float(self.learning_rate(global_step))
             started = time.perf_counter()
-            loss = float(self._train_step(iterator))
+            try:
+                loss = float(self._train_step(iterator))
+            except tf.errors.OutOfRangeError:
+                raise ValueError(
+                    f"the training data ran out at step {global_step + 1}: "
+                    "it yields no batch (every image skipped, or fewer "
+                    "images than a batch per input pipeline)"
+                ) from None
             elapsed = time.perf_counter() - started
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"training diverged: the loss of step {global_step + 1} "
+                    f"is {loss} (lr {lr:g}); stopped without saving it (try "
+                    "a lower --lr; the last checkpoint, if any, is kept)"
+                )
             losses.append(loss)
             # The first step of an epoch (tracing, filling the input
             # pipeline) would distort the rate.

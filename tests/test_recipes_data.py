@@ -286,6 +286,66 @@ def test_folder_errors(tmp_path):
         data.load_images(str(tmp_path), "train")
 
 
+def test_validation_labels_follow_the_training_classes_by_name(tmp_path):
+    """A split lacking a class keeps the labels of the others (issue 11)."""
+    _make_folder(tmp_path / "train", ["cat", "dog", "owl"], per_class=1)
+    _make_folder(tmp_path / "val", ["cat", "owl"], per_class=1, value0=10)
+    classes = data.load_images(str(tmp_path), "train").class_names
+    with pytest.warns(UserWarning, match=r"val' lacks 1 of the 3 .*: dog"):
+        val = data.load_images(str(tmp_path), "val", class_names=classes)
+    assert val.class_names == ("cat", "dog", "owl") and val.num_classes == 3
+    # Alone, val/ would label owl 1 (its second folder); by name it is 2.
+    assert _values_and_labels(val) == [(10, 0), (11, 2)]
+    _make_folder(tmp_path / "val", ["emu"], per_class=1)
+    with pytest.raises(ValueError, match="class\\(es\\) 'emu' that the training"):
+        data.load_images(str(tmp_path), "val", class_names=classes)
+    with pytest.raises(ValueError, match="class_names='cat': expected"):
+        data.load_images(str(tmp_path), "val", class_names="cat")
+    # The demo data by name too: the same list changes nothing.
+    demo = data.load_images("demo", "val", class_names=data._DEMO_CLASSES)
+    assert demo.class_names == data._DEMO_CLASSES
+
+
+def _write_bad_images(folder):
+    """A truncated JPEG, garbage with a .png name and an empty file."""
+    good = tf.io.encode_jpeg(np.full((8, 8, 3), 50, "uint8")).numpy()
+    bad = {
+        "truncated.jpg": good[: len(good) // 2],
+        "garbage.png": b"this is not a PNG" * 10,
+        "zzz_empty.jpg": b"",  # Sorted last: found by the end sentinel.
+    }
+    for name, content in bad.items():
+        (folder / name).write_bytes(content)
+    return sorted(str(folder / name) for name in bad)
+
+
+def test_bad_images_are_named_or_skipped_and_counted(tmp_path):
+    _make_folder(tmp_path, ["a", "b"], per_class=2)
+    bad = _write_bad_images(tmp_path / "b")
+    source = data.load_images(str(tmp_path), "train")
+    # The error names the first bad file in the (sorted) order.
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"cannot read image file\] \[.*garbage\.png\].*--skip-bad-images",
+    ):
+        list(source.dataset)
+    assert source.bad_images.error().startswith(
+        f"cannot read image file {bad[0]!r} (Unknown image file format"
+    )
+    assert source.dataset.cardinality() == 7  # known without skipping
+
+    skipping = data.load_images(str(tmp_path), "train", skip_bad_images=True)
+    assert _values_and_labels(skipping) == [(0, 0), (1, 0), (2, 1), (3, 1)]
+    assert skipping.bad_images.paths == bad and skipping.bad_images.count == 3
+    assert "truncated" not in skipping.bad_images.reason(bad[0])
+    assert "Invalid JPEG data" in skipping.bad_images.reason(bad[1])
+    assert "empty" in skipping.bad_images.reason(bad[2])
+    # A second pass (and training batches) count each file once.
+    batches = list(data.train_dataset(skipping, 2, image_size=4))
+    assert len(batches) == 2 and skipping.bad_images.count == 3
+    assert "3 unreadable image file(s) skipped" in skipping.bad_images.summary()
+
+
 # TFDS -------------------------------------------------------------------
 
 
@@ -523,11 +583,11 @@ def test_random_resized_crop_window():
 
 def test_train_dataset_errors():
     source = data.load_images("demo", "validation")
-    with pytest.raises(ValueError, match="batch_size=0: expected an int >= 1"):
+    with pytest.raises(ValueError, match="`batch_size` must be a positive int.*batch_size=0"):
         data.train_dataset(source, 0)
-    with pytest.raises(ValueError, match="seed=-1: expected an int >= 0"):
+    with pytest.raises(ValueError, match="`seed` must be an int >= 0.*seed=-1"):
         data.train_dataset(source, 8, seed=-1)
-    with pytest.raises(ValueError, match="epoch=1.5: expected an int >= 0"):
+    with pytest.raises(ValueError, match="`epoch` must be an int >= 0.*epoch=1.5"):
         data.train_dataset(source, 8, epoch=1.5)
     with pytest.raises(ValueError, match="image_size=48.*image_size <= 40"):
         data.train_dataset(source, 8, image_size=48)

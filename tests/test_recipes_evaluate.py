@@ -121,3 +121,48 @@ def test_missing_weights_file_is_a_clear_error(capsys):
             "--verbose", "0",
         ])
     assert "/no/such.weights.h5" in capsys.readouterr().err
+
+
+def test_imagenet_weights_need_wordnet_class_names(tmp_path, capsys):
+    """Scored against other labels, ImageNet weights read 0% (issue 11)."""
+    data = jpeg_folder(tmp_path / "images", ["cats", "n01440764"], per_class=1)
+    for weights in (["--weights", "imagenet"],
+                    ["--weights", "x.weights.h5", "--baseline-weights", "imagenet"]):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate.main(["--arch", "resnet18", *weights, "--data", data,
+                           "--out-dir", str(tmp_path / "out")])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "not all ImageNet WordNet ids (n01440764, ...): 'cats'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_dir_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--arch", "demo", "--weights", "x.weights.h5",
+                       "--data", "/no/such/folder", "--out-dir", str(file)])
+    assert exit_info.value.code == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+
+
+def test_bad_image_is_named_or_skipped(tmp_path, capsys):
+    data = jpeg_folder(tmp_path / "images", ["cats", "dogs"], per_class=3)
+    bad = os.path.join(data, "dogs", "1.jpg")
+    with open(bad, "r+b") as f:
+        f.truncate(100)
+    weights = demo_weights(tmp_path / "w.weights.h5", 4, 2)
+    command = ["--arch", "demo", "--weights", weights, "--data", data,
+               "--image-size", "32", "--resize-size", "40", "--metrics",
+               "accuracy", "--out-dir", str(tmp_path / "out"), "--verbose", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(command)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"cannot read image file {bad!r}" in err and "Traceback" not in err
+    assert evaluate.main(command + ["--skip-bad-images"]) == 0
+    assert f"1 unreadable image file(s) skipped: {bad}" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    (figures,) = summary["models"].values()
+    assert figures["accuracy"]["num_images"] == 5

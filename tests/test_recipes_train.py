@@ -9,6 +9,7 @@ and `kill -9` needs a process of its own.
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -271,22 +272,119 @@ def test_half_written_checkpoint_is_never_picked(tmp_path):
     (directory / "ckpt-3.data-00000-of-00001").write_bytes(b"\0" * 3)
     (directory / "checkpoint.tmp0123").write_text('model_checkpoint_path: "ckpt-3"')
     assert tf.train.latest_checkpoint(str(directory)).endswith("ckpt-2")
+    # More epochs of a step schedule extend the run, recorded in run.json.
     more = _config(tmp_path, epochs=2, steps_per_epoch=2)
     result = Trainer(more, strategy, _dense_model,
                      _in_memory_input(images, labels)).fit()
     assert result.resumed_from == 2 and result.step == 4
     assert tf.train.latest_checkpoint(str(directory)).endswith("ckpt-4")
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["epochs"] == 2
+    assert run["resumes"] == [{"checkpoint": "ckpt-2", "epochs": [1, 2],
+                               "schedule_epochs": [1, 2]}]
 
 
-def test_resume_refuses_other_settings(tmp_path):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(global_batch_size=4), "global_batch_size: 8 -> 4"),
+        (dict(lr=0.2), "lr: 0.1 -> 0.2"),
+        (dict(epochs=1), "epochs: 2 -> 1"),
+        (dict(epochs=3, schedule="cosine"), "schedule: 'step' -> 'cosine'"),
+        # Would die in TensorFlow restoring float32 state into float16.
+        (dict(mixed_precision=True), "mixed_precision: False -> True"),
+    ],
+)
+def test_resume_refuses_other_settings(tmp_path, change, message):
     images, labels = _arrays()
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    Trainer(_config(tmp_path), strategy, _dense_model,
+    Trainer(_config(tmp_path, epochs=2), strategy, _dense_model,
             _in_memory_input(images, labels)).fit(stop_at_step=1)
-    other = _config(tmp_path, global_batch_size=4)
-    with pytest.raises(ValueError, match="global_batch_size: 8 -> 4"):
+    saved = (tmp_path / "run.json").read_text()
+    other = _config(tmp_path, **{"epochs": 2, **change})
+    with pytest.raises(ValueError, match=re.escape(message) + ".*--overwrite"):
         Trainer(other, strategy, _dense_model,
                 _in_memory_input(images, labels)).fit()
+    assert (tmp_path / "run.json").read_text() == saved
+
+
+def test_resume_past_one_pass_over_the_data(tmp_path):
+    """More steps per epoch than one pass: resumes mid-pass, exactly."""
+    images, labels = _arrays(count=24)  # 3 batches of 8 per pass
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    overrides = dict(steps_per_epoch=5, accum_steps=2, checkpoint_every=2)
+
+    def trainer(name):
+        return Trainer(_config(tmp_path / name, **overrides), strategy,
+                       _dense_model, _in_memory_input(images, labels))
+
+    straight = trainer("straight").fit()
+    assert trainer("resumed").fit(stop_at_step=2).step == 2
+    # Skips 4 batches of a pass of 3 (it failed, skipping before repeating).
+    again = trainer("resumed").fit()
+    assert again.resumed_from == 2 and again.step == 5
+    for a, b in zip(_weights(straight.model), _weights(again.model)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path):
+    images, labels = _arrays()
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+
+    def fit(**overrides):
+        return Trainer(_config(tmp_path, **overrides), strategy, _dense_model,
+                       _in_memory_input(images, labels)).fit()
+
+    fit()
+    final = (tmp_path / "final.keras").read_bytes()
+    shutil.rmtree(tmp_path / "checkpoints")
+    for overrides, what in ((dict(lr=0.2), "another run's run.json"),
+                            ({}, "a run's final.keras")):
+        with pytest.raises(ValueError, match=re.escape(what)
+                           + ".*no checkpoint.*another --out-dir.*--overwrite"):
+            fit(**overrides)
+        assert (tmp_path / "final.keras").read_bytes() == final
+    result = fit(lr=0.2, overwrite=True)
+    assert result.resumed_from is None and result.step == 2
+    assert json.loads((tmp_path / "run.json").read_text())["lr"] == 0.2
+    # A checkpoint of the same settings still resumes with overwrite.
+    assert fit(lr=0.2, overwrite=True).resumed_from == 2
+
+
+@pytest.mark.parametrize("steps_per_epoch, where", [(2, "loss of step 2"),
+                                                    (1, "after step 1")])
+def test_nan_loss_stops_and_saves_nothing(tmp_path, steps_per_epoch, where):
+    images, labels = _arrays()
+
+    def eval_input_fn(batch_size):
+        return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+
+    trainer = Trainer(
+        _config(tmp_path, lr=1e308, steps_per_epoch=steps_per_epoch),
+        tf.distribute.OneDeviceStrategy("/cpu:0"),
+        _dense_model,
+        _in_memory_input(images, labels),
+        eval_input_fn,
+    )
+    # Two steps: the first update makes the weights infinite, the second
+    # loss NaN. One step: the weights are caught before best/final save.
+    with pytest.raises(FloatingPointError, match=f"diverged.*{where}"):
+        trainer.fit()
+    assert sorted(os.listdir(tmp_path)) == ["logs", "run.json"]
+
+
+def test_out_dir_that_is_a_file_is_refused_up_front(tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("")
+    for out_dir in (file, file / "run"):
+        with pytest.raises(SystemExit) as exit_info:
+            train.main(["--arch", "demo", "--out-dir", str(out_dir)])
+        assert exit_info.value.code == 2
+        assert "is a file, not a directory" in capsys.readouterr().err
+    trainer = Trainer(_config(file), tf.distribute.OneDeviceStrategy("/cpu:0"),
+                      _dense_model, _in_memory_input(*_arrays()))
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        trainer.fit()
 
 
 def test_mixed_precision_scales_the_loss(tmp_path):
@@ -370,6 +468,43 @@ def test_cli_trains_on_a_folder_of_jpegs(jpeg_folder, tmp_path, capsys):
     # Validated on val/ (16 images): best.* exist.
     assert (out / "best.weights.h5").exists()
     assert os.listdir(out / "logs" / "train")
+
+
+def test_cli_validation_labels_follow_training_classes(tmp_path, capsys):
+    root = _write_jpegs(tmp_path / "data", splits=("train",),
+                        classes=("cat", "dog", "owl"), count=1)
+    _write_jpegs(root, splits=("val",), classes=("cat", "owl"), count=1)
+    from recipes import data as data_lib
+
+    train_classes = data_lib.load_images(str(root), "train").class_names
+    with pytest.warns(UserWarning, match="lacks 1 of the 3 training classes: dog"):
+        val = train._open_validation(data_lib, str(root),
+                                     class_names=train_classes)
+    assert sorted(int(label) for _, label in val.dataset) == [0, 2]
+    _write_jpegs(root, splits=("val",), classes=("emu",), count=1)
+    code = train.main(["--arch", "demo", "--data", str(root), "--epochs", "1",
+                       "--steps-per-epoch", "1", "--batch-size", "2",
+                       "--out-dir", str(tmp_path / "run"), "--quiet"])
+    assert code == 2
+    assert "class(es) 'emu' that the training classes lack" in capsys.readouterr().err
+
+
+def test_cli_bad_image_is_named_or_skipped(jpeg_folder, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(jpeg_folder, root)
+    bad = root / "train" / "dog" / "3.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated
+    command = ["--arch", "demo", "--data", str(root), "--image-size", "32",
+               "--epochs", "1", "--steps-per-epoch", "4", "--batch-size", "4",
+               "--no-validation", "--quiet"]
+    assert train.main(command + ["--out-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read image file {str(bad)!r}" in err
+    assert "--skip-bad-images" in err and "Traceback" not in err
+    code = train.main(command + ["--out-dir", str(tmp_path / "b"),
+                                 "--skip-bad-images"])
+    assert code == 0
+    assert "skipped 1 unreadable train image file(s)" in capsys.readouterr().out
 
 
 def test_cli_trains_on_tfds_mock_data(tmp_path):
