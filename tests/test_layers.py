@@ -564,7 +564,7 @@ def test_planning_a_large_map_is_fast_and_small():
     finally:
         tracemalloc.stop()
     assert plan is not None and not plan.forward.is_zero()
-    # Dense (n x n) matrices took ~800 MB and ~3 s here.
+    # Dense (n x n) matrices took ~770 MiB and seconds here.
     assert peak < 5 * 2**20, peak
     assert plan.nbytes < 4096, plan.nbytes
     assert seconds < 5

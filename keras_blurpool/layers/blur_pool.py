@@ -31,11 +31,11 @@ _PAD_TYPES = {
 _DATA_FORMATS = ("channels_last", "channels_first")
 _IMPLEMENTATIONS = ("auto", "padded", "same")
 
-# The taps are C(k-1, i) / 2**(k-1). Up to 64 taps every coefficient and
-# their sum are float64 values within one rounding of the exact integers
-# (exact up to 54 taps), and the smallest tap, 2**-63, is still a normal
-# float32. Far beyond any useful blur (the paper uses 1-7): without a bound,
-# 1,000 taps ran for a long while before overflowing float64.
+# The taps are C(k-1, i) / 2**(k-1). Up to 64 taps each is within one
+# float64 rounding of the exact fraction (exact up to 57 taps), and the
+# smallest, 2**-63, is still a normal float32. That is far beyond any
+# useful blur (the paper uses 1-7); unbounded, 1,000 taps ran for a long
+# while before overflowing float64.
 MAX_FILTER_SIZE = 64
 
 
