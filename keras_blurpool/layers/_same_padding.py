@@ -23,7 +23,11 @@ gradient, a correction on a few rows and columns again, written with one
 scatter under `keras.ops.custom_gradient`. This holds for the paper's
 filter 4 at stride 2 on even maps; where the "same" padding starts
 elsewhere or no such `fold` exists (filter 4 on odd maps, filters 5 and 6
-at stride 2), `plan_2d` returns None and the layer pads explicitly.
+at stride 2), `plan_2d` returns None and the layer pads explicitly (or,
+with `implementation="same"`, refuses).
+
+Only the border lines enter a plan (`_Rows`), so planning takes the same
+time and memory for any input size, and the plan cache stays small.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def binomial_filter(filter_size: int) -> np.ndarray:
 
     Example:
 
-    >>> keras_blurpool.binomial_filter(4).tolist()
+    >>> binomial_filter(4).tolist()
     [0.125, 0.375, 0.375, 0.125]
     """
     filter_size = check_int("filter_size", filter_size, 1, MAX_FILTER_SIZE)
