@@ -1,11 +1,12 @@
-"""Shared by the benchmarks: interleaved timing, and BlurPool2D's padded route."""
+"""Shared by the benchmarks: interleaved timing, and a model on the padded route."""
 
-import contextlib
 import time
 
+import keras
 import numpy as np
 
 from keras_blurpool import BlurPool2D
+from keras_blurpool import MaxBlurPool2D
 
 
 def interleaved_medians(calls, repeats, warmups=1):
@@ -26,16 +27,19 @@ def interleaved_medians(calls, repeats, warmups=1):
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
-@contextlib.contextmanager
-def padded_route():
-    """Every BlurPool2D traced inside takes the explicit pad + "valid" route.
+def on_padded_route(model):
+    """A copy of `model`, same weights, whose BlurPools pad explicitly.
 
-    The route is chosen when a layer is called (traced), so a compiled
-    function traced here keeps the padded route afterwards.
+    Every `BlurPool2D` / `MaxBlurPool2D` is rebuilt from its config with
+    `implementation="padded"` (explicit pad + "valid" convolution).
     """
-    original = BlurPool2D._same_padding_plan
-    BlurPool2D._same_padding_plan = lambda self, shape: None
-    try:
-        yield
-    finally:
-        BlurPool2D._same_padding_plan = original
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, (BlurPool2D, MaxBlurPool2D)):
+            config["implementation"] = "padded"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy

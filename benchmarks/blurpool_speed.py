@@ -2,7 +2,7 @@
 
 One run, side by side, same machine: forward and forward+backward of
 `BlurPool2D` (TF backend, inside `tf.function`, NHWC), of the same layer
-forced onto its explicit pad + "valid" convolution route, and of the
+with `implementation="padded"` (explicit pad + "valid" convolution), and of the
 reference `antialiased_cnns.BlurPool` (torch CPU, its native NCHW), and a
 memory floor: a 2x2 stride-2 average pool, one pass that reads the input
 and writes a quarter-size output. Rounds interleave the candidates; the
@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 from keras_blurpool import BlurPool2D  # noqa: E402
-from _common import interleaved_medians, padded_route  # noqa: E402
+from _common import interleaved_medians  # noqa: E402
 
 
 def _tf_candidates(x, filter_size, pad_type, jit_compile=False):
@@ -53,10 +53,9 @@ def _tf_candidates(x, filter_size, pad_type, jit_compile=False):
         return tf.nn.avg_pool2d(x, 2, 2, "VALID")
 
     ours = pair(BlurPool2D(filter_size, pad_type=pad_type))
-    padded = pair(BlurPool2D(filter_size, pad_type=pad_type))
-    with padded_route():  # trace the padded candidates on that route
-        for call in padded:
-            call()
+    padded = pair(
+        BlurPool2D(filter_size, pad_type=pad_type, implementation="padded")
+    )
     return ours, padded, _synced(floor, x)
 
 

@@ -2,8 +2,9 @@
 
 An SGD step (`tf.function`, no XLA, as in `recipes.train`) of antialiased
 ResNet-50 (filter 4) with `BlurPool2D` on its "same"-convolution route, and
-the same model with every BlurPool2D forced onto the explicit pad +
-"valid" convolution route; interleaved in one run, medians over repeats.
+the same model with every BlurPool2D and MaxBlurPool2D rebuilt with
+`implementation="padded"` (explicit pad + "valid" convolution);
+interleaved in one run, medians over repeats.
 
     python benchmarks/route_train_step.py [--repeats 5] [--batch-size 16]
 """
@@ -20,7 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_blurpool.applications import ResNet50  # noqa: E402
-from _common import interleaved_medians, padded_route  # noqa: E402
+from _common import interleaved_medians, on_padded_route  # noqa: E402
 
 
 def _train_step(model, x, y):
@@ -38,12 +39,6 @@ def _train_step(model, x, y):
     return step
 
 
-def _traced_on_padded_route(step):
-    with padded_route():  # the route is chosen while tracing
-        step()
-    return step
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -58,8 +53,8 @@ def main():
     kwargs = dict(filter_size=4, weights=None, input_shape=shape[1:])
     steps = {
         "same route": _train_step(ResNet50(**kwargs), x, y),
-        "padded route": _traced_on_padded_route(
-            _train_step(ResNet50(**kwargs), x, y)),
+        "padded route": _train_step(
+            on_padded_route(ResNet50(**kwargs)), x, y),
     }
     ms = interleaved_medians(steps, args.repeats, warmups=2)
     print(f"machine: {platform.processor() or platform.machine()}, "

@@ -4,6 +4,12 @@ Backend-agnostic: also run with KERAS_BACKEND=jax and KERAS_BACKEND=torch.
 """
 
 import itertools
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
 
 import keras
 import numpy as np
@@ -14,6 +20,9 @@ import keras_blurpool
 from keras_blurpool import BlurPool1D
 from keras_blurpool import BlurPool2D
 from keras_blurpool import MaxBlurPool2D
+from keras_blurpool.layers import _same_padding
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PAD_TYPES = ["reflect", "refl", "replicate", "repl", "zero"]
 NP_MODES = {"reflect": "reflect", "refl": "reflect", "replicate": "edge",
@@ -196,12 +205,6 @@ def test_blurpool2d_gradient_equals_reference(reference, k, pad_type, s,
     np.testing.assert_allclose(got, x_t.grad.numpy(), atol=1e-5, rtol=0)
 
 
-def _padded_route(layer):
-    """`layer` forced onto the explicit pad + "valid" convolution."""
-    layer._same_padding_plan = lambda shape: None
-    return layer
-
-
 @pytest.mark.parametrize("k,pad_type,s,hw", [
     (4, "reflect", 2, (56, 56)), (3, "reflect", 2, (15, 9)),
     (4, "replicate", 2, (28, 30)), (2, "reflect", 2, (13, 12)),
@@ -215,8 +218,9 @@ def test_same_padding_route_equals_the_padded_route(k, pad_type, s, hw,
     layer = BlurPool2D(k, s, pad_type=pad_type, data_format=data_format)
     shape = (2, *hw, 5) if data_format == "channels_last" else (2, 5, *hw)
     assert layer._same_padding_plan(shape) is not None
-    padded = _padded_route(BlurPool2D(k, s, pad_type=pad_type,
-                                      data_format=data_format))
+    padded = BlurPool2D(k, s, pad_type=pad_type, data_format=data_format,
+                        implementation="padded")
+    assert padded._same_padding_plan(shape) is None
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype("float32")
     np.testing.assert_allclose(to_numpy(layer(x)), to_numpy(padded(x)),
@@ -337,12 +341,20 @@ def test_model_trains_through_blurpool():
 
 @pytest.mark.parametrize("layer", [
     BlurPool2D(5, strides=(2, 3), pad_type="repl", pad_off=1),
+    BlurPool2D(4, implementation="padded"),
+    BlurPool2D(4, implementation="same"),
     BlurPool1D(4, pad_type="zero", data_format="channels_first"),
+    BlurPool1D(3, implementation="padded"),
     MaxBlurPool2D(3, filter_size=2, pad_type="zero"),
+    MaxBlurPool2D(implementation="padded"),
 ])
 def test_get_config_round_trip(layer):
     clone = type(layer).from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
+    assert clone.get_config()["implementation"] == layer.get_config().get(
+        "implementation", "auto")
+    if isinstance(layer, MaxBlurPool2D):
+        assert clone.blur.implementation == layer.blur.implementation
 
 
 def test_keras_file_round_trip_without_custom_objects(tmp_path):
@@ -417,6 +429,11 @@ def test_static_output_shape():
     ({"pad_type": "circular"}, "pad_type='circular'"),
     ({"pad_off": -1}, "pad_off=-1"),
     ({"data_format": "NHWC"}, "data_format='NHWC'"),
+    ({"filter_size": 65}, "filter_size=65"),
+    ({"filter_size": 20000}, "filter_size=20000"),
+    ({"implementation": "fast"}, "implementation='fast'"),
+    ({"implementation": None}, "implementation=None"),
+    ({"pad_type": ["zero"]}, "pad_type=['zero']"),
 ])
 def test_bad_arguments_raise_early(kwargs, argument):
     with pytest.raises(ValueError) as info:
@@ -450,3 +467,221 @@ def test_too_small_map_for_reflect_is_a_clear_error():
     out = BlurPool2D(4, pad_type="zero")(ones)  # taps [0, 1, 1, 0] of [1,3,3,1]/8
     np.testing.assert_allclose(to_numpy(out), np.full((1, 1, 1, 3), 0.75**2),
                                atol=1e-6)
+
+
+# --- filter-size bound (issue 11) -----------------------------------------
+
+
+def test_filter_size_bound_is_early_and_clear():
+    start = time.perf_counter()
+    for make in [lambda: BlurPool2D(1000), lambda: BlurPool1D(20000),
+                 lambda: MaxBlurPool2D(filter_size=1000),
+                 lambda: keras_blurpool.binomial_filter(1000)]:
+        with pytest.raises(ValueError, match="from 1 to 64") as info:
+            make()
+        assert "filter_size=" in str(info.value)
+    assert time.perf_counter() - start < 5
+    # The bound itself still works: exact to float64 rounding, sums to 1.
+    taps = keras_blurpool.binomial_filter(64)
+    np.testing.assert_allclose(taps, pascal_taps(64), rtol=1e-12, atol=0)
+    assert abs(taps.sum() - 1) < 1e-12 and taps.min() > 0
+    x = np.random.default_rng(0).standard_normal((1, 70, 70, 2))
+    got = to_numpy(BlurPool2D(64, pad_type="zero")(x.astype("float32")))
+    np.testing.assert_allclose(
+        got, numpy_blurpool(x, 64, 2, "zero", 0, rank=2), atol=1e-5)
+
+
+# --- MaxBlurPool2D on maps smaller than its pool (issue 11) ---------------
+
+
+def test_max_blur_pool_too_small_map_is_a_clear_error_at_build():
+    with pytest.raises(ValueError) as info:
+        keras.Sequential([keras.Input((1, 1, 3)),
+                          MaxBlurPool2D(pad_type="zero", name="mbp")])
+    for part in ["'mbp'", "1x1", "pool_size=2", "at least pool_size"]:
+        assert part in str(info.value)
+
+
+def test_max_blur_pool_too_small_map_is_a_clear_error_at_call():
+    # TensorFlow's MaxPool killed the process (SIGFPE) on these, so they
+    # run in a child process: a crash fails the test instead of pytest.
+    script = textwrap.dedent("""
+        import keras, numpy as np
+        from keras_blurpool import MaxBlurPool2D
+        for pad_type in ["zero", "replicate"]:
+            try:
+                MaxBlurPool2D(pad_type=pad_type, name="eager")(
+                    np.zeros((1, 1, 1, 3), "float32"))
+            except ValueError as error:
+                print("eager:", str(error).replace("\\n", " "))
+        inputs = keras.Input((None, None, 3))
+        model = keras.Model(inputs, MaxBlurPool2D(pad_type="zero",
+                                                  name="late")(inputs))
+        try:
+            model(np.zeros((1, 1, 5, 3), "float32"))
+        except ValueError as error:
+            print("late:", str(error).replace("\\n", " "))
+    """)
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", script], check=False,
+                            cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    lines = result.stdout.splitlines()
+    eager = [line for line in lines if line.startswith("eager:")]
+    late = [line for line in lines if line.startswith("late:")]
+    assert len(eager) == 2 and len(late) == 1, result.stdout
+    assert all("'eager'" in line and "1x1" in line and "pool_size=2" in line
+               for line in eager)
+    assert "'late'" in late[0] and "1x5" in late[0]
+    # A map of exactly pool_size still works.
+    out = MaxBlurPool2D(pad_type="zero")(np.ones((1, 2, 2, 3), "float32"))
+    assert tuple(out.shape) == (1, 1, 1, 3)
+
+
+# --- the "same"-padding plan: sparse, bounded (issue 11) ------------------
+
+
+def _plan_for(n, k=4, s=2, pad_type="reflect", pad_off=0):
+    pads = ((k - 1) // 2 + pad_off, k // 2 + pad_off)
+    return _same_padding.plan_2d((n, n), keras_blurpool.binomial_filter(k),
+                                 (s, s), pads, pad_type)
+
+
+def _clear_plan_caches():
+    _same_padding._plan_2d.cache_clear()
+    _same_padding._axis_plan.cache_clear()
+
+
+def test_planning_a_large_map_is_fast_and_small():
+    _clear_plan_caches()
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        plan = _plan_for(4096)
+        seconds = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert plan is not None and not plan.forward.is_zero()
+    # Dense (n x n) matrices took ~770 MiB and seconds here.
+    assert peak < 5 * 2**20, peak
+    assert plan.nbytes < 4096, plan.nbytes
+    assert seconds < 5
+
+
+def test_plan_cache_retains_bounded_bytes():
+    _clear_plan_caches()
+    tracemalloc.start()
+    try:
+        plans = [_plan_for(n) for n in range(1024, 1084, 2)]  # 30 sizes
+        del plans  # only the caches hold them now
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert _same_padding._plan_2d.cache_info().currsize == 30
+    assert retained < 2 * 2**20, retained  # dense plans: ~40 MB each
+
+
+@pytest.mark.parametrize("k,s,pad_off", [(2, 2, 0), (3, 2, 0), (4, 2, 0),
+                                         (4, 3, 0), (6, 3, 0), (3, 1, 1),
+                                         (1, 2, 0)])
+@pytest.mark.parametrize("pad_type", ["reflect", "replicate", "zero"])
+@pytest.mark.parametrize("n", [7, 8, 15, 16])
+def test_sparse_plan_equals_the_dense_matrices(k, s, pad_off, pad_type, n):
+    plan = _plan_for(n, k, s, pad_type, pad_off)
+    if plan is None:
+        return  # where plans exist: test_same_padding_route_only_where_exact
+    true = axis_matrix(n, k, s, pad_type, pad_off)
+    same = axis_matrix(n, k, s, "zero", pad_off)  # aligned: same windows
+
+    def dense(rows, columns):
+        m = np.zeros((rows.size, columns))
+        m[np.ix_(rows.rows, rows.cols)] = rows.block
+        return m
+
+    np.testing.assert_allclose(dense(plan.forward.sparse_h, n), true - same,
+                               atol=1e-12)
+    fold = np.eye(n) + dense(plan.backward.sparse_h, n).T
+    np.testing.assert_allclose(same @ fold, true, atol=1e-12)
+
+
+# --- implementation="auto" | "padded" | "same" (issue 12) -----------------
+
+
+@pytest.fixture
+def same_route_calls(monkeypatch):
+    """How many times a layer call took the "same"-convolution route."""
+    calls = []
+    original = _same_padding.blur_same_2d
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_same_padding, "blur_same_2d", counted)
+    return calls
+
+
+@pytest.mark.parametrize("implementation,hw,expected_calls", [
+    ("auto", (16, 16), 1), ("auto", (15, 15), 0),
+    ("padded", (16, 16), 0), ("same", (16, 16), 1),
+])
+def test_implementation_picks_the_route(same_route_calls, implementation, hw,
+                                        expected_calls):
+    x = np.random.default_rng(0).standard_normal((2, *hw, 3))
+    layer = BlurPool2D(4, implementation=implementation)
+    got = to_numpy(layer(x.astype("float32")))
+    assert len(same_route_calls) == expected_calls
+    np.testing.assert_allclose(
+        got, numpy_blurpool(x, 4, 2, "reflect", 0, rank=2), atol=1e-5)
+
+
+def test_max_blur_pool_forwards_implementation(same_route_calls):
+    x = np.random.default_rng(0).standard_normal((1, 17, 17, 3))
+    x = x.astype("float32")
+    padded = MaxBlurPool2D(implementation="padded")
+    same = MaxBlurPool2D(implementation="same")
+    assert padded.blur.implementation == "padded"
+    np.testing.assert_allclose(to_numpy(padded(x)), to_numpy(same(x)),
+                               atol=1e-6)
+    assert len(same_route_calls) == 1  # the 16x16 pooled map, "same" only
+    with pytest.raises(ValueError, match="implementation='same'"):
+        MaxBlurPool2D(implementation="same")(x[:, :16, :16])  # 15x15
+
+
+def test_same_implementation_without_a_plan_fails_at_build():
+    with pytest.raises(ValueError) as info:
+        keras.Sequential([keras.Input((16, 16, 3)),
+                          BlurPool2D(5, implementation="same", name="b5")])
+    message = str(info.value)
+    for part in ["'b5'", "implementation='same'", "16x16", "filter_size=5",
+                 "implementation='auto'", "'padded'"]:
+        assert part in message
+    with pytest.raises(ValueError, match="15x17"):
+        BlurPool2D(4, implementation="same")(np.zeros((1, 15, 17, 2), "float32"))
+
+
+def test_same_implementation_with_unknown_sizes_checks_at_call():
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, BlurPool2D(4, implementation="same",
+                                           name="late")(inputs))
+    x = np.random.default_rng(0).standard_normal((1, 16, 12, 3))
+    np.testing.assert_allclose(
+        to_numpy(model(x.astype("float32"))),
+        numpy_blurpool(x, 4, 2, "reflect", 0, rank=2), atol=1e-5)
+    with pytest.raises(ValueError, match="'late'.*15x12"):
+        model(np.zeros((1, 15, 12, 3), "float32"))
+
+
+def test_blurpool1d_implementation():
+    with pytest.raises(ValueError, match="implementation='same'") as info:
+        BlurPool1D(implementation="same")
+    assert "('auto', 'padded')" in str(info.value)
+    x = np.random.default_rng(0).standard_normal((2, 16, 3))
+    for implementation in ["auto", "padded"]:
+        layer = BlurPool1D(4, pad_type="zero", implementation=implementation)
+        np.testing.assert_allclose(
+            to_numpy(layer(x.astype("float32"))),
+            numpy_blurpool(x, 4, 2, "zero", 0, rank=1), atol=1e-5)

@@ -56,7 +56,7 @@ def check_imagenet_available(
         )
     if antialias != "blur" or pad_type not in ("reflect", "refl"):
         raise ValueError(
-            "The released ImageNet weights are for antialias='blur', "
+            "With `weights='imagenet'`: the released ImageNet weights are for antialias='blur', "
             f"pad_type='reflect'. Received: antialias={antialias!r}, "
             f"pad_type={pad_type!r}"
         )

@@ -23,7 +23,11 @@ gradient, a correction on a few rows and columns again, written with one
 scatter under `keras.ops.custom_gradient`. This holds for the paper's
 filter 4 at stride 2 on even maps; where the "same" padding starts
 elsewhere or no such `fold` exists (filter 4 on odd maps, filters 5 and 6
-at stride 2), `plan_2d` returns None and the layer pads explicitly.
+at stride 2), `plan_2d` returns None and the layer pads explicitly (or,
+with `implementation="same"`, refuses).
+
+Only the border lines enter a plan (`_Rows`), so planning takes the same
+time and memory for any input size, and the plan cache stays small.
 """
 
 from __future__ import annotations
@@ -36,12 +40,48 @@ from keras import ops
 
 
 @dataclasses.dataclass(frozen=True)
-class _AxisPlan:
-    """One spatial axis as (outputs x inputs) matrices, see module doc."""
+class _Rows:
+    """A matrix that is zero outside a few rows and the columns they read.
 
-    same: np.ndarray  # the backend's zero-padded "same" convolution
-    true: np.ndarray  # the layer: the padding folded into the inputs
-    fold: np.ndarray  # (inputs x inputs), with same @ fold == true
+    Only the block `matrix[rows][:, cols]` is stored: its size depends on
+    the filter and the stride, not on the feature map, so a cached plan
+    stays a few hundred bytes for any input size (a dense matrix per axis
+    made a plan for 2048² cost ~170 MB and ~1 s to build).
+    """
+
+    size: int  # rows of the whole matrix
+    rows: tuple  # its nonzero rows, ascending
+    cols: tuple  # the columns they read, ascending
+    block: np.ndarray  # (len(rows), len(cols))
+
+    @classmethod
+    def from_entries(cls, size, entries):
+        """From `{(row, col): value}`; zero values are left out."""
+        entries = {key: v for key, v in entries.items() if v != 0}
+        rows = tuple(sorted({i for i, _ in entries}))
+        cols = tuple(sorted({j for _, j in entries}))
+        block = np.zeros((len(rows), len(cols)))
+        for (i, j), v in entries.items():
+            block[rows.index(i), cols.index(j)] = v
+        return cls(size, rows, cols, block)
+
+    @property
+    def nbytes(self):
+        return self.block.nbytes + 8 * (len(self.rows) + len(self.cols))
+
+
+@dataclasses.dataclass(frozen=True)
+class _AxisPlan:
+    """One spatial axis: where the layer and the "same" convolution differ.
+
+    With `same` and `true` the (outputs x inputs) matrices of the module
+    doc, `diff = true - same` and `fold = I + extra` with
+    `same @ fold == true`; `extra` is kept transposed, as the gradient
+    applies it.
+    """
+
+    diff: _Rows  # (outputs x inputs)
+    extra_t: _Rows  # (inputs x inputs)
 
 
 def _source(q, n, pad_type):
@@ -67,42 +107,71 @@ def same_is_aligned(n, filter_size, stride, pads):
     return out == same_out and same_before == before
 
 
+def _same_column(r, n, taps, stride, before):
+    """Column `r` of the "same" matrix, as `{output: weight}`."""
+    k = len(taps)
+    out = -(-n // stride)
+    first = max(0, -(-(r + before - k + 1) // stride))
+    last = min(out - 1, (r + before) // stride)
+    return {i: taps[r + before - i * stride] for i in range(first, last + 1)}
+
+
 @functools.lru_cache(maxsize=256)
 def _axis_plan(n, taps, stride, pads, pad_type):
+    # Only the outputs whose window leaves the input differ between the
+    # two matrices, and only on the input lines the padding copies: the
+    # plan is built from those few lines, in time and memory independent
+    # of `n`.
     k = len(taps)
     if not same_is_aligned(n, k, stride, pads):
         return None
     before = pads[0]
     out = -(-n // stride)
-    true = np.zeros((out, n))
-    same = np.zeros((out, n))
-    for i in range(out):
+    border = sorted(
+        set(range(min(out, -(-before // stride))))
+        | set(range(max(0, (n - k + before) // stride + 1), out))
+    )
+    true, same = {}, {}
+    for i in border:
         for t, w in enumerate(taps):
             q = i * stride + t - before
             if 0 <= q < n:
-                same[i, q] += w
-                true[i, q] += w
+                same[i, q] = same.get((i, q), 0.0) + w
+                true[i, q] = true.get((i, q), 0.0) + w
             elif (src := _source(q, n, pad_type)) is not None:
-                true[i, src] += w
-    diff = true - same
-    fold = np.eye(n)
-    for c in np.flatnonzero(np.any(diff != 0, axis=0)):
-        r = _proportional_column(same, diff[:, c])
+                true[i, src] = true.get((i, src), 0.0) + w
+    diff = _Rows.from_entries(
+        out, {key: v - same.get(key, 0.0) for key, v in true.items()}
+    )
+    extra_t = {}
+    for j, c in enumerate(diff.cols):
+        column = {i: diff.block[m, j] for m, i in enumerate(diff.rows)}
+        column = {i: v for i, v in column.items() if v != 0}
+        r = _proportional_column(column, n, taps, stride, before)
         if r is None:
             return None
-        fold[r, c] += diff[:, c][diff[:, c] != 0][0] / same[:, r][same[:, r] != 0][0]
-    if not np.allclose(same @ fold, true, rtol=0, atol=1e-12):
-        return None
-    return _AxisPlan(same=same, true=true, fold=fold)
+        same_r = _same_column(r, n, taps, stride, before)
+        scale = column[min(column)] / same_r[min(column)]
+        # same @ fold == true, checked on the column that fold changes.
+        if any(abs(same_r[i] * scale - v) > 1e-12 for i, v in column.items()):
+            return None
+        extra_t[c, r] = scale
+    return _AxisPlan(diff=diff, extra_t=_Rows.from_entries(n, extra_t))
 
 
-def _proportional_column(matrix, column):
-    """Index of a column of `matrix` proportional to `column`, or None."""
-    support = column != 0
-    for r in range(matrix.shape[1]):
-        candidate = matrix[:, r]
-        if np.array_equal(candidate != 0, support):
-            ratio = column[support] / candidate[support]
+def _proportional_column(column, n, taps, stride, before):
+    """The first "same" column proportional to `column`, or None.
+
+    A proportional column has the same support, so it is read by the
+    first output of `column`: only the filter's width of candidates.
+    """
+    support = sorted(column)
+    i0 = support[0]
+    for r in range(max(0, i0 * stride - before),
+                   min(n, i0 * stride - before + len(taps))):
+        candidate = _same_column(r, n, taps, stride, before)
+        if sorted(candidate) == support:
+            ratio = np.array([column[i] / candidate[i] for i in support])
             if np.allclose(ratio, ratio[0], rtol=1e-12, atol=0):
                 return r
     return None
@@ -122,18 +191,22 @@ class _Lines:
     second whole columns, the third only where they cross.
     """
 
-    sparse_h: np.ndarray  # (out_h, n_h), few nonzero rows
-    sparse_w: np.ndarray  # (out_w, n_w), few nonzero rows
+    sparse_h: _Rows  # (out_h, n_h)
+    sparse_w: _Rows  # (out_w, n_w)
     blur_h: tuple | None = None  # (taps, stride) of the blur along H
     blur_w: tuple | None = None
 
-    @functools.cached_property
+    @property
     def rows(self):
-        return [int(i) for i in np.flatnonzero(np.any(self.sparse_h != 0, axis=1))]
+        return list(self.sparse_h.rows)
 
-    @functools.cached_property
+    @property
     def cols(self):
-        return [int(j) for j in np.flatnonzero(np.any(self.sparse_w != 0, axis=1))]
+        return list(self.sparse_w.rows)
+
+    @property
+    def nbytes(self):
+        return self.sparse_h.nbytes + self.sparse_w.nbytes
 
     def is_zero(self):
         return not (self.rows or self.cols)
@@ -145,6 +218,11 @@ class Plan2D:
 
     forward: _Lines  # layer output - "same" convolution output
     backward: _Lines  # input gradient - "same" convolution input gradient
+
+    @property
+    def nbytes(self):
+        """Bytes of the arrays the plan holds (independent of the size)."""
+        return self.forward.nbytes + self.backward.nbytes
 
 
 def plan_2d(spatial_shape, taps, strides, pads, pad_type):
@@ -160,6 +238,8 @@ def plan_2d(spatial_shape, taps, strides, pads, pad_type):
     )
 
 
+# Plans are a few hundred bytes whatever the input size (see `_Rows`), so
+# 256 of them stay well under a megabyte.
 @functools.lru_cache(maxsize=256)
 def _plan_2d(spatial_shape, taps, strides, pads, pad_type):
     h, w = (
@@ -172,16 +252,14 @@ def _plan_2d(spatial_shape, taps, strides, pads, pad_type):
     #   true_h x true_w.T - same_h x same_w.T
     #     = d_h x same_w.T + same_h x d_w.T + d_h x d_w.T
     forward = _Lines(
-        h.true - h.same,
-        w.true - w.same,
+        h.diff,
+        w.diff,
         blur_h=(taps, strides[0]),
         blur_w=(taps, strides[1]),
     )
     # With e = fold - I per axis:
     #   fold_h.T g fold_w - g = e_h.T g + g e_w + e_h.T g e_w
-    backward = _Lines(
-        (h.fold - np.eye(len(h.fold))).T, (w.fold - np.eye(len(w.fold))).T
-    )
+    backward = _Lines(h.extra_t, w.extra_t)
     return Plan2D(forward=forward, backward=backward)
 
 
@@ -259,20 +337,20 @@ def _lines(x, lines, data_format):
     channels_last = data_format == "channels_last"
     h_axis, w_axis = (1, 2) if channels_last else (2, 3)
     rows, cols = lines.rows, lines.cols
-    out_h, out_w = lines.sparse_h.shape[0], lines.sparse_w.shape[0]
+    out_h, out_w = lines.sparse_h.size, lines.sparse_w.size
     other_rows = [i for i in range(out_h) if i not in rows]
     other_cols = [j for j in range(out_w) if j not in cols]
     blocks, positions = [], []
     if rows:
-        r = _sparse(x, lines.sparse_h[rows], h_axis, channels_last)
+        r = _sparse(x, lines.sparse_h, h_axis, channels_last)
         row_block = _blur(r, lines.blur_w, w_axis, data_format)
     if cols:
-        c = _sparse(x, lines.sparse_w[cols], w_axis, channels_last)
+        c = _sparse(x, lines.sparse_w, w_axis, channels_last)
         col_block = _blur(c, lines.blur_h, h_axis, data_format)
     if rows and cols:
         corners = (
             ops.take(row_block, cols, axis=w_axis)
-            + _sparse(r, lines.sparse_w[cols], w_axis, channels_last)
+            + _sparse(r, lines.sparse_w, w_axis, channels_last)
             + ops.take(col_block, rows, axis=h_axis)
         )
         blocks.append(corners)
@@ -308,11 +386,11 @@ def _lines(x, lines, data_format):
     return _per_batch(per_image, stride, ops.shape(x)[0]), values
 
 
-def _sparse(x, matrix, axis, channels_last):
-    """`matrix` (new, old), with few nonzero columns, along data `axis`."""
-    support = np.flatnonzero(np.any(matrix != 0, axis=0))
+def _sparse(x, rows, axis, channels_last):
+    """The nonzero rows of a `_Rows` matrix (new, old) along data `axis`."""
+    support = list(rows.cols)
     x = ops.take(x, support, axis=axis)
-    matrix = matrix[:, support]
+    matrix = rows.block
     if np.all(np.count_nonzero(matrix, axis=1) == 1):
         # Each new line is a multiple of one old line.
         which = np.argmax(matrix != 0, axis=1)

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_blurpool._utils import check_int
+from keras_blurpool._utils import is_int
 from keras_blurpool.layers import _same_padding
 
 # Aliases accepted by the reference, mapped to one canonical name each.
@@ -27,18 +29,35 @@ _PAD_TYPES = {
     "zero": "zero",
 }
 _DATA_FORMATS = ("channels_last", "channels_first")
+_IMPLEMENTATIONS = ("auto", "padded", "same")
+
+# The taps are C(k-1, i) / 2**(k-1). Up to 64 taps each is within one
+# float64 rounding of the exact fraction (exact up to 57 taps), and the
+# smallest, 2**-63, is still a normal float32. That is far beyond any
+# useful blur (the paper uses 1-7); unbounded, 1,000 taps ran for a long
+# while before overflowing float64.
+MAX_FILTER_SIZE = 64
 
 
 def binomial_filter(filter_size: int) -> np.ndarray:
     """Normalised 1-D binomial taps, e.g. `[1, 3, 3, 1] / 8` for size 4.
 
     Args:
-        filter_size: number of taps, a positive int.
+        filter_size: number of taps, an int from 1 to `MAX_FILTER_SIZE`
+            (64).
 
     Returns:
         float64 NumPy array of `filter_size` taps summing to 1.
+
+    Raises:
+        ValueError: if `filter_size` is not an int in that range.
+
+    Example:
+
+    >>> binomial_filter(4).tolist()
+    [0.125, 0.375, 0.375, 0.125]
     """
-    _check_positive_int("filter_size", filter_size)
+    filter_size = check_int("filter_size", filter_size, 1, MAX_FILTER_SIZE)
     taps = np.array(
         [math.comb(filter_size - 1, i) for i in range(filter_size)],
         dtype="float64",
@@ -46,22 +65,11 @@ def binomial_filter(filter_size: int) -> np.ndarray:
     return taps / taps.sum()
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_positive_int(name, value):
-    if not _is_int(value) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive int. Received: {name}={value!r}"
-        )
-
-
 def _standardize_strides(strides, rank):
     values = strides if isinstance(strides, (tuple, list)) else (strides,)
     if len(values) == 1:
         values = tuple(values) * rank
-    if len(values) != rank or not all(_is_int(s) and s >= 1 for s in values):
+    if len(values) != rank or not all(is_int(s) and s >= 1 for s in values):
         raise ValueError(
             f"`strides` must be an int >= 1 or a tuple of {rank} ints >= 1. "
             f"Received: strides={strides!r}"
@@ -81,16 +89,17 @@ class _BlurPool(keras.layers.Layer):
         pad_type="reflect",
         pad_off=0,
         data_format=None,
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_positive_int("filter_size", filter_size)
-        if pad_type not in _PAD_TYPES:
+        check_int("filter_size", filter_size, 1, MAX_FILTER_SIZE)
+        if not isinstance(pad_type, str) or pad_type not in _PAD_TYPES:
             raise ValueError(
                 "`pad_type` must be one of "
                 f"{sorted(_PAD_TYPES)}. Received: pad_type={pad_type!r}"
             )
-        if not _is_int(pad_off) or pad_off < 0:
+        if not is_int(pad_off) or pad_off < 0:
             raise ValueError(
                 "`pad_off` must be an int >= 0. "
                 f"Received: pad_off={pad_off!r}"
@@ -102,7 +111,15 @@ class _BlurPool(keras.layers.Layer):
                 f"`data_format` must be one of {_DATA_FORMATS} or None. "
                 f"Received: data_format={data_format!r}"
             )
+        allowed = _IMPLEMENTATIONS if self._rank == 2 else ("auto", "padded")
+        if not isinstance(implementation, str) or implementation not in allowed:
+            raise ValueError(
+                f"`implementation` must be one of {allowed} for "
+                f"{type(self).__name__}. Received: "
+                f"implementation={implementation!r}"
+            )
         self.filter_size = int(filter_size)
+        self.implementation = implementation
         self.strides = _standardize_strides(strides, self._rank)
         self.pad_type = _PAD_TYPES[pad_type]
         self.pad_off = int(pad_off)
@@ -142,6 +159,8 @@ class _BlurPool(keras.layers.Layer):
                 f"dimension. Received input_shape={tuple(input_shape)}"
             )
         self._check_spatial_sizes(input_shape)
+        if all(input_shape[a] is not None for a in self._spatial_axes):
+            self._same_padding_plan(input_shape)  # checks "same" early
         self.input_spec = keras.layers.InputSpec(
             ndim=self._rank + 2, axes={self._channel_axis: channels}
         )
@@ -182,7 +201,7 @@ class _BlurPool(keras.layers.Layer):
         It then pads inside the convolution and no padded copy of the input
         is made, which is most of the cost of the layer.
         """
-        if self.pad_type != "zero":
+        if self.pad_type != "zero" or self.implementation == "padded":
             return False
         return all(
             shape[axis] is not None
@@ -197,16 +216,31 @@ class _BlurPool(keras.layers.Layer):
 
         See `_same_padding`: it avoids writing a padded copy of the input
         and folding the copy's gradient back, the costly part of the layer.
+        None with `implementation="padded"`; with `"same"`, an error where
+        no exact plan exists for `shape`.
         """
-        if self._rank != 2 or self.filter_size == 1:
+        if self._rank != 2 or self.implementation == "padded":
             return None
-        return _same_padding.plan_2d(
-            [shape[a] for a in self._spatial_axes],
-            self._taps,
-            self.strides,
-            self._pads,
-            self.pad_type,
+        sizes = [shape[a] for a in self._spatial_axes]
+        plan = _same_padding.plan_2d(
+            sizes, self._taps, self.strides, self._pads, self.pad_type
         )
+        if plan is None and self.implementation == "same":
+            size = "x".join(str(n) for n in sizes)
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' with "
+                f"implementation='same' has no exact \"same\"-convolution "
+                f"route for a {size} feature map (filter_size="
+                f"{self.filter_size}, strides={self.strides}, pad_type="
+                f"'{self.pad_type}', pad_off={self.pad_off}). It needs "
+                "known spatial sizes on which the backend's \"same\" "
+                "padding starts the windows where the layer's does, e.g. "
+                "filter_size 2 or 4 at stride 2 on even sizes, 3 at stride "
+                "2 on odd sizes, pad_off=0. Use implementation='auto' (this "
+                "route where it is exact, explicit padding elsewhere) or "
+                "'padded'."
+            )
+        return plan
 
     def _pad(self, x):
         before, after = self._pads
@@ -264,6 +298,7 @@ class _BlurPool(keras.layers.Layer):
                 "pad_type": self.pad_type,
                 "pad_off": self.pad_off,
                 "data_format": self.data_format,
+                "implementation": self.implementation,
             }
         )
         return config
@@ -278,8 +313,9 @@ class BlurPool2D(_BlurPool):
     stride: evaluate the layer before it at stride 1, then `BlurPool2D`.
 
     Args:
-        filter_size: taps of the binomial filter per axis (1 = no blur,
-            plain subsampling; the paper's default is 4 for even maps).
+        filter_size: taps of the binomial filter per axis, 1 to 64 (1 = no
+            blur, plain subsampling; the paper's default is 4 for even
+            maps).
         strides: int or tuple of 2 ints, the subsampling factor.
         pad_type: `"reflect"` (alias `"refl"`), `"replicate"` (`"repl"`)
             or `"zero"`. Pads `floor((k-1)/2) + pad_off` before and
@@ -287,7 +323,22 @@ class BlurPool2D(_BlurPool):
         pad_off: extra padding on each side, an int >= 0.
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
+        implementation: how the padding is computed; the outputs and
+            gradients are the same. `"padded"` writes a padded copy of the
+            input and runs a "valid" convolution. `"same"` runs the
+            backend's "same" convolution on the unpadded input and corrects
+            the few border rows and columns (faster on CPU); it is exact
+            only for some sizes (filter_size 2 or 4 at stride 2 on even
+            maps, 3 at stride 2 on odd maps, `pad_off=0`) and raises
+            elsewhere, at build for known spatial sizes, else at call.
+            `"auto"` (default) takes `"same"` where it is exact and
+            `"padded"` elsewhere.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Raises:
+        ValueError: for an argument outside the ranges above; at build or
+            call, for a map too small for reflect padding, or one with no
+            exact `"same"` route under `implementation="same"`.
 
     Example:
 
@@ -305,6 +356,7 @@ class BlurPool2D(_BlurPool):
         pad_type="reflect",
         pad_off=0,
         data_format=None,
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(
@@ -313,6 +365,7 @@ class BlurPool2D(_BlurPool):
             pad_type=pad_type,
             pad_off=pad_off,
             data_format=data_format,
+            implementation=implementation,
             **kwargs,
         )
 
@@ -325,13 +378,22 @@ class BlurPool1D(_BlurPool):
     input. Inputs are `(batch, steps, channels)` for `"channels_last"`.
 
     Args:
-        filter_size: taps of the binomial filter (1 = plain subsampling).
+        filter_size: taps of the binomial filter, 1 to 64 (1 = plain
+            subsampling).
         strides: int (or tuple of 1 int), the subsampling factor.
         pad_type: `"reflect"`/`"refl"`, `"replicate"`/`"repl"` or `"zero"`.
         pad_off: extra padding on each side, an int >= 0.
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
+        implementation: `"auto"` (default: the backend's "same" convolution
+            where its zero padding is the layer's, explicit padding
+            elsewhere) or `"padded"` (always explicit). The border-corrected
+            `"same"` route of `BlurPool2D` has no 1-D version.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Raises:
+        ValueError: for an argument outside the ranges above, or a map too
+            small for reflect padding.
 
     Example:
 
@@ -349,6 +411,7 @@ class BlurPool1D(_BlurPool):
         pad_type="reflect",
         pad_off=0,
         data_format=None,
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(
@@ -357,5 +420,6 @@ class BlurPool1D(_BlurPool):
             pad_type=pad_type,
             pad_off=pad_off,
             data_format=data_format,
+            implementation=implementation,
             **kwargs,
         )

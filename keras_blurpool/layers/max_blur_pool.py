@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_blurpool._utils import check_int
 from keras_blurpool.layers.blur_pool import BlurPool2D
-from keras_blurpool.layers.blur_pool import _check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_blurpool")
@@ -24,7 +24,14 @@ class MaxBlurPool2D(keras.layers.Layer):
         pad_type: padding of the BlurPool: `"reflect"`, `"replicate"` or
             `"zero"` (and the reference's aliases `"refl"`, `"repl"`).
         data_format: `"channels_last"` or `"channels_first"`.
+        implementation: the BlurPool's `"auto"`, `"padded"` or `"same"`
+            route, see `BlurPool2D`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Raises:
+        ValueError: for a bad argument; at build or call, for a feature
+            map smaller than `pool_size` (or too small for the BlurPool's
+            padding).
 
     Example:
 
@@ -40,16 +47,17 @@ class MaxBlurPool2D(keras.layers.Layer):
         strides=2,
         pad_type="reflect",
         data_format=None,
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_positive_int("pool_size", pool_size)
-        self.pool_size = int(pool_size)
+        self.pool_size = check_int("pool_size", pool_size)
         self.blur = BlurPool2D(
             filter_size=filter_size,
             strides=strides,
             pad_type=pad_type,
             data_format=data_format,
+            implementation=implementation,
             dtype=self.dtype_policy,
             name="blur",
         )
@@ -57,7 +65,21 @@ class MaxBlurPool2D(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
+        self._check_spatial_sizes(input_shape)
         self.blur.build(self._pooled_shape(input_shape))
+
+    def _check_spatial_sizes(self, shape):
+        # A "valid" max pool over a map smaller than its window has no
+        # output; TensorFlow's kernel dies of a division by zero on it.
+        sizes = [shape[a] for a in self.blur._spatial_axes]
+        if any(n is not None and n < self.pool_size for n in sizes):
+            size = "x".join(str(n) for n in sizes)
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' cannot max-pool a "
+                f"{size} feature map with pool_size={self.pool_size}: every "
+                "spatial size must be at least pool_size. Use a smaller "
+                "pool_size or a larger input."
+            )
 
     def _pooled_shape(self, input_shape):
         shape = list(input_shape)
@@ -67,6 +89,7 @@ class MaxBlurPool2D(keras.layers.Layer):
         return tuple(shape)
 
     def call(self, inputs):
+        self._check_spatial_sizes(inputs.shape)
         pooled = ops.max_pool(
             inputs,
             pool_size=self.pool_size,
@@ -88,6 +111,7 @@ class MaxBlurPool2D(keras.layers.Layer):
                 "strides": self.blur.strides,
                 "pad_type": self.blur.pad_type,
                 "data_format": self.data_format,
+                "implementation": self.blur.implementation,
             }
         )
         return config
