@@ -56,9 +56,9 @@ def check_imagenet_available(
         )
     if antialias != "blur" or pad_type not in ("reflect", "refl"):
         raise ValueError(
-            "With `weights='imagenet'`: the released ImageNet weights are for antialias='blur', "
-            f"pad_type='reflect'. Received: antialias={antialias!r}, "
-            f"pad_type={pad_type!r}"
+            "With `weights='imagenet'`: the released ImageNet weights "
+            "are for antialias='blur', pad_type='reflect'. Received: "
+            f"antialias={antialias!r}, pad_type={pad_type!r}"
         )
     if filter_size not in spec.weights:
         raise ValueError(
