@@ -283,8 +283,8 @@ Returns:
 Example:
 
 >>> model = keras_blurpool.applications.{builder}(filter_size=4)
->>> model(np.zeros((1, 224, 224, 3))).shape
-(1, 1000)
+>>> model.output_shape
+(None, 1000)
 """
 
 

@@ -343,7 +343,7 @@ class BlurPool2D(_BlurPool):
     Example:
 
     >>> x = keras.random.normal((1, 32, 32, 8))
-    >>> keras_blurpool.BlurPool2D(filter_size=4)(x).shape
+    >>> tuple(keras_blurpool.BlurPool2D(filter_size=4)(x).shape)
     (1, 16, 16, 8)
     """
 
@@ -398,7 +398,7 @@ class BlurPool1D(_BlurPool):
     Example:
 
     >>> x = keras.random.normal((2, 100, 4))
-    >>> keras_blurpool.BlurPool1D(filter_size=3)(x).shape
+    >>> tuple(keras_blurpool.BlurPool1D(filter_size=3)(x).shape)
     (2, 50, 4)
     """
 

@@ -36,7 +36,7 @@ class MaxBlurPool2D(keras.layers.Layer):
     Example:
 
     >>> x = keras.random.normal((1, 32, 32, 8))
-    >>> keras_blurpool.MaxBlurPool2D()(x).shape
+    >>> tuple(keras_blurpool.MaxBlurPool2D()(x).shape)
     (1, 16, 16, 8)
     """
 
