@@ -23,7 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 from keras_blurpool import BlurPool2D  # noqa: E402
-from _common import interleaved_medians, padded_route  # noqa: E402
+
+from _common import interleaved_medians  # noqa: E402
+from _common import padded_route  # noqa: E402
 
 
 def _tf_candidates(x, filter_size, pad_type, jit_compile=False):

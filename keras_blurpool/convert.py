@@ -2,8 +2,9 @@
 
 Usage:
 
-    python -m keras_blurpool.convert ARCH CHECKPOINT OUT.weights.h5 \\
-        [--filter-size N]
+    keras-blurpool-convert ARCH CHECKPOINT OUT.weights.h5 [--filter-size N]
+
+(or `python -m keras_blurpool.convert ...`).
 
 ARCH is the reference's architecture name (`resnet50`, `vgg16_bn`,
 `densenet121`, `mobilenet_v2`, `alexnet`, ...). CHECKPOINT is a `.pth`
@@ -30,10 +31,9 @@ from keras_blurpool.weights.torch_checkpoint import read_torch_checkpoint
 from keras_blurpool.weights.torch_state_dict import load_torch_weights
 
 
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m keras_blurpool.convert",
+        prog="keras-blurpool-convert",
         description=(
             "Convert a checkpoint of the PyTorch antialiased_cnns reference "
             "into a Keras `.weights.h5` file."
