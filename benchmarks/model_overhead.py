@@ -21,6 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_blurpool.applications import ResNet50  # noqa: E402
+
 from _common import interleaved_medians  # noqa: E402
 
 

@@ -30,8 +30,8 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import torch  # noqa: E402
 import antialiased_cnns  # noqa: E402
+import torch  # noqa: E402
 
 from keras_blurpool import load_torch_weights  # noqa: E402
 from keras_blurpool.applications import ResNet50  # noqa: E402

@@ -31,7 +31,6 @@ from keras_blurpool.applications.loading import load_torch_weights
 from keras_blurpool.applications._common import check_filter_size
 from keras_blurpool.weights import read_torch_checkpoint
 
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-blurpool-convert",

@@ -3,13 +3,13 @@
 import keras
 import numpy as np
 import pytest
-from tests.conftest import assert_same_logits
-from tests.conftest import numpy_state_dict
-from tests.conftest import randomize_batchnorm
 
 import keras_blurpool
 from keras_blurpool.applications import densenet
 from keras_blurpool.applications import mobilenet_v2
+from tests.conftest import assert_same_logits
+from tests.conftest import numpy_state_dict
+from tests.conftest import randomize_batchnorm
 
 # Keras builder -> (module, reference function), the whole table.
 TABLE = {

@@ -543,7 +543,7 @@ def test_crop_augmentation_is_a_plain_crop():
             )
             offsets.add((top, left))
     assert len(offsets) > 5
-    assert all(0 <= t <= 8 and 0 <= l <= 8 for t, l in offsets)
+    assert all(0 <= t <= 8 and 0 <= left <= 8 for t, left in offsets)
 
 
 def test_imagenet_augmentation_on_images_of_any_shape():

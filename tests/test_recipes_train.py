@@ -543,15 +543,14 @@ def test_finetune_from_baseline_weights_h5(tmp_path, capsys):
     assert "from schedule epoch 11" in printed
     tuned = models.build_model("demo", 4, num_classes=10, image_size=32)
     tuned.load_weights(out / "final.weights.h5")
-    assert any(type(l).__name__ == "BlurPool2D" for l in tuned.layers)
+    assert any(type(layer).__name__ == "BlurPool2D" for layer in tuned.layers)
     for a, b in zip(baseline.trainable_weights, tuned.trainable_weights):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6)
 
 
 def test_finetune_from_torchvision_pth(reference, jpeg_folder, tmp_path, capsys):
-    from tests.test_resnet import _as_torchvision
-
     import keras_blurpool
+    from tests.test_resnet import _as_torchvision
 
     torch, aa = reference
     torch.manual_seed(0)

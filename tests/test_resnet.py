@@ -5,13 +5,13 @@ import itertools
 import keras
 import numpy as np
 import pytest
-from tests.conftest import assert_same_logits
-from tests.conftest import numpy_state_dict
-from tests.conftest import randomize_batchnorm
 
 import keras_blurpool
 from keras_blurpool.applications import resnet
 from keras_blurpool.applications._common import AntiAlias
+from tests.conftest import assert_same_logits
+from tests.conftest import numpy_state_dict
+from tests.conftest import randomize_batchnorm
 
 # Keras builder -> reference function, the whole table.
 TABLE = {

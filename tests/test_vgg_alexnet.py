@@ -12,16 +12,12 @@ import importlib
 import keras
 import numpy as np
 import pytest
-from tests.conftest import assert_same_logits
-from tests.conftest import numpy_state_dict
-from tests.conftest import randomize_batchnorm
 
 import keras_blurpool
 from keras_blurpool import BlurPool2D
 from keras_blurpool.applications import alexnet
 from keras_blurpool.applications._common import AntiAlias
 from keras_blurpool.applications import vgg
-from keras_blurpool.applications import AlexNet
 from keras_blurpool.applications import VGG11
 from keras_blurpool.applications import VGG11BN
 from keras_blurpool.applications import VGG13
@@ -30,6 +26,12 @@ from keras_blurpool.applications import VGG16
 from keras_blurpool.applications import VGG16BN
 from keras_blurpool.applications import VGG19
 from keras_blurpool.applications import VGG19BN
+from keras_blurpool.applications import AlexNet
+from keras_blurpool.applications import alexnet
+from keras_blurpool.applications import vgg
+from tests.conftest import assert_same_logits
+from tests.conftest import numpy_state_dict
+from tests.conftest import randomize_batchnorm
 
 VGG_CFGS = {11: [1, 1, 2, 2, 2], 13: [2, 2, 2, 2, 2], 16: [2, 2, 3, 3, 3],
             19: [2, 2, 4, 4, 4]}

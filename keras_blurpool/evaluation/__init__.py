@@ -7,6 +7,17 @@ dataset in batches, run under the active `tf.distribute` strategy, and
 show a progress bar.
 """
 
+# The package streams datasets with tf.data (under any Keras backend), so it
+# needs TensorFlow installed, which the core package does not require.
+try:
+    import tensorflow  # noqa: F401
+except ImportError as error:
+    raise ImportError(
+        "keras_blurpool.evaluation streams datasets with tf.data and needs "
+        "TensorFlow installed (it runs under any Keras backend): "
+        "pip install 'keras-blurpool[tensorflow]'"
+    ) from error
+
 from keras_blurpool.evaluation.accuracy import accuracy
 from keras_blurpool.evaluation.consistency import circular_shift_consistency
 from keras_blurpool.evaluation.consistency import shift_consistency
