@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 from keras_blurpool import BlurPool2D  # noqa: E402
+
 from _common import interleaved_medians  # noqa: E402
 
 

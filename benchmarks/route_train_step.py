@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_blurpool.applications import ResNet50  # noqa: E402
+
 from _common import interleaved_medians  # noqa: E402
 from _common import on_padded_route  # noqa: E402
 

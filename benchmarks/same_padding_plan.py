@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 from keras_blurpool import BlurPool2D  # noqa: E402
 from keras_blurpool import binomial_filter  # noqa: E402
 from keras_blurpool.layers import _same_padding  # noqa: E402
+
 from _common import interleaved_medians  # noqa: E402
 
 TAPS = binomial_filter(4)  # the paper's filter at stride 2, reflect

@@ -172,8 +172,8 @@ def test_registered_third_party_layer_is_hidden_for_torchvision_names(
     assert register_antialiasing(cls) is cls
     assert is_antialiasing(cls()) and is_antialiasing(type("Sub", (cls,), {})())
     model = build()
-    blur_layers = [l for l in model.layers if l.name.endswith("_blur")]
-    assert len(blur_layers) == 7 and all(type(l) is cls for l in blur_layers)
+    blur_layers = [layer for layer in model.layers if layer.name.endswith("_blur")]
+    assert len(blur_layers) == 7 and all(type(layer) is cls for layer in blur_layers)
     keras_blurpool.load_torch_weights(model, state)
     plain = keras_blurpool.load_torch_weights(
         applications.ResNet18(antialias=None), state
@@ -207,7 +207,7 @@ def test_avg_resnet18_equals_torch_avg_pool_placement(reference, pool_only):
         antialias="avg", pool_only=pool_only, input_shape=(72, 72, 3),
         classifier_activation=None,
     )
-    names = {l.name for l in model.layers if isinstance(l, AntiAliasAvgPool2D)}
+    names = {layer.name for layer in model.layers if isinstance(layer, AntiAliasAvgPool2D)}
     assert names == {
         "pool1_blur", "conv3_block1_2_blur", "conv3_block1_0_blur",
         "conv4_block1_2_blur", "conv4_block1_0_blur",
@@ -309,19 +309,19 @@ def test_every_family_takes_every_antialias(builder, kwargs):
     for antialias, kind in (("blur", BlurPool2D), ("avg", AntiAliasAvgPool2D),
                             (None, None)):
         model = builder(antialias=antialias, pad_type="zero", **kwargs)
-        marked = [l for l in model.layers if is_antialiasing(l)]
-        named = [l for l in model.layers if l.name.endswith("_blur")]
+        marked = [layer for layer in model.layers if is_antialiasing(layer)]
+        named = [layer for layer in model.layers if layer.name.endswith("_blur")]
         assert marked == named
         if kind is None:
             assert not marked
         else:
-            assert marked and all(type(l) is kind for l in marked)
-        names = {l.name for l in model.layers if l.weights}
+            assert marked and all(type(layer) is kind for layer in marked)
+        names = {layer.name for layer in model.layers if layer.weights}
         assert weighted is None or names == weighted
         weighted = names
     # filter_size=None is an alias of antialias=None.
     plain = builder(filter_size=None, **kwargs)
-    assert not any(is_antialiasing(l) for l in plain.layers)
+    assert not any(is_antialiasing(layer) for layer in plain.layers)
 
 
 def test_every_builder_has_the_options():

@@ -15,9 +15,6 @@ import pytest
 
 import keras_blurpool
 from keras_blurpool import BlurPool2D
-from keras_blurpool.applications import alexnet
-from keras_blurpool.applications._common import AntiAlias
-from keras_blurpool.applications import vgg
 from keras_blurpool.applications import VGG11
 from keras_blurpool.applications import VGG11BN
 from keras_blurpool.applications import VGG13
@@ -29,6 +26,7 @@ from keras_blurpool.applications import VGG19BN
 from keras_blurpool.applications import AlexNet
 from keras_blurpool.applications import alexnet
 from keras_blurpool.applications import vgg
+from keras_blurpool.applications._common import AntiAlias
 from tests.conftest import assert_same_logits
 from tests.conftest import numpy_state_dict
 from tests.conftest import randomize_batchnorm

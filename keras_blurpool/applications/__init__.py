@@ -12,8 +12,8 @@ architectures in `registry`.
 from keras_blurpool.applications import alexnet
 from keras_blurpool.applications import densenet
 from keras_blurpool.applications import mobilenet_v2
-from keras_blurpool.applications import resnet
 from keras_blurpool.applications import registry
+from keras_blurpool.applications import resnet
 from keras_blurpool.applications import vgg
 from keras_blurpool.applications.alexnet import AlexNet
 from keras_blurpool.applications.densenet import DenseNet121

@@ -984,7 +984,7 @@ def _materialize(
         unit = _unit(tensor)
         try:
             if (key, *unit) not in decoded:
-                decoded[key, *unit] = _decode(
+                decoded[(key, *unit)] = _decode(
                     buffers[key],
                     tensor.dtype,
                     unit[1],
@@ -993,7 +993,7 @@ def _materialize(
                     budget=budget,
                 )
             array, repeats = _view(
-                tensor, decoded[key, *unit], exclusive=users[key] == 1
+                tensor, decoded[(key, *unit)], exclusive=users[key] == 1
             )
         except _CheckpointError as error:
             raise _CheckpointError(f"tensor '{name}': {error}") from None
