@@ -499,7 +499,13 @@ class Trainer:
         """Refuses to save weights or optimizer state that are not finite."""
         variables = list(self.model.weights) + list(self.optimizer.variables)
         for variable in variables:
-            value = np.asarray(variable)
+            # The replica's own copy: reading a sync-on-read variable in
+            # cross-replica context would all-reduce it, a collective the
+            # other workers do not join at that point.
+            local = self.strategy.experimental_local_results(
+                getattr(variable, "value", variable)
+            )
+            value = np.asarray(local[0])
             if value.dtype.kind == "f" and not np.isfinite(value).all():
                 raise FloatingPointError(
                     f"training diverged: {variable.path} holds non-finite "
@@ -518,6 +524,19 @@ class Trainer:
                 self.checkpoint.write(os.path.join(directory, "ckpt"))
         finally:
             strategy_lib.cleanup_write_dir(directory, self.strategy)
+        self._barrier()
+
+    def _barrier(self) -> None:
+        """Returns once every worker has got here.
+
+        After a save: a worker that goes on (and, after `stop_at_step`,
+        restores "the latest checkpoint" in a new trainer) must not read
+        the chief's checkpoint directory before the chief has finished
+        writing it, or the workers resume at different steps and their
+        collectives no longer pair up.
+        """
+        ones = self.strategy.run(lambda: tf.constant(1.0))
+        self.strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
 
     def _save_model(self, stem: str) -> dict:
         """Writes `<stem>.keras` and `<stem>.weights.h5` atomically."""
