@@ -20,7 +20,7 @@ from keras_blurpool.applications import pretrained
 from keras_blurpool.layers import check_antialias
 from keras_blurpool.layers import create_antialias
 from keras_blurpool.layers.antialias import AntiAliasChoice
-from keras_blurpool.layers.blur_pool import _PAD_TYPES
+from keras_blurpool.layers.blur_pool import standardize_pad_type
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1 counts the other way round.
@@ -66,14 +66,6 @@ def channels(tensor) -> int:
     return tensor.shape[channel_axis()]
 
 
-def _check_pad_type(pad_type) -> None:
-    if not isinstance(pad_type, str) or pad_type not in _PAD_TYPES:
-        raise ValueError(
-            f"`pad_type` must be one of {sorted(_PAD_TYPES)}. "
-            f"Received: pad_type={pad_type!r}"
-        )
-
-
 @dataclasses.dataclass(frozen=True)
 class AntiAlias:
     """How a builder anti-aliases its downsamplings.
@@ -97,7 +89,8 @@ class AntiAlias:
         pixels); zero and replicate padding and the average pool take any
         non-empty map. A callable's layer checks its inputs itself.
         """
-        if self.antialias == "blur" and _PAD_TYPES[self.pad_type] == "reflect":
+        reflect = standardize_pad_type(self.pad_type) == "reflect"
+        if self.antialias == "blur" and reflect:
             return self.filter_size // 2 + 1
         return 1
 
@@ -158,7 +151,7 @@ def validate_builder_args(
         ValueError: naming the argument, the value and what is allowed.
     """
     check_antialias(antialias)
-    _check_pad_type(pad_type)
+    standardize_pad_type(pad_type)
     check_filter_size(filter_size)
     if filter_size is None and antialias is not None and antialias != "blur":
         raise ValueError(

@@ -16,6 +16,7 @@ The released weights are under the reference's CC BY-NC-SA 4.0 licence
 from __future__ import annotations
 
 from keras_blurpool.applications import registry
+from keras_blurpool.layers.blur_pool import standardize_pad_type
 from keras_blurpool.weights import download
 
 
@@ -54,7 +55,7 @@ def check_imagenet_available(
             f"antialias={antialias!r} for {arch!r}; released filter sizes: "
             f"{sizes}"
         )
-    if antialias != "blur" or pad_type not in ("reflect", "refl"):
+    if antialias != "blur" or standardize_pad_type(pad_type) != "reflect":
         raise ValueError(
             "With `weights='imagenet'`: the released ImageNet weights "
             "are for antialias='blur', pad_type='reflect'. Received: "
@@ -80,7 +81,7 @@ def imagenet_state_dict(
     """The released ImageNet state dict of an architecture, cached.
 
     The first call downloads the reference's checkpoint, checks its
-    SHA-256 prefix, applies the family's fix-ups and caches the state dict
+    SHA-256 prefix and caches the state dict
     (see `keras_blurpool.weights.download`); later calls read the cache.
 
     Args:
@@ -106,4 +107,4 @@ def imagenet_state_dict(
     check_imagenet_available(arch, filter_size)
     spec = registry.get(arch)
     origin = spec.origin(spec.released_file(filter_size, fine_tuned=fine_tuned))
-    return download.cached_state_dict(origin, fix=spec.fix_state_dict)
+    return download.cached_state_dict(origin)

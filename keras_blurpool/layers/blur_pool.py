@@ -39,6 +39,26 @@ _IMPLEMENTATIONS = ("auto", "padded", "same")
 MAX_FILTER_SIZE = 64
 
 
+def standardize_pad_type(pad_type) -> str:
+    """The canonical name of a padding (`"refl"` -> `"reflect"`), or raises.
+
+    Args:
+        pad_type: `"reflect"`/`"refl"`, `"replicate"`/`"repl"` or `"zero"`.
+
+    Returns:
+        `"reflect"`, `"replicate"` or `"zero"`.
+
+    Raises:
+        ValueError: naming the value and the allowed ones.
+    """
+    if not isinstance(pad_type, str) or pad_type not in _PAD_TYPES:
+        raise ValueError(
+            f"`pad_type` must be one of {sorted(_PAD_TYPES)}. "
+            f"Received: pad_type={pad_type!r}"
+        )
+    return _PAD_TYPES[pad_type]
+
+
 def binomial_filter(filter_size: int) -> np.ndarray:
     """Normalised 1-D binomial taps, e.g. `[1, 3, 3, 1] / 8` for size 4.
 
@@ -94,11 +114,7 @@ class _BlurPool(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         check_int("filter_size", filter_size, 1, MAX_FILTER_SIZE)
-        if not isinstance(pad_type, str) or pad_type not in _PAD_TYPES:
-            raise ValueError(
-                "`pad_type` must be one of "
-                f"{sorted(_PAD_TYPES)}. Received: pad_type={pad_type!r}"
-            )
+        pad_type = standardize_pad_type(pad_type)
         if not is_int(pad_off) or pad_off < 0:
             raise ValueError(
                 "`pad_off` must be an int >= 0. "
@@ -121,7 +137,7 @@ class _BlurPool(keras.layers.Layer):
         self.filter_size = int(filter_size)
         self.implementation = implementation
         self.strides = _standardize_strides(strides, self._rank)
-        self.pad_type = _PAD_TYPES[pad_type]
+        self.pad_type = pad_type
         self.pad_off = int(pad_off)
         self.data_format = data_format
         # The reference pads floor((k-1)/2) before and ceil((k-1)/2) after.

@@ -22,7 +22,6 @@ import tempfile
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 
@@ -182,13 +181,11 @@ def _load_cached(target: str, digest_file: str) -> dict | None:
         return {key: archive[key] for key in archive.files}
 
 
-def cached_state_dict(
-    origin: str, *, fix: Callable[[dict], dict] | None = None
-) -> dict:
+def cached_state_dict(origin: str) -> dict:
     """The state dict of a released checkpoint, from the cache if there.
 
     The first call downloads `origin`, checks its SHA-256 against the
-    prefix in its file name, reads it, applies `fix` and writes the result
+    prefix in its file name, reads it and writes the state dict
     atomically to `<cache_dir()>/<stem>.npz` together with its SHA-256
     (`<stem>.npz.sha256`); the checkpoint is then deleted. Later calls read
     the `.npz` after checking its owner, permissions and SHA-256.
@@ -196,7 +193,6 @@ def cached_state_dict(
     Args:
         origin: URL of the checkpoint (https:// or file://), its file name
             `name-<sha256 prefix>.pth`.
-        fix: applied to the state dict before it is cached (key fix-ups).
 
     Returns:
         PyTorch names to NumPy arrays.
@@ -235,8 +231,6 @@ def cached_state_dict(
                 f"The checkpoint fetched from {origin} cannot be read: "
                 f"{str(error).split(': ', 1)[-1]}"
             ) from error
-        if fix is not None:
-            state_dict = fix(state_dict)
         state_dict = {key: np.asarray(value) for key, value in state_dict.items()}
         # The digest is written last: a cached file without one is absent.
         _remove_quietly(digest_file)
