@@ -20,6 +20,7 @@ import math
 import tensorflow as tf
 
 from keras_blurpool.applications import registry
+from recipes.models import is_keras_application
 
 # The batch size the reference's learning rates are given for.
 REFERENCE_BATCH_SIZE = 256
@@ -100,7 +101,8 @@ def recipe_for(arch: str) -> Recipe:
     """The recipe of an architecture of `recipes.models.ARCHITECTURES`.
 
     Args:
-        arch: e.g. `"resnet50"`.
+        arch: e.g. `"resnet50"`, or `"keras.<Name>"` for a
+            keras.applications model (the ImageNet recipe of the ResNets).
 
     Returns:
         Its `Recipe`.
@@ -108,6 +110,10 @@ def recipe_for(arch: str) -> Recipe:
     Raises:
         ValueError: for an unknown `arch`, listing the known ones.
     """
+    if is_keras_application(arch):
+        # The reference has no recipe for them: they take the ResNets'
+        # ImageNet one (the demo comparison trains them with the demo's).
+        return _IMAGENET
     if arch not in RECIPES:
         raise ValueError(
             f"No recipe for arch={arch!r}. Known: " + ", ".join(RECIPES)

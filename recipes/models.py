@@ -7,6 +7,12 @@ that trains in minutes on a CPU and shows what anti-aliasing does.
 `build_model` makes any of them with a logits output (no softmax), which is
 what the trainer's loss and the evaluation expect, as the reference's
 networks output logits.
+
+Any keras.applications model is an architecture too, named with a
+`"keras."` prefix (`"keras.MobileNetV2"`, `"keras.ResNet50"`, ...): built
+with random weights, and anti-aliased by `keras_blurpool.antialias_model`
+when a filter size is given, so the plain model and its anti-aliased twin
+have the same weights under the same names.
 """
 
 from __future__ import annotations
@@ -155,6 +161,53 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
 }
 
 
+# Prefix of the names of keras.applications models, e.g. "keras.ResNet50".
+KERAS_PREFIX = "keras."
+
+
+def keras_application_names() -> list:
+    """The model builders of `keras.applications`, e.g. `"MobileNetV2"`."""
+    return sorted(
+        name
+        for name in dir(keras.applications)
+        if name[:1].isupper() and callable(getattr(keras.applications, name))
+    )
+
+
+def is_keras_application(arch) -> bool:
+    """Whether `arch` names a keras.applications model (`"keras.<Name>"`)."""
+    return (
+        isinstance(arch, str)
+        and arch.startswith(KERAS_PREFIX)
+        and arch[len(KERAS_PREFIX):] in keras_application_names()
+    )
+
+
+def _keras_application(arch, filter_size, *, classes, input_shape, weights):
+    if weights is not None and not os.fspath(weights).endswith(".weights.h5"):
+        raise ValueError(
+            f"`weights` of {arch} must be None or the path of a `.weights.h5` "
+            f"file. Received: weights={weights!r}"
+        )
+    builder = getattr(keras.applications, arch[len(KERAS_PREFIX):])
+    model = builder(
+        include_top=True,
+        weights=None,
+        input_shape=input_shape,
+        classes=classes,
+        classifier_activation=None,
+    )
+    if filter_size is not None:
+        from keras_blurpool import antialias_model
+
+        # Names and weights are kept, so weights saved from either twin
+        # load into both.
+        model = antialias_model(model, filter_size=filter_size)
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
 def check_arch(arch) -> str:
     """Returns `arch` if it names an architecture, else raises.
 
@@ -167,10 +220,14 @@ def check_arch(arch) -> str:
     Raises:
         ValueError: naming the value and listing the allowed names.
     """
+    if is_keras_application(arch):
+        return arch
     if not isinstance(arch, str) or arch not in ARCHITECTURES:
         raise ValueError(
             f"Unknown architecture. Received: arch={arch!r}. Allowed: "
             + ", ".join(ARCHITECTURES)
+            + f", or {KERAS_PREFIX}<any keras.applications model>, e.g. "
+            f"{KERAS_PREFIX}MobileNetV2"
         )
     return arch
 
@@ -188,7 +245,9 @@ def build_model(
     Args:
         arch: a key of `ARCHITECTURES`: the reference's name
             (`"resnet50"`, `"vgg16_bn"`, `"mobilenet_v2"`, ...) or
-            `"demo"`.
+            `"demo"`; or `"keras.<Name>"` for any keras.applications
+            model (`"keras.MobileNetV2"`), anti-aliased by
+            `keras_blurpool.antialias_model` when `filter_size` is set.
         filter_size: taps of the anti-aliasing filter, 1 to 7, or `None`
             for the plain (torchvision) network.
         num_classes: size of the classifier.
@@ -216,6 +275,15 @@ def build_model(
         raise ValueError(
             "`image_size` must be None or a positive int. "
             f"Received: image_size={image_size!r}"
+        )
+    if is_keras_application(arch):
+        check_filter_size(filter_size)
+        return _keras_application(
+            arch,
+            filter_size,
+            classes=num_classes,
+            input_shape=(image_size, image_size, 3),
+            weights=weights,
         )
     return ARCHITECTURES[arch](
         filter_size,

@@ -8,7 +8,10 @@ Without `--arch` (and with no `--data` or `--data demo`) it trains a small
 CNN twice on the embedded demo dataset, plain and anti-aliased, with the
 same seed, initial weights and data order, then prints their accuracy and
 shift-consistency side by side: the point of the paper in a few CPU
-minutes.
+minutes. `--arch keras.<Name>` (any keras.applications model, e.g.
+`keras.MobileNetV2`) on the demo data makes the same comparison for that
+model, anti-aliased by `keras_blurpool.antialias_model`, at 64x64 unless
+`--image-size` says otherwise.
 
 With `--arch` it trains one network with the reference's hyper-parameters
 (`recipes.config`): SGD with momentum 0.9, weight decay 1e-4, lr 0.1 for a
@@ -38,8 +41,13 @@ from recipes import strategy as strategy_lib  # noqa: E402
 from recipes.config import FINETUNE_FRACTION  # noqa: E402
 from recipes.config import recipe_for  # noqa: E402
 from recipes.models import ARCHITECTURES  # noqa: E402
+from recipes.models import KERAS_PREFIX  # noqa: E402
+from recipes.models import is_keras_application  # noqa: E402
 
 DEMO_FILTER_SIZE = 4
+# keras.applications models downsample 32x: at the demo's 32x32 crops their
+# last blur would see 2x2 maps, too small to reflect-pad.
+KERAS_DEMO_IMAGE_SIZE = 64
 _VALIDATION_SPLITS = ("validation", "test")
 
 
@@ -61,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch",
         metavar="ARCH",
         help="architecture: " + ", ".join(ARCHITECTURES)
-        + " (default: the demo comparison)",
+        + f", or {KERAS_PREFIX}NAME for any keras.applications model (e.g. "
+        f"{KERAS_PREFIX}MobileNetV2: on the demo data, compared plain and "
+        "anti-aliased by antialias_model) (default: the demo comparison)",
     )
     p.add_argument(
         "--filter-size",
@@ -193,11 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _validate(parser: argparse.ArgumentParser, args) -> bool:
     """Early checks; returns whether this is the demo comparison."""
-    compare = args.arch is None and args.data in (None, "demo")
-    if args.arch is not None and args.arch not in ARCHITECTURES:
+    keras_app = is_keras_application(args.arch)
+    compare = (args.arch is None or keras_app) and args.data in (None, "demo")
+    if args.arch is not None and args.arch not in ARCHITECTURES and not keras_app:
         parser.error(
             f"argument --arch: unknown architecture {args.arch!r}; allowed: "
             + ", ".join(ARCHITECTURES)
+            + f", or {KERAS_PREFIX}NAME for a keras.applications model"
         )
     if args.arch is None and not compare:
         parser.error(
@@ -207,8 +219,8 @@ def _validate(parser: argparse.ArgumentParser, args) -> bool:
         )
     if compare and args.finetune_from:
         parser.error(
-            "argument --finetune-from needs --arch: the demo comparison "
-            "trains both of its models from scratch"
+            "argument --finetune-from needs --arch and --data: the demo "
+            "comparison trains both of its models from scratch"
         )
     if compare and args.filter_size is None:
         parser.error(
@@ -217,7 +229,7 @@ def _validate(parser: argparse.ArgumentParser, args) -> bool:
             "'none'"
         )
     if args.batch_size is None:
-        batch = recipe_for(args.arch or "demo").batch_size
+        batch = recipe_for("demo" if compare else args.arch).batch_size
         if batch % args.accum_steps:
             parser.error(
                 f"argument --accum-steps: {args.accum_steps} does not divide "
@@ -316,12 +328,14 @@ def _finetune_init(arch, path, *, num_classes, image_size):
 
 
 def _train_one(
-    args, strategy, *, arch, filter_size, out_dir, data, bad_images=None
+    args, strategy, *, arch, filter_size, out_dir, data, bad_images=None,
+    recipe=None, image_size=None,
 ):
     """Trains one model; returns `(TrainResult, Trainer)`.
 
     The `BadImages` records of the folder sources it opens are appended to
-    `bad_images`, a list, as `(split, record)`.
+    `bad_images`, a list, as `(split, record)`. `recipe` and `image_size`
+    default to the architecture's recipe and the data's crop size.
     """
     if bad_images is None:
         bad_images = []
@@ -332,12 +346,12 @@ def _train_one(
     from recipes.trainer import TrainConfig
     from recipes.trainer import Trainer
 
-    recipe = recipe_for(arch)
+    recipe = recipe or recipe_for(arch)
     load_kwargs = dict(data_dir=args.data_dir, manual_dir=args.manual_dir)
     train_source = data_lib.load_images(data, "train", **load_kwargs)
     num_classes = train_source.num_classes
     skip_bad = args.skip_bad_images
-    image_size = args.image_size or train_source.image_size
+    image_size = args.image_size or image_size or train_source.image_size
     # Keep the data's resize-to-crop ratio (256/224) at other crop sizes.
     resize_size = train_source.resize_size_for(image_size)
     accum = args.accum_steps
@@ -498,12 +512,21 @@ def _default_out_dir(arch: str, filter_size) -> str:
 
 
 def _compare(args, strategy) -> int:
-    """Trains the demo CNN plain and antialiased; prints both side by side."""
+    """Trains a network plain and antialiased; prints both side by side.
+
+    The demo CNN without `--arch`; with `--arch keras.<Name>`, that
+    keras.applications model and its twin from `antialias_model`. Both
+    train on the demo data with the demo's recipe.
+    """
     from keras_blurpool import evaluation
     from recipes import data as data_lib
 
-    out_dir = args.out_dir or os.path.join("runs", "demo")
+    arch = args.arch or "demo"
+    out_dir = args.out_dir or os.path.join(
+        "runs", "demo" if arch == "demo" else f"demo_{arch}"
+    )
     filter_size = args.filter_size
+    image_size = KERAS_DEMO_IMAGE_SIZE if arch != "demo" else None
     variants = (
         ("baseline", None, os.path.join(out_dir, "baseline")),
         (f"antialiased (filter {filter_size})", filter_size,
@@ -512,14 +535,16 @@ def _compare(args, strategy) -> int:
     started = time.perf_counter()
     models = []
     for label, size, directory in variants:
-        print(f"\n== {label} ==", flush=True)
+        print(f"\n== {arch}: {label} ==", flush=True)
         result, trainer = _train_one(
             args,
             strategy,
-            arch="demo",
+            arch=arch,
             filter_size=size,
             out_dir=directory,
             data="demo",
+            recipe=recipe_for("demo"),
+            image_size=image_size,
         )
         if not trainer.is_chief:
             continue
@@ -528,7 +553,7 @@ def _compare(args, strategy) -> int:
         return 0
 
     validation = data_lib.load_images("demo", "validation")
-    size = args.image_size or validation.image_size
+    size = args.image_size or image_size or validation.image_size
     resize = validation.resize_size_for(size)
     # Shifts within the margin the resize leaves around the crop (8 px
     # for 32 of 40), as recipes.evaluate takes them.
@@ -555,7 +580,8 @@ def _compare(args, strategy) -> int:
                      consistency["std"], directory))
     minutes = (time.perf_counter() - started) / 60
     print(
-        f"\nDemo CNN on the demo data ({validation.num_examples} validation "
+        f"\n{'Demo CNN' if arch == 'demo' else arch} on the demo data "
+        f"({validation.num_examples} validation "
         f"images, {size}x{size} crops; consistency: how often two random "
         f"crops shifted by up to {max_shift - 1} px get the same "
         f"class), {minutes:.1f} min:"

@@ -768,3 +768,32 @@ def test_default_command_compares_plain_and_antialiased(tmp_path):
     for name in ("baseline", "lpf4"):
         assert (tmp_path / name / "final.keras").exists()
         assert (tmp_path / name / "final.weights.h5").exists()
+
+
+def test_keras_application_arch_is_antialiased_by_surgery():
+    plain = models.build_model("keras.MobileNetV2", None, num_classes=5, image_size=64)
+    blurred = models.build_model("keras.MobileNetV2", 4, num_classes=5, image_size=64)
+    assert plain.count_params() == blurred.count_params()
+    assert any(layer.name.endswith("_blur") for layer in blurred.layers)
+    assert not any(layer.name.endswith("_blur") for layer in plain.layers)
+    assert blurred.output.shape == plain.output.shape == (None, 5)
+    assert config_lib.recipe_for("keras.MobileNetV2") == config_lib.recipe_for("resnet50")
+    with pytest.raises(ValueError, match="keras.NoSuchNet.*keras.MobileNetV2"):
+        models.build_model("keras.NoSuchNet", 4)
+
+
+def test_keras_arch_comparison_command(tmp_path):
+    """`python -m recipes.train --arch keras.MobileNetV2`, CI-sized."""
+    result = subprocess.run(
+        [sys.executable, "-m", "recipes.train", "--arch", "keras.MobileNetV2",
+         "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16",
+         "--out-dir", str(tmp_path)],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout[result.stdout.index("keras.MobileNetV2 on the demo data"):]
+    assert "64x64 crops" in table
+    assert re.search(r"baseline\s+\d+\.\d\d\s+\d+\.\d\d ± \d", table)
+    assert re.search(r"antialiased \(filter 4\)\s+\d+\.\d\d\s+\d+\.\d\d ± \d", table)
+    for name in ("baseline", "lpf4"):
+        assert (tmp_path / name / "final.keras").exists()
