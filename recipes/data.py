@@ -344,6 +344,7 @@ def train_dataset(
     batch_size: int,
     *,
     image_size: int | None = None,
+    resize_size: int | None = None,
     seed: int = 0,
     epoch: int = 0,
 ) -> tf.data.Dataset:
@@ -360,7 +361,7 @@ def train_dataset(
       crop of 8%-100% of the area and aspect ratio 3/4-4/3 (log-uniform),
       resized bilinearly, with antialiasing as PIL does — then a random
       horizontal flip.
-    * `"crop"`: the shorter side resized to `source.resize_size`, then a
+    * `"crop"`: the shorter side resized to `resize_size`, then a
       random `image_size` square crop (offsets 0 to
       `resize_size - image_size`, both included); no flip, which would
       change the class of mirror-asymmetric patterns.
@@ -371,6 +372,8 @@ def train_dataset(
             `tf.distribute`, `input_context.get_per_replica_batch_size`).
             The last partial batch is dropped.
         image_size: side of the square crops; default `source.image_size`.
+        resize_size: the shorter side before a `"crop"` augmentation, at
+            least `image_size`; default `source.resize_size`.
         seed: the run's random seed, an int >= 0.
         epoch: the epoch's index, an int >= 0.
 
@@ -391,13 +394,15 @@ def train_dataset(
     check_int("batch_size", batch_size)
     image_size = source.image_size if image_size is None else image_size
     check_int("image_size", image_size)
+    resize_size = source.resize_size if resize_size is None else resize_size
+    check_int("resize_size", resize_size)
     check_int("seed", seed, minimum=0)
     check_int("epoch", epoch, minimum=0)
-    if source.augment == "crop" and image_size > source.resize_size:
+    if source.augment == "crop" and image_size > resize_size:
         raise ValueError(
             f"image_size={image_size}: the 'crop' augmentation crops from "
-            f"images resized to resize_size={source.resize_size}; expected "
-            f"image_size <= {source.resize_size}"
+            f"images resized to resize_size={resize_size}; expected "
+            f"image_size <= {resize_size}"
         )
     # SeedSequence mixes (seed, epoch) into unrelated streams, unlike
     # `seed + epoch`, which would replay epoch 1 of seed 0 as epoch 0 of
@@ -415,7 +420,7 @@ def train_dataset(
         augment = functools.partial(_imagenet_augment, size=image_size)
     else:
         augment = functools.partial(
-            _crop_augment, size=image_size, resize_size=source.resize_size
+            _crop_augment, size=image_size, resize_size=resize_size
         )
 
     def augment_element(index, element):

@@ -447,6 +447,7 @@ def _train_one(
             sources[key],
             per_replica_batch,
             image_size=image_size,
+            resize_size=resize_size,
             seed=args.seed,
             epoch=epoch,
         )
