@@ -11,6 +11,8 @@ from keras_blurpool.layers import binomial_filter
 from keras_blurpool.layers import create_antialias
 from keras_blurpool.layers import is_antialiasing
 from keras_blurpool.layers import register_antialiasing
+from keras_blurpool.surgery import AntialiasReport
+from keras_blurpool.surgery import antialias_model
 from keras_blurpool.weights import transfer_weights
 
 __version__ = "0.1.0"
@@ -18,9 +20,11 @@ __version__ = "0.1.0"
 __all__ = [
     "AntiAliasAvgPool2D",
     "AntiAliasing",
+    "AntialiasReport",
     "BlurPool1D",
     "BlurPool2D",
     "MaxBlurPool2D",
+    "antialias_model",
     "applications",
     "binomial_filter",
     "create_antialias",

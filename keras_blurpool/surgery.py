@@ -1,0 +1,659 @@
+"""Anti-alias an existing Keras model: `antialias_model`.
+
+The paper's recipe (Zhang, ICML 2019) applied to any Functional or
+Sequential model, as MosaicML composer's `apply_blurpool` does for PyTorch:
+each strided convolution runs at stride 1 and is followed by a low-pass
+subsampling layer, each strided max pool becomes a max at stride 1 and a
+blur pool, each strided average pool an average at stride 1 and a blur
+pool. The new model keeps every layer's name and weights, so the
+original's `.weights.h5` loads into it and its parameter count is equal.
+
+Output shapes are kept exactly. A layer of stride `s` with `padding="same"`
+gives `ceil(n / s)` pixels, which stride 1 and a blur pool of stride `s`
+give too; with `padding="valid"` and a window of `k` it gives
+`floor((n - k) / s) + 1 = ceil((n - k + 1) / s)`, the blur pool of the
+stride-1 output. No padding needs adjusting.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import warnings
+from typing import Callable
+from typing import Iterable
+from typing import Union
+
+import keras
+
+from keras_blurpool._utils import check_int
+from keras_blurpool.layers import antialias as _antialias
+from keras_blurpool.layers.blur_pool import BlurPool1D
+from keras_blurpool.layers.blur_pool import BlurPool2D
+from keras_blurpool.layers.blur_pool import BlurPool3D
+from keras_blurpool.layers.blur_pool import standardize_pad_type
+from keras_blurpool.layers.blur_upsampling import BlurUpSampling2D
+
+_LOG = logging.getLogger(__name__)
+
+_CONVS = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+)
+_TRANSPOSED = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+_MAX_POOLS = (
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+)
+_AVG_POOLS = (
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+)
+# Layers the paper's blur goes after when they follow a strided conv
+# (conv -> BN -> ReLU -> blur), so that the nonlinearity is evaluated
+# densely too.
+_FOLLOWERS = (
+    keras.layers.BatchNormalization,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
+)
+_BLURS = {1: BlurPool1D, 2: BlurPool2D, 3: BlurPool3D}
+_AVG_BY_RANK = {
+    1: keras.layers.AveragePooling1D,
+    3: keras.layers.AveragePooling3D,
+}
+# Layer kinds of the report.
+_KINDS = ("conv", "max_pool", "avg_pool", "upsampling")
+
+SkipChoice = Union[Iterable[str], Callable[[keras.layers.Layer], bool], None]
+
+
+@dataclasses.dataclass
+class AntialiasReport:
+    """What `antialias_model` changed.
+
+    Attributes:
+        replaced: layer kind (`"conv"`, `"max_pool"`, `"avg_pool"`,
+            `"upsampling"`) -> names of the layers anti-aliased, in graph
+            order (nested models' layers as `"outer/inner"`).
+        left_alone: name -> why a strided layer was not changed (under
+            `min_channels`, in `skip`, a kind switched off, a
+            transposed conv whose shape stride 1 cannot keep, a subclassed
+            nested model).
+    """
+
+    replaced: dict = dataclasses.field(
+        default_factory=lambda: {kind: [] for kind in _KINDS}
+    )
+    left_alone: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict:
+        """Kind -> number of layers anti-aliased."""
+        return {kind: len(names) for kind, names in self.replaced.items()}
+
+    @property
+    def total(self) -> int:
+        """Number of layers anti-aliased."""
+        return sum(self.counts.values())
+
+    def __str__(self):
+        counts = ", ".join(f"{n} {kind}" for kind, n in self.counts.items() if n)
+        text = f"anti-aliased {self.total} layer(s)" + (
+            f": {counts}" if counts else ""
+        )
+        if self.left_alone:
+            text += f"; left {len(self.left_alone)} strided layer(s) alone"
+        return text
+
+
+@dataclasses.dataclass
+class _Options:
+    antialias: object
+    filter_size: int
+    pad_type: str
+    convs: bool
+    max_pools: bool
+    avg_pools: bool
+    upsampling: bool
+    min_channels: int
+    blur_first: bool
+    skip: Callable[[keras.layers.Layer], bool]
+
+
+def antialias_model(
+    model: keras.Model,
+    antialias: _antialias.AntiAliasChoice = "blur",
+    filter_size: int = 4,
+    *,
+    convs: bool = True,
+    max_pools: bool = True,
+    avg_pools: bool = True,
+    upsampling: bool = False,
+    min_channels: int = 16,
+    blur_first: bool = False,
+    skip: SkipChoice = None,
+    pad_type: str = "reflect",
+    return_report: bool = False,
+):
+    """Returns an anti-aliased copy of a Functional or Sequential model.
+
+    Every strided downsampling layer is replaced as in the paper:
+
+    * a strided `Conv1D/2D/3D`, `DepthwiseConv1D/2D` or
+      `SeparableConv1D/2D` runs at stride 1, followed by the anti-aliasing
+      layer of the same stride — placed after the `BatchNormalization` and
+      activation that follow the conv when the graph has them there (each
+      the only consumer of the one before), else right after the conv;
+    * a strided `MaxPooling1D/2D/3D` runs at stride 1, then the blur pool;
+    * a strided `AveragePooling1D/2D/3D` runs at stride 1, then the blur
+      pool (together a blur pool whose filter is the binomial convolved
+      with the window);
+    * with `upsampling=True`, `UpSampling2D` becomes `BlurUpSampling2D`
+      of the same size and name, and a strided `Conv2DTranspose` with
+      `padding="same"` is preceded by `BlurUpSampling2D` and runs at
+      stride 1.
+
+    Layer names, weights and the parameter count are kept: the
+    original's `.weights.h5` loads into the result. The original model is
+    not changed. Nested Functional and Sequential models (a
+    keras.applications model inside a wrapper) are anti-aliased too;
+    shared layers stay shared. Anti-aliasing layers are named
+    `<strided layer>_blur`.
+
+    Args:
+        model: a built Functional or Sequential `keras.Model`.
+        antialias: the anti-aliasing layer, as `create_antialias`:
+            `"blur"` (`BlurPool1D/2D/3D` by the layer's rank), `"avg"`
+            (`AntiAliasAvgPool2D`; a "same" average pool in 1-D and 3-D) or
+            a callable `(channels, strides, name) -> keras.layers.Layer`.
+        filter_size: taps of the binomial filter per axis (`"blur"`).
+        convs: anti-alias strided convolutions.
+        max_pools: anti-alias strided max pools.
+        avg_pools: anti-alias strided average pools.
+        upsampling: replace `UpSampling2D` and strided `Conv2DTranspose`
+            by blurred upsampling.
+        min_channels: layers whose input has fewer channels are left alone
+            (composer's default, 16, leaves RGB stems alone).
+        blur_first: composer's cheaper variant for convs: blur at stride 1
+            (`antialias` made with `strides=1`), then the original strided
+            conv. Pools are anti-aliased as without it. Not with
+            `antialias="avg"`, which is no low-pass filter at stride 1.
+        skip: layer names, or a predicate `layer -> bool`, of layers to
+            leave alone.
+        pad_type: padding of the blur, `"reflect"`, `"replicate"` or
+            `"zero"`.
+        return_report: also return an `AntialiasReport`.
+
+    Returns:
+        The new `keras.Model` (Functional for a Functional model,
+        Sequential for a Sequential one), or `(model, report)` with
+        `return_report=True`.
+
+    Raises:
+        ValueError: for a bad argument; a subclassed or unbuilt model
+            (say what to do); an anti-aliasing layer that does not fit a
+            feature map (naming the layer: e.g. reflect padding of a map
+            too small for the filter).
+
+    Warns:
+        UserWarning: when the model has no strided layer to replace (the
+            result is then a copy).
+
+    Example:
+
+    >>> base = keras.applications.MobileNetV2(
+    ...     weights=None, input_shape=(64, 64, 3), include_top=False)
+    >>> model, report = keras_blurpool.antialias_model(base, return_report=True)
+    >>> model.count_params() == base.count_params()
+    True
+    >>> report.counts["conv"]
+    4
+    """
+    options = _options(
+        antialias, filter_size, convs, max_pools, avg_pools, upsampling,
+        min_channels, blur_first, skip, pad_type,
+    )
+    _check_model(model, "model")
+    report = AntialiasReport()
+    new_model = _rebuild(model, options, report, prefix="")
+    if report.total == 0:
+        warnings.warn(
+            f"antialias_model: model '{model.name}' has no strided layer to "
+            "anti-alias (with these options); the result is a copy.",
+            stacklevel=2,
+        )
+    _LOG.info("antialias_model(%s): %s", model.name, report)
+    return (new_model, report) if return_report else new_model
+
+
+def _options(antialias, filter_size, convs, max_pools, avg_pools, upsampling,
+             min_channels, blur_first, skip, pad_type):
+    _antialias.check_antialias(antialias)
+    if antialias is None:
+        raise ValueError(
+            "`antialias` must be 'blur', 'avg' or a callable (channels, "
+            "strides, name) -> keras.layers.Layer; None would change "
+            "nothing. Received: antialias=None"
+        )
+    filter_size = check_int("filter_size", filter_size)
+    min_channels = check_int("min_channels", min_channels, minimum=0)
+    for name, value in (("convs", convs), ("max_pools", max_pools),
+                        ("avg_pools", avg_pools), ("upsampling", upsampling),
+                        ("blur_first", blur_first)):
+        if not isinstance(value, bool):
+            raise ValueError(
+                f"`{name}` must be True or False. Received: {name}={value!r}"
+            )
+    if blur_first and antialias == "avg":
+        raise ValueError(
+            "`blur_first=True` blurs at stride 1, where antialias='avg' (an "
+            "s x s average of stride s) is the identity. Use "
+            "antialias='blur' or a callable, or blur_first=False. Received: "
+            "antialias='avg', blur_first=True"
+        )
+    return _Options(
+        antialias=antialias,
+        filter_size=filter_size,
+        pad_type=standardize_pad_type(pad_type),
+        convs=convs,
+        max_pools=max_pools,
+        avg_pools=avg_pools,
+        upsampling=upsampling,
+        min_channels=min_channels,
+        blur_first=blur_first,
+        skip=_skip_predicate(skip),
+    )
+
+
+def _skip_predicate(skip):
+    if skip is None:
+        return lambda layer: False
+    if callable(skip):
+        return skip
+    if isinstance(skip, str):
+        names = {skip}
+    else:
+        try:
+            names = set(skip)
+        except TypeError:
+            names = None
+        if names is None or not all(isinstance(n, str) for n in names):
+            raise ValueError(
+                "`skip` must be None, layer names (a str or an iterable of "
+                "str) or a predicate `layer -> bool`. Received: "
+                f"skip={skip!r}"
+            )
+    return lambda layer: layer.name in names
+
+
+def _check_model(model, what):
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"`{what}` must be a keras.Model (Functional or Sequential). "
+            f"Received: {what}={model!r} of type {type(model).__name__}"
+        )
+    if not _is_graph_model(model):
+        raise ValueError(
+            f"antialias_model needs a Functional or Sequential model, whose "
+            f"graph of layers it can rewrite; '{model.name}' is a subclassed "
+            f"{type(model).__name__}, whose call() it cannot see into. "
+            "Build the network with the functional API (or keras.Sequential), "
+            "or add the anti-aliasing by hand in its __init__: evaluate each "
+            "strided layer at stride 1 and follow it with "
+            "keras_blurpool.create_antialias('blur', strides=...)."
+        )
+    if isinstance(model, keras.Sequential) and not model.built:
+        raise ValueError(
+            f"Sequential model '{model.name}' is not built: antialias_model "
+            "needs its input shape. Start it with keras.Input(shape=...) or "
+            "call it on data first."
+        )
+
+
+def _is_graph_model(model):
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, (keras.Sequential, Functional))
+
+
+# --- what each layer becomes ----------------------------------------------
+
+
+def _strides(layer):
+    strides = getattr(layer, "strides", None)
+    if strides is None:
+        return None
+    strides = tuple(strides) if isinstance(strides, (tuple, list)) else (strides,)
+    return strides
+
+
+def _channels(shape, data_format):
+    return shape[-1] if data_format != "channels_first" else shape[1]
+
+
+def _input_shape(layer):
+    return tuple(layer._inbound_nodes[0].input_tensors[0].shape)
+
+
+def _kind(layer, options):
+    """`(kind, reason)`: what to do with `layer`; kind None leaves it."""
+    strides = _strides(layer)
+    if isinstance(layer, keras.layers.UpSampling2D):
+        return ("upsampling", None) if options.upsampling else (None, None)
+    if strides is None or all(s == 1 for s in strides):
+        return None, None
+    if isinstance(layer, _TRANSPOSED):
+        if not options.upsampling:
+            return None, None
+        if not isinstance(layer, keras.layers.Conv2DTranspose):
+            return None, "a 1-D/3-D transposed conv: no blurred upsampling"
+        if layer.padding != "same" or layer.output_padding is not None:
+            return None, (
+                "a strided Conv2DTranspose with padding='valid' or "
+                "output_padding: at stride 1 after upsampling its output "
+                "shape would change"
+            )
+        return "upsampling", None
+    if isinstance(layer, _CONVS):
+        kind, enabled = "conv", options.convs
+    elif isinstance(layer, _MAX_POOLS):
+        kind, enabled = "max_pool", options.max_pools
+    elif isinstance(layer, _AVG_POOLS):
+        kind, enabled = "avg_pool", options.avg_pools
+    else:
+        return None, None
+    if not enabled:
+        return None, f"{kind}s switched off"
+    if options.skip(layer):
+        return None, "in `skip`"
+    channels = _channels(_input_shape(layer), layer.data_format)
+    if channels is not None and channels < options.min_channels:
+        return None, (
+            f"{channels} input channel(s) < min_channels="
+            f"{options.min_channels}"
+        )
+    return kind, None
+
+
+def _clone(layer, **changes):
+    config = layer.get_config()
+    config.update(changes)
+    return type(layer).from_config(config)
+
+
+def _unique_name(name, taken):
+    candidate, index = name, 1
+    while candidate in taken:
+        candidate, index = f"{name}_{index}", index + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _make_blur(layer, options, strides, name, channels):
+    """The anti-aliasing layer of `layer` (a strided layer of its rank)."""
+    rank = len(_strides(layer))
+    data_format = layer.data_format
+    antialias = options.antialias
+    if len(set(strides)) == 1:
+        strides = strides[0]  # as the builders pass it to the factory
+    if callable(antialias):
+        made = antialias(channels, strides, name)
+        if not isinstance(made, keras.layers.Layer):
+            raise ValueError(
+                f"`antialias` {antialias!r} must return a keras.layers.Layer "
+                f"when called with (channels={channels!r}, strides="
+                f"{strides!r}, name={name!r}); it returned {made!r}"
+            )
+        return made
+    if antialias == "avg" and rank != 2:
+        return _AVG_BY_RANK[rank](
+            pool_size=strides, strides=strides, padding="same",
+            data_format=data_format, name=name,
+        )
+    if antialias == "avg":
+        return _antialias.create_antialias(
+            "avg", strides=strides, data_format=data_format, name=name
+        )
+    return _BLURS[rank](
+        filter_size=options.filter_size,
+        strides=strides,
+        pad_type=options.pad_type,
+        data_format=data_format,
+        dtype=layer.dtype_policy,
+        name=name,
+    )
+
+
+@dataclasses.dataclass
+class _Edit:
+    """What happens at one layer of the new graph."""
+
+    before: keras.layers.Layer | None = None  # applied to the layer's input
+    after: keras.layers.Layer | None = None  # applied to its output
+
+
+# --- the graph ------------------------------------------------------------
+
+
+def _followers(model):
+    """For Functional models: the conv -> BN -> act chains' last layers.
+
+    Returns a function mapping a layer to the layer whose output the blur
+    goes after.
+    """
+    if isinstance(model, keras.Sequential):
+        layers = model.layers
+
+        def after_sequential(layer):
+            index = next(i for i, x in enumerate(layers) if x is layer)
+            anchor = layer
+            for follower in layers[index + 1:]:
+                if not isinstance(follower, _FOLLOWERS):
+                    break
+                anchor = follower
+            return anchor
+
+        return after_sequential
+
+    consumers = collections.defaultdict(list)
+    nodes_of = collections.defaultdict(list)
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            if node.operation is None or node.is_input:
+                continue
+            nodes_of[id(node.operation)].append(node)
+            for tensor in node.input_tensors:
+                consumers[id(tensor)].append(node)
+    outputs = {id(t) for t in model.outputs}
+
+    def after_functional(layer):
+        anchor = layer
+        while len(nodes_of[id(anchor)]) == 1:
+            (node,) = nodes_of[id(anchor)]
+            if len(node.outputs) != 1 or id(node.outputs[0]) in outputs:
+                break
+            users = consumers[id(node.outputs[0])]
+            if len(users) != 1 or not isinstance(users[0].operation, _FOLLOWERS):
+                break
+            follower = users[0].operation
+            if len(nodes_of[id(follower)]) != 1 or len(users[0].input_tensors) != 1:
+                break
+            anchor = follower
+        return anchor
+
+    return after_functional
+
+
+def _rebuild(model, options, report, prefix):
+    """The anti-aliased copy of one (possibly nested) graph model."""
+    _check_model(model, "model")
+    anchor_of = _followers(model)
+    taken = {layer.name for layer in model.layers}
+    edits = collections.defaultdict(_Edit)  # id(new layer) -> _Edit
+    pending_after = {}  # id(old anchor) -> blur to go after it
+    clones = {}  # id(old layer) -> new layer
+    pairs = []  # (old, new) whose weights are copied
+
+    def clone_layer(layer):
+        if id(layer) in clones:
+            return clones[id(layer)]
+        new = _clone_one(layer)
+        clones[id(layer)] = new
+        return new
+
+    def _clone_one(layer):
+        if isinstance(layer, keras.Model):
+            if not _is_graph_model(layer):
+                report.left_alone[prefix + layer.name] = (
+                    "a subclassed nested model: its call() cannot be rewritten"
+                )
+                pairs.append((layer, layer))
+                return layer  # shared, as is
+            return _rebuild(layer, options, report, prefix + layer.name + "/")
+        kind, reason = _kind(layer, options)
+        if reason is not None:
+            report.left_alone[prefix + layer.name] = reason
+        if kind is None:
+            new = _clone(layer)
+            pairs.append((layer, new))
+            return new
+        report.replaced[kind].append(prefix + layer.name)
+        strides = _strides(layer)
+        if kind == "upsampling":
+            return _clone_upsampling(layer, options, edits, taken, pairs)
+        name = _unique_name(f"{layer.name}_blur", taken)
+        if kind == "conv" and options.blur_first:
+            new = _clone(layer)
+            pairs.append((layer, new))
+            channels = _channels(_input_shape(layer), layer.data_format)
+            ones = (1,) * len(strides)
+            edits[id(new)].before = _make_blur(layer, options, ones, name, channels)
+            return new
+        new = _clone(layer, strides=1)
+        pairs.append((layer, new))
+        out_channels = _channels(
+            tuple(layer._inbound_nodes[0].outputs[0].shape), layer.data_format
+        )
+        blur = _make_blur(layer, options, strides, name, out_channels)
+        anchor = anchor_of(layer) if kind == "conv" else layer
+        if anchor is layer:
+            edits[id(new)].after = blur
+        else:
+            pending_after[id(anchor)] = blur
+        return new
+
+    def clone_function(layer):
+        new = clone_layer(layer)
+        # A follower is cloned after the conv before it (graph order).
+        if id(layer) in pending_after:
+            edits[id(new)].after = pending_after.pop(id(layer))
+        return new
+
+    def call_function(layer, *args, **kwargs):
+        edit = edits.get(id(layer))
+        if edit is not None and edit.before is not None:
+            args = (_call_blur(edit.before, args[0]),) + tuple(args[1:])
+        outputs = layer(*args, **kwargs)
+        if edit is not None and edit.after is not None:
+            outputs = _call_blur(edit.after, outputs)
+        return outputs
+
+    if isinstance(model, keras.Sequential):
+        new_model = _rebuild_sequential(model, clone_function, edits)
+    else:
+        new_model = keras.models.clone_model(
+            model,
+            input_tensors=keras.tree.map_structure(_same_input, model.input),
+            clone_function=clone_function,
+            call_function=call_function,
+        )
+    for old, new in pairs:
+        if old is not new and old.weights:
+            new.set_weights(old.get_weights())
+    _check_shapes(model, new_model)
+    return new_model
+
+
+def _same_input(tensor):
+    # clone_model would name the inputs after their tensors, not their
+    # InputLayers.
+    return keras.Input(
+        batch_shape=tensor.shape,
+        dtype=tensor.dtype,
+        name=tensor._keras_history.operation.name,
+    )
+
+
+def _clone_upsampling(layer, options, edits, taken, pairs):
+    data_format = layer.data_format
+    if isinstance(layer, keras.layers.UpSampling2D):
+        # No weights: the blurred upsampling takes the layer's place.
+        return BlurUpSampling2D(
+            size=layer.size,
+            filter_size=options.filter_size,
+            data_format=data_format,
+            dtype=layer.dtype_policy,
+            name=layer.name,
+        )
+    new = _clone(layer, strides=1)
+    pairs.append((layer, new))
+    edits[id(new)].before = BlurUpSampling2D(
+        size=tuple(layer.strides),
+        filter_size=options.filter_size,
+        data_format=data_format,
+        dtype=layer.dtype_policy,
+        name=_unique_name(f"{layer.name}_blur", taken),
+    )
+    return new
+
+
+def _call_blur(blur, x):
+    try:
+        return blur(x)
+    except ValueError as error:
+        raise ValueError(
+            f"antialias_model: the anti-aliasing layer '{blur.name}' does "
+            f"not fit its input of shape {tuple(x.shape)}: {error}"
+        ) from error
+
+
+def _rebuild_sequential(model, clone_function, edits):
+    layers = [
+        keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)
+    ]
+    for layer in model.layers:
+        new = clone_function(layer)
+        edit = edits.get(id(new)) or _Edit()
+        layers += [x for x in (edit.before, new, edit.after) if x is not None]
+    try:
+        return keras.Sequential(layers, name=model.name, trainable=model.trainable)
+    except ValueError as error:
+        # The layer's own message names it (e.g. a map too small for it).
+        raise ValueError(f"antialias_model: in '{model.name}': {error}") from error
+
+
+def _check_shapes(old, new):
+    old_shapes = [tuple(t.shape) for t in old.outputs]
+    new_shapes = [tuple(t.shape) for t in new.outputs]
+    if old_shapes != new_shapes:
+        raise ValueError(
+            f"antialias_model: the anti-aliased '{old.name}' gives output "
+            f"shapes {new_shapes}, the original {old_shapes}. Please report "
+            "this model; pass the offending layers in `skip` meanwhile."
+        )
