@@ -456,6 +456,26 @@ class BlurPool1D(_BlurPool):
         )
 
 
+def _depthwise_conv_subsample(x, kernel, strides):
+    """A "valid" channels_last depthwise convolution at `strides` (2 ints).
+
+    TensorFlow's native depthwise kernel (float16, or any dtype without
+    oneDNN) refuses unequal strides, so those run at stride 1 and are
+    subsampled by slicing: the same values.
+    """
+    equal = strides[0] == strides[1]
+    x = ops.depthwise_conv(
+        x,
+        kernel,
+        strides=strides if equal else 1,
+        padding="valid",
+        data_format="channels_last",
+    )
+    if equal:
+        return x
+    return x[:, :: strides[0], :: strides[1]]
+
+
 @keras.saving.register_keras_serializable(package="keras_blurpool")
 class BlurPool3D(_BlurPool):
     """Anti-aliased 3-D downsampling: pad, binomial blur, subsample.
@@ -560,24 +580,12 @@ class BlurPool3D(_BlurPool):
         # pad supports (at most the last 3 axes of a 4-D or 5-D tensor).
         x = ops.reshape(inputs, (-1, height, width, groups))
         x = _pad_axes(x, self.pad_type, {1: self._pads, 2: self._pads})
-        x = ops.depthwise_conv(
-            x,
-            kernel_hw,
-            strides=(stride_h, stride_w),
-            padding="valid",
-            data_format="channels_last",
-        )
+        x = _depthwise_conv_subsample(x, kernel_hw, (stride_h, stride_w))
         out_shape = ops.shape(x)
         out_h, out_w = out_shape[1], out_shape[2]
         x = ops.reshape(x, (-1, depth, out_h * out_w, groups))
         x = _pad_axes(x, self.pad_type, {1: self._pads})
-        x = ops.depthwise_conv(
-            x,
-            kernel_d,
-            strides=(stride_d, 1),
-            padding="valid",
-            data_format="channels_last",
-        )
+        x = _depthwise_conv_subsample(x, kernel_d, (stride_d, 1))
         out_d = ops.shape(x)[1]
         if channels_last:
             return ops.reshape(x, (-1, out_d, out_h, out_w, channels))
