@@ -6,6 +6,8 @@ from keras_blurpool.layers import AntiAliasAvgPool2D
 from keras_blurpool.layers import AntiAliasing
 from keras_blurpool.layers import BlurPool1D
 from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.layers import BlurPool3D
+from keras_blurpool.layers import BlurUpSampling2D
 from keras_blurpool.layers import MaxBlurPool2D
 from keras_blurpool.layers import binomial_filter
 from keras_blurpool.layers import create_antialias
@@ -23,6 +25,8 @@ __all__ = [
     "AntialiasReport",
     "BlurPool1D",
     "BlurPool2D",
+    "BlurPool3D",
+    "BlurUpSampling2D",
     "MaxBlurPool2D",
     "antialias_model",
     "applications",

@@ -8,7 +8,9 @@ from keras_blurpool.layers.antialias import is_antialiasing
 from keras_blurpool.layers.antialias import register_antialiasing
 from keras_blurpool.layers.blur_pool import BlurPool1D
 from keras_blurpool.layers.blur_pool import BlurPool2D
+from keras_blurpool.layers.blur_pool import BlurPool3D
 from keras_blurpool.layers.blur_pool import binomial_filter
+from keras_blurpool.layers.blur_upsampling import BlurUpSampling2D
 from keras_blurpool.layers.max_blur_pool import MaxBlurPool2D
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "AntiAliasing",
     "BlurPool1D",
     "BlurPool2D",
+    "BlurPool3D",
+    "BlurUpSampling2D",
     "MaxBlurPool2D",
     "binomial_filter",
     "check_antialias",

@@ -22,6 +22,8 @@ import keras
 from keras_blurpool._utils import check_int
 from keras_blurpool.layers.blur_pool import BlurPool1D
 from keras_blurpool.layers.blur_pool import BlurPool2D
+from keras_blurpool.layers.blur_pool import BlurPool3D
+from keras_blurpool.layers.blur_upsampling import BlurUpSampling2D
 from keras_blurpool.layers.max_blur_pool import MaxBlurPool2D
 
 # What a builder's `antialias` may be.
@@ -105,7 +107,7 @@ def is_antialiasing(layer) -> bool:
     return isinstance(layer, (AntiAliasing, *_REGISTERED))
 
 
-for _cls in (BlurPool1D, BlurPool2D, MaxBlurPool2D):
+for _cls in (BlurPool1D, BlurPool2D, BlurPool3D, BlurUpSampling2D, MaxBlurPool2D):
     register_antialiasing(_cls)
 
 

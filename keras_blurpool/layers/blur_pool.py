@@ -85,20 +85,57 @@ def binomial_filter(filter_size: int) -> np.ndarray:
     return taps / taps.sum()
 
 
-def _standardize_strides(strides, rank):
+def _standardize_strides(strides, rank, name="strides"):
     values = strides if isinstance(strides, (tuple, list)) else (strides,)
     if len(values) == 1:
         values = tuple(values) * rank
     if len(values) != rank or not all(is_int(s) and s >= 1 for s in values):
         raise ValueError(
-            f"`strides` must be an int >= 1 or a tuple of {rank} ints >= 1. "
-            f"Received: strides={strides!r}"
+            f"`{name}` must be an int >= 1 or a tuple of {rank} ints >= 1. "
+            f"Received: {name}={strides!r}"
         )
     return tuple(int(s) for s in values)
 
 
+def _standardize_data_format(data_format) -> str:
+    if data_format is None:
+        data_format = keras.config.image_data_format()
+    if data_format not in _DATA_FORMATS:
+        raise ValueError(
+            f"`data_format` must be one of {_DATA_FORMATS} or None. "
+            f"Received: data_format={data_format!r}"
+        )
+    return data_format
+
+
+def _pad_axes(x, pad_type, widths):
+    """Pads `x` by `widths` ({axis: (before, after)}) with `pad_type`.
+
+    `pad_type` is a canonical name (`standardize_pad_type`). Reflect
+    padding goes through `keras.ops.pad`, which on PyTorch handles at most
+    the last 3 axes of a 4-D or 5-D tensor: callers pad 4-D tensors.
+    """
+    widths = {a % len(x.shape): w for a, w in widths.items() if any(w)}
+    if not widths:
+        return x
+    if pad_type == "replicate":
+        # keras.ops.pad has no "edge" mode on TensorFlow.
+        for axis, (before, after) in sorted(widths.items()):
+            lead = (slice(None),) * axis
+            parts = [x]
+            if before:
+                parts.insert(0, ops.repeat(x[lead + (slice(0, 1),)], before, axis))
+            if after:
+                parts.append(ops.repeat(x[lead + (slice(-1, None),)], after, axis))
+            x = ops.concatenate(parts, axis=axis)
+        return x
+    full = [list(widths.get(a, (0, 0))) for a in range(len(x.shape))]
+    mode = "reflect" if pad_type == "reflect" else "constant"
+    return ops.pad(x, full, mode=mode)
+
+
 class _BlurPool(keras.layers.Layer):
-    """Shared implementation of BlurPool1D and BlurPool2D."""
+    """Shared implementation of BlurPool1D, BlurPool2D and BlurPool3D."""
 
     _rank = None  # number of spatial axes, set by subclasses
 
@@ -120,13 +157,7 @@ class _BlurPool(keras.layers.Layer):
                 "`pad_off` must be an int >= 0. "
                 f"Received: pad_off={pad_off!r}"
             )
-        if data_format is None:
-            data_format = keras.config.image_data_format()
-        if data_format not in _DATA_FORMATS:
-            raise ValueError(
-                f"`data_format` must be one of {_DATA_FORMATS} or None. "
-                f"Received: data_format={data_format!r}"
-            )
+        data_format = _standardize_data_format(data_format)
         allowed = _IMPLEMENTATIONS if self._rank == 2 else ("auto", "padded")
         if not isinstance(implementation, str) or implementation not in allowed:
             raise ValueError(
@@ -150,7 +181,7 @@ class _BlurPool(keras.layers.Layer):
         kernel = taps
         for _ in range(self._rank - 1):
             kernel = np.multiply.outer(kernel, taps)
-        self._kernel_2d = kernel  # spatial kernel, (k,) or (k, k)
+        self._kernel_2d = kernel  # spatial kernel, (k,) * rank
         self.input_spec = keras.layers.InputSpec(ndim=self._rank + 2)
 
     @property
@@ -164,7 +195,7 @@ class _BlurPool(keras.layers.Layer):
 
     @property
     def filter(self) -> np.ndarray:
-        """The normalised spatial filter, shape `(k,)` or `(k, k)`."""
+        """The normalised spatial filter, shape `(k,)`, `(k, k)` or `(k, k, k)`."""
         return self._kernel_2d.copy()
 
     def build(self, input_shape):
@@ -259,25 +290,9 @@ class _BlurPool(keras.layers.Layer):
         return plan
 
     def _pad(self, x):
-        before, after = self._pads
-        if before == 0 and after == 0:
-            return x
-        if self.pad_type == "replicate":
-            # keras.ops.pad has no "edge" mode on TensorFlow.
-            for axis in self._spatial_axes:
-                lead = (slice(None),) * axis
-                parts = [x]
-                if before:
-                    parts.insert(0, ops.repeat(x[lead + (slice(0, 1),)], before, axis))
-                if after:
-                    parts.append(ops.repeat(x[lead + (slice(-1, None),)], after, axis))
-                x = ops.concatenate(parts, axis=axis)
-            return x
-        widths = [[0, 0] for _ in range(self._rank + 2)]
-        for axis in self._spatial_axes:
-            widths[axis] = [before, after]
-        mode = "reflect" if self.pad_type == "reflect" else "constant"
-        return ops.pad(x, widths, mode=mode)
+        return _pad_axes(
+            x, self.pad_type, {a: self._pads for a in self._spatial_axes}
+        )
 
     def call(self, inputs):
         self._check_spatial_sizes(inputs.shape)
@@ -439,3 +454,139 @@ class BlurPool1D(_BlurPool):
             implementation=implementation,
             **kwargs,
         )
+
+
+def _depthwise_conv_subsample(x, kernel, strides):
+    """A "valid" channels_last depthwise convolution at `strides` (2 ints).
+
+    TensorFlow's native depthwise kernel (float16, or any dtype without
+    oneDNN) refuses unequal strides, so those run at stride 1 and are
+    subsampled by slicing: the same values.
+    """
+    equal = strides[0] == strides[1]
+    x = ops.depthwise_conv(
+        x,
+        kernel,
+        strides=strides if equal else 1,
+        padding="valid",
+        data_format="channels_last",
+    )
+    if equal:
+        return x
+    return x[:, :: strides[0], :: strides[1]]
+
+
+@keras.saving.register_keras_serializable(package="keras_blurpool")
+class BlurPool3D(_BlurPool):
+    """Anti-aliased 3-D downsampling: pad, binomial blur, subsample.
+
+    The volumetric `BlurPool2D` (video, medical volumes): pads each of the
+    three spatial axes by `floor((k-1)/2) + pad_off` before and
+    `ceil((k-1)/2) + pad_off` after, correlates with the normalised
+    `k`x`k`x`k` binomial kernel `outer(w, w, w)` (`w = binomial_filter(k)`)
+    per channel, and keeps every `strides`-th output per axis. The kernel
+    is an outer product, so the layer runs it as a 2-D blur over (H, W)
+    then a 1-D blur over D, each followed by its subsampling: the same
+    result as the 3-D correlation (to float rounding), at `2k` instead of
+    `k**3` multiplies per output and with only 2-D convolutions, which
+    every backend has.
+
+    Args:
+        filter_size: taps of the binomial filter per axis, 1 to 64 (1 =
+            plain subsampling).
+        strides: int or tuple of 3 ints, the subsampling factor per axis
+            (D, H, W).
+        pad_type: `"reflect"` (alias `"refl"`), `"replicate"` (`"repl"`)
+            or `"zero"`.
+        pad_off: extra padding on each side, an int >= 0.
+        data_format: `"channels_last"` (inputs `(batch, D, H, W, C)`) or
+            `"channels_first"` (`(batch, C, D, H, W)`); defaults to
+            `keras.config.image_data_format()`.
+        implementation: `"auto"` (default) or `"padded"`; both pad
+            explicitly (the border-corrected `"same"` route of
+            `BlurPool2D` has no 3-D version). Accepted for symmetry with
+            the other BlurPool layers.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Input shape:
+        5-D tensor `(batch, D, H, W, C)` or `(batch, C, D, H, W)`, with a
+        known channel count.
+
+    Output shape:
+        The same layout with each spatial size `n` replaced by
+        `(n + 2 * pad_off - 1) // s + 1`, i.e. `ceil(n / s)` for
+        `pad_off=0`.
+
+    Raises:
+        ValueError: for an argument outside the ranges above; at build or
+            call, for an unknown channel count or a map too small for
+            reflect padding (every spatial size must exceed the padding).
+
+    Example:
+
+    >>> x = keras.random.normal((1, 8, 16, 16, 3))
+    >>> tuple(keras_blurpool.BlurPool3D()(x).shape)
+    (1, 4, 8, 8, 3)
+    """
+
+    _rank = 3
+
+    def __init__(
+        self,
+        filter_size=4,
+        strides=2,
+        pad_type="reflect",
+        pad_off=0,
+        data_format=None,
+        implementation="auto",
+        **kwargs,
+    ):
+        super().__init__(
+            filter_size=filter_size,
+            strides=strides,
+            pad_type=pad_type,
+            pad_off=pad_off,
+            data_format=data_format,
+            implementation=implementation,
+            **kwargs,
+        )
+
+    def call(self, inputs):
+        self._check_spatial_sizes(inputs.shape)
+        shape = ops.shape(inputs)
+        channels_last = self.data_format == "channels_last"
+        if channels_last:
+            depth, height, width = shape[1], shape[2], shape[3]
+            channels = inputs.shape[-1]
+        else:
+            depth, height, width = shape[2], shape[3], shape[4]
+            channels = inputs.shape[1]
+        # channels_first runs one channel per batch row, so that every
+        # reshape below only merges adjacent axes (no transposes).
+        groups = channels if channels_last else 1
+        taps = self._taps
+        kernel_hw = np.broadcast_to(
+            np.multiply.outer(taps, taps)[..., None, None],
+            (self.filter_size, self.filter_size, groups, 1),
+        )
+        kernel_d = np.broadcast_to(
+            taps[:, None, None, None], (self.filter_size, 1, groups, 1)
+        )
+        kernel_hw = ops.convert_to_tensor(kernel_hw, dtype=self.compute_dtype)
+        kernel_d = ops.convert_to_tensor(kernel_d, dtype=self.compute_dtype)
+        stride_d, stride_h, stride_w = self.strides
+
+        # Padding 4-D tensors keeps reflect padding within what PyTorch's
+        # pad supports (at most the last 3 axes of a 4-D or 5-D tensor).
+        x = ops.reshape(inputs, (-1, height, width, groups))
+        x = _pad_axes(x, self.pad_type, {1: self._pads, 2: self._pads})
+        x = _depthwise_conv_subsample(x, kernel_hw, (stride_h, stride_w))
+        out_shape = ops.shape(x)
+        out_h, out_w = out_shape[1], out_shape[2]
+        x = ops.reshape(x, (-1, depth, out_h * out_w, groups))
+        x = _pad_axes(x, self.pad_type, {1: self._pads})
+        x = _depthwise_conv_subsample(x, kernel_d, (stride_d, 1))
+        out_d = ops.shape(x)[1]
+        if channels_last:
+            return ops.reshape(x, (-1, out_d, out_h, out_w, channels))
+        return ops.reshape(x, (-1, channels, out_d, out_h, out_w))
