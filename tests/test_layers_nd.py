@@ -344,3 +344,31 @@ def test_jax_and_torch_backends():
     for backend, process in runs.items():
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0 and "OK" in stdout, (backend, stderr[-3000:])
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (BlurPool3D(4, (2, 1, 3), "reflect"), (2, 5, 6, 7, 3)),
+        (BlurPool3D(3, 2, "replicate", data_format="channels_first"), (1, 2, 5, 4, 6)),
+        (BlurUpSampling2D((2, 3), 4, "reflect"), (2, 4, 5, 3)),
+        (BlurUpSampling2D(3, 5, "zero", "channels_first"), (1, 2, 3, 4)),
+    ],
+)
+def test_gradient_is_the_adjoint(layer, shape):
+    # Both layers are linear maps A: the input gradient of <A x, g> is
+    # A^T g, so <A^T g, x> must equal <g, A x> for random x and g.
+    tf = pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("uses tf.GradientTape")
+    x = tf.constant(_rng_input(shape, seed=2), "float64")
+    layer = type(layer).from_config({**layer.get_config(), "dtype": "float64"})
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        g = tf.constant(_rng_input(tuple(y.shape), seed=3), "float64")
+        loss = tf.reduce_sum(y * g)
+    grad = tape.gradient(loss, x)
+    np.testing.assert_allclose(
+        tf.reduce_sum(grad * x).numpy(), loss.numpy(), rtol=1e-10
+    )
