@@ -584,7 +584,7 @@ def _rebuild(model, options, report, prefix):
             call_function=call_function,
         )
     for old, new in pairs:
-        if old is not new and old.weights:
+        if old is not new and getattr(old, "weights", None):
             new.set_weights(old.get_weights())
     _check_shapes(model, new_model)
     return new_model
