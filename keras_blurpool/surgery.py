@@ -159,7 +159,10 @@ def antialias_model(
       `SeparableConv1D/2D` runs at stride 1, followed by the anti-aliasing
       layer of the same stride — placed after the `BatchNormalization` and
       activation that follow the conv when the graph has them there (each
-      the only consumer of the one before), else right after the conv;
+      the only consumer of the one before), else right after the conv; a
+      strided 1x1 conv with no activation up to there (a projection
+      shortcut) runs after the blur instead, as the reference's ResNet
+      shortcut, at the low resolution;
     * a strided `MaxPooling1D/2D/3D` runs at stride 1, then the blur pool;
     * a strided `AveragePooling1D/2D/3D` runs at stride 1, then the blur
       pool (together a blur pool whose filter is the binomial convolved
@@ -391,6 +394,17 @@ def _kind(layer, options):
     return kind, None
 
 
+def _is_projection(layer, chain):
+    """A strided 1x1 conv with no nonlinearity up to where the blur goes."""
+    kernel = getattr(layer, "kernel_size", None)
+    return (
+        kernel is not None
+        and all(k == 1 for k in kernel)
+        and layer.get_config().get("activation") == "linear"
+        and all(isinstance(f, keras.layers.BatchNormalization) for f in chain)
+    )
+
+
 def _clone(layer, **changes):
     config = layer.get_config()
     config.update(changes)
@@ -412,23 +426,15 @@ def _make_blur(layer, options, strides, name, channels):
     antialias = options.antialias
     if len(set(strides)) == 1:
         strides = strides[0]  # as the builders pass it to the factory
-    if callable(antialias):
-        made = antialias(channels, strides, name)
-        if not isinstance(made, keras.layers.Layer):
-            raise ValueError(
-                f"`antialias` {antialias!r} must return a keras.layers.Layer "
-                f"when called with (channels={channels!r}, strides="
-                f"{strides!r}, name={name!r}); it returned {made!r}"
-            )
-        return made
     if antialias == "avg" and rank != 2:
         return _AVG_BY_RANK[rank](
             pool_size=strides, strides=strides, padding="same",
             data_format=data_format, name=name,
         )
-    if antialias == "avg":
+    if callable(antialias) or antialias == "avg":
         return _antialias.create_antialias(
-            "avg", strides=strides, data_format=data_format, name=name
+            antialias, channels=channels, strides=strides,
+            data_format=data_format, name=name,
         )
     return _BLURS[rank](
         filter_size=options.filter_size,
@@ -452,24 +458,25 @@ class _Edit:
 
 
 def _followers(model):
-    """For Functional models: the conv -> BN -> act chains' last layers.
+    """The conv -> BN -> act chains of a model.
 
-    Returns a function mapping a layer to the layer whose output the blur
-    goes after.
+    Returns a function mapping a layer to the `_FOLLOWERS` after it, each
+    the only consumer of the one before (empty when there are none): the
+    blur goes after the last.
     """
     if isinstance(model, keras.Sequential):
         layers = model.layers
 
-        def after_sequential(layer):
+        def chain_sequential(layer):
             index = next(i for i, x in enumerate(layers) if x is layer)
-            anchor = layer
+            chain = []
             for follower in layers[index + 1:]:
                 if not isinstance(follower, _FOLLOWERS):
                     break
-                anchor = follower
-            return anchor
+                chain.append(follower)
+            return chain
 
-        return after_sequential
+        return chain_sequential
 
     consumers = collections.defaultdict(list)
     nodes_of = collections.defaultdict(list)
@@ -482,8 +489,8 @@ def _followers(model):
                 consumers[id(tensor)].append(node)
     outputs = {id(t) for t in model.outputs}
 
-    def after_functional(layer):
-        anchor = layer
+    def chain_functional(layer):
+        anchor, chain = layer, []
         while len(nodes_of[id(anchor)]) == 1:
             (node,) = nodes_of[id(anchor)]
             if len(node.outputs) != 1 or id(node.outputs[0]) in outputs:
@@ -495,15 +502,16 @@ def _followers(model):
             if len(nodes_of[id(follower)]) != 1 or len(users[0].input_tensors) != 1:
                 break
             anchor = follower
-        return anchor
+            chain.append(follower)
+        return chain
 
-    return after_functional
+    return chain_functional
 
 
 def _rebuild(model, options, report, prefix):
     """The anti-aliased copy of one (possibly nested) graph model."""
     _check_model(model, "model")
-    anchor_of = _followers(model)
+    chain_of = _followers(model)
     taken = {layer.name for layer in model.layers}
     edits = collections.defaultdict(_Edit)  # id(new layer) -> _Edit
     pending_after = {}  # id(old anchor) -> blur to go after it
@@ -547,11 +555,21 @@ def _rebuild(model, options, report, prefix):
             return new
         new = _clone(layer, strides=1)
         pairs.append((layer, new))
+        chain = chain_of(layer) if kind == "conv" else []
+        if kind == "conv" and _is_projection(layer, chain):
+            # Blur before, as the reference's ResNet shortcut (BlurPool,
+            # conv1x1, BN): a pointwise affine chain commutes with the
+            # blur, and the conv then runs at the low resolution.
+            channels = _channels(_input_shape(layer), layer.data_format)
+            edits[id(new)].before = _make_blur(
+                layer, options, strides, name, channels
+            )
+            return new
         out_channels = _channels(
             tuple(layer._inbound_nodes[0].outputs[0].shape), layer.data_format
         )
         blur = _make_blur(layer, options, strides, name, out_channels)
-        anchor = anchor_of(layer) if kind == "conv" else layer
+        anchor = chain[-1] if chain else layer
         if anchor is layer:
             edits[id(new)].after = blur
         else:

@@ -106,6 +106,42 @@ def test_blur_goes_before_an_activation_shared_by_two_branches():
     assert new.output.shape == model.output.shape
 
 
+
+def test_projection_shortcut_blurs_before_its_1x1_conv():
+    inputs = keras.Input((16, 16, 16))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="stem")(inputs)
+    main = keras.layers.Conv2D(32, 1, strides=2, name="main")(x)
+    main = keras.layers.BatchNormalization(name="main_bn")(main)
+    main = keras.layers.ReLU(name="main_relu")(main)
+    short = keras.layers.Conv2D(32, 1, strides=2, name="short")(x)
+    short = keras.layers.BatchNormalization(name="short_bn")(short)
+    outputs = keras.layers.Add(name="add")([main, short])
+    model = keras.Model(inputs, outputs)
+    for bn in ("main_bn", "short_bn"):  # BN that is no identity
+        layer = model.get_layer(bn)
+        rng = np.random.default_rng(len(bn))
+        layer.set_weights([rng.uniform(0.5, 2, w.shape).astype("float32")
+                           for w in layer.get_weights()])
+    new = antialias_model(model)
+    # A nonlinearity in the chain: after it, as the paper places it.
+    assert _inbound_layer(new, "main_blur") == "main_relu"
+    # A pointwise affine chain (conv1x1 -> BN): before the conv, as the
+    # reference's ResNet shortcut, where the conv is cheap ...
+    assert _inbound_layer(new, "short") == "short_blur"
+    assert _inbound_layer(new, "short_blur") == "stem"
+    assert new.get_layer("short").strides == (1, 1)
+    assert new.output.shape == model.output.shape
+    # ... and where it equals the blur after the BN (inference).
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 16)).astype("float32")
+    stem = _np(model.get_layer("stem")(x))
+    conv = model.get_layer("short")
+    dense = keras.ops.conv(stem, conv.kernel, strides=1) + conv.bias
+    after = keras_blurpool.BlurPool2D(4)(
+        model.get_layer("short_bn")(dense, training=False))
+    short_new = keras.Model(new.input, new.get_layer("short_bn").output)
+    np.testing.assert_allclose(_np(short_new(x)), _np(after), rtol=1e-4, atol=1e-4)
+
+
 def test_original_weights_load_and_keras_round_trip(tmp_path):
     model = _small_cnn()
     model.save_weights(tmp_path / "plain.weights.h5")
@@ -333,6 +369,8 @@ def test_map_too_small_names_the_layer():
         ({"skip": 3}, "skip=3"),
         ({"pad_type": "wrap"}, "pad_type='wrap'"),
         ({"antialias": "avg", "blur_first": True}, "blur_first=True"),
+        ({"antialias": lambda channels, strides, name: None},
+         "must return a keras.layers.Layer"),
     ],
 )
 def test_bad_arguments(kwargs, match):
