@@ -163,6 +163,8 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
 
 # Prefix of the names of keras.applications models, e.g. "keras.ResNet50".
 KERAS_PREFIX = "keras."
+# BatchNormalization momentum of keras.applications models trained here.
+KERAS_BN_MOMENTUM = 0.9
 
 
 def keras_application_names() -> list:
@@ -183,6 +185,13 @@ def is_keras_application(arch) -> bool:
     )
 
 
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
 def _keras_application(arch, filter_size, *, classes, input_shape, weights):
     if weights is not None and not os.fspath(weights).endswith(".weights.h5"):
         raise ValueError(
@@ -197,6 +206,13 @@ def _keras_application(arch, filter_size, *, classes, input_shape, weights):
         classes=classes,
         classifier_activation=None,
     )
+    # The reference's recipes train with PyTorch's BatchNorm momentum 0.1
+    # (Keras 0.9). keras.applications' MobileNets use 0.999, whose moving
+    # statistics have not settled after a short run (the demo's ~1100
+    # steps left their validation at chance).
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = KERAS_BN_MOMENTUM
     if filter_size is not None:
         from keras_blurpool import antialias_model
 

@@ -777,6 +777,12 @@ def test_keras_application_arch_is_antialiased_by_surgery():
     assert any(layer.name.endswith("_blur") for layer in blurred.layers)
     assert not any(layer.name.endswith("_blur") for layer in plain.layers)
     assert blurred.output.shape == plain.output.shape == (None, 5)
+    # PyTorch's BN momentum, as the reference trains (MobileNetV2's own is
+    # 0.999), in both twins.
+    for model in (plain, blurred):
+        momenta = {layer.momentum for layer in model.layers
+                   if isinstance(layer, keras.layers.BatchNormalization)}
+        assert momenta == {models.KERAS_BN_MOMENTUM} == {0.9}
     assert config_lib.recipe_for("keras.MobileNetV2") == config_lib.recipe_for("resnet50")
     with pytest.raises(ValueError, match="keras.NoSuchNet.*keras.MobileNetV2"):
         models.build_model("keras.NoSuchNet", 4)
