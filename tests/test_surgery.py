@@ -142,6 +142,21 @@ def test_projection_shortcut_blurs_before_its_1x1_conv():
     np.testing.assert_allclose(_np(short_new(x)), _np(after), rtol=1e-4, atol=1e-4)
 
 
+
+def test_equals_the_hand_built_paper_network():
+    """The demo CNN anti-aliased by surgery is its hand-built LPF twin."""
+    from recipes.models import demo_cnn
+
+    keras.utils.set_random_seed(0)
+    plain = demo_cnn(None)
+    new = antialias_model(plain)
+    built = demo_cnn(4)  # conv -> BN -> ReLU -> BlurPool2D, MaxBlurPool2D
+    keras_blurpool.transfer_weights(plain, built)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(_np(new(x, training=False)),
+                               _np(built(x, training=False)), rtol=1e-6, atol=1e-6)
+
+
 def test_original_weights_load_and_keras_round_trip(tmp_path):
     model = _small_cnn()
     model.save_weights(tmp_path / "plain.weights.h5")
