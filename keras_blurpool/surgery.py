@@ -94,7 +94,7 @@ class AntialiasReport:
         left_alone: name -> why a strided layer was not changed (under
             `min_channels`, in `skip`, a kind switched off, a
             transposed conv whose shape stride 1 cannot keep, a subclassed
-            nested model).
+            nested model, a custom layer with strided layers inside).
     """
 
     replaced: dict = dataclasses.field(
@@ -236,9 +236,13 @@ def antialias_model(
     report = AntialiasReport()
     new_model = _rebuild(model, options, report, prefix="")
     if report.total == 0:
+        hidden = [name for name, why in report.left_alone.items()
+                  if why.startswith("a custom ")]
         warnings.warn(
             f"antialias_model: model '{model.name}' has no strided layer to "
-            "anti-alias (with these options); the result is a copy.",
+            "anti-alias (with these options); the result is a copy."
+            + (f" Custom layers hold strided layers inside, which it cannot "
+               f"rewrite: {', '.join(hidden)}." if hidden else ""),
             stacklevel=2,
         )
     _LOG.info("antialias_model(%s): %s", model.name, report)
@@ -405,6 +409,22 @@ def _is_projection(layer, chain):
     )
 
 
+def _hidden_strided(layer):
+    """Why a custom layer holding strided layers is left alone, or None."""
+    inner = [
+        sub.name
+        for sub in layer._flatten_layers(include_self=False, recursive=True)
+        if isinstance(sub, _CONVS + _MAX_POOLS + _AVG_POOLS)
+        and any(s > 1 for s in _strides(sub))
+    ]
+    if not inner:
+        return None
+    return (
+        f"a custom {type(layer).__name__} layer holding strided layers "
+        f"({', '.join(inner)}): its call() cannot be rewritten"
+    )
+
+
 def _clone(layer, **changes):
     config = layer.get_config()
     config.update(changes)
@@ -535,6 +555,8 @@ def _rebuild(model, options, report, prefix):
                 return layer  # shared, as is
             return _rebuild(layer, options, report, prefix + layer.name + "/")
         kind, reason = _kind(layer, options)
+        if reason is None and kind is None:
+            reason = _hidden_strided(layer)
         if reason is not None:
             report.left_alone[prefix + layer.name] = reason
         if kind is None:

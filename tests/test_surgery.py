@@ -343,6 +343,26 @@ def test_no_strided_layer_warns_and_copies():
     )
 
 
+
+def test_custom_layer_with_strided_layers_inside_is_reported():
+    class Down(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(16, 3, strides=2, padding="same",
+                                            name="inner_conv")
+
+        def call(self, x):
+            return self.conv(x)
+
+    inputs = keras.Input((16, 16, 16))
+    model = keras.Model(inputs, Down(name="down")(inputs))
+    with pytest.warns(UserWarning, match="Custom layers hold strided layers.*down"):
+        _, report = antialias_model(model, return_report=True)
+    assert report.total == 0
+    assert "inner_conv" in report.left_alone["down"]
+    assert "call() cannot be rewritten" in report.left_alone["down"]
+
+
 def test_subclassed_model_is_a_clear_error():
     class Net(keras.Model):
         def __init__(self):
@@ -487,6 +507,11 @@ KERAS_HUB_BACKBONES = {
         stackwise_num_filters=[64, 128], stackwise_num_blocks=[2, 2],
         stackwise_num_strides=[1, 2], block_type="bottleneck_block",
         use_pre_activation=False),
+    "CSPNetBackbone": dict(
+        stem_filters=32, stem_kernel_size=3, stem_strides=1,
+        stackwise_depth=[1, 2, 2], stackwise_strides=[1, 2, 2],
+        stackwise_num_filters=[32, 64, 128], block_type="dark_block",
+        stage_type="dark"),
     "DenseNetBackbone": dict(stackwise_num_repeats=[2, 2, 2]),
     "VGGBackbone": dict(stackwise_num_repeats=[1, 1, 1],
                         stackwise_num_filters=[16, 32, 64]),
