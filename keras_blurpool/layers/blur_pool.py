@@ -108,6 +108,17 @@ def _standardize_data_format(data_format) -> str:
     return data_format
 
 
+def _known_channels(layer, input_shape):
+    """The channels of `input_shape` at `layer._channel_axis`; known or raise."""
+    channels = input_shape[layer._channel_axis]
+    if channels is None:
+        raise ValueError(
+            f"{type(layer).__name__} '{layer.name}' needs a known channel "
+            f"dimension. Received input_shape={tuple(input_shape)}"
+        )
+    return channels
+
+
 def _pad_axes(x, pad_type, widths):
     """Pads `x` by `widths` ({axis: (before, after)}) with `pad_type`.
 
@@ -199,12 +210,7 @@ class _BlurPool(keras.layers.Layer):
         return self._kernel_2d.copy()
 
     def build(self, input_shape):
-        channels = input_shape[self._channel_axis]
-        if channels is None:
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}' needs a known channel "
-                f"dimension. Received input_shape={tuple(input_shape)}"
-            )
+        channels = _known_channels(self, input_shape)
         self._check_spatial_sizes(input_shape)
         if all(input_shape[a] is not None for a in self._spatial_axes):
             self._same_padding_plan(input_shape)  # checks "same" early

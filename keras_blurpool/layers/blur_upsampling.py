@@ -19,6 +19,7 @@ from keras import ops
 
 from keras_blurpool._utils import check_int
 from keras_blurpool.layers.blur_pool import MAX_FILTER_SIZE
+from keras_blurpool.layers.blur_pool import _known_channels
 from keras_blurpool.layers.blur_pool import _pad_axes
 from keras_blurpool.layers.blur_pool import _standardize_data_format
 from keras_blurpool.layers.blur_pool import _standardize_strides
@@ -133,12 +134,7 @@ class BlurUpSampling2D(keras.layers.Layer):
         return np.multiply.outer(*self._taps)
 
     def build(self, input_shape):
-        channels = input_shape[self._channel_axis]
-        if channels is None:
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}' needs a known channel "
-                f"dimension. Received input_shape={tuple(input_shape)}"
-            )
+        channels = _known_channels(self, input_shape)
         self._check_spatial_sizes(input_shape)
         self.input_spec = keras.layers.InputSpec(
             ndim=4, axes={self._channel_axis: channels}
