@@ -411,6 +411,8 @@ def _is_projection(layer, chain):
 
 def _hidden_strided(layer):
     """Why a custom layer holding strided layers is left alone, or None."""
+    if not isinstance(layer, keras.layers.Layer):
+        return None  # an op of the graph (`x + y`), no sublayers
     inner = [
         sub.name
         for sub in layer._flatten_layers(include_self=False, recursive=True)
