@@ -119,6 +119,22 @@ def _known_channels(layer, input_shape):
     return channels
 
 
+def _check_reflect_fits(layer, shape, pads, pad_text, settings):
+    """Raises unless each known spatial size of `shape` exceeds its pad."""
+    if layer.pad_type != "reflect":
+        return
+    sizes = [shape[a] for a in layer._spatial_axes]
+    if any(n is not None and n <= p for n, p in zip(sizes, pads)):
+        size = "x".join(str(n) for n in sizes)
+        raise ValueError(
+            f"{type(layer).__name__} '{layer.name}' cannot reflect-pad a "
+            f"{size} feature map by {pad_text} pixel(s) ({settings}): "
+            "reflect padding needs every spatial size to be larger than "
+            "the padding. Use pad_type='replicate' or 'zero', or a "
+            "smaller filter_size."
+        )
+
+
 def _pad_axes(x, pad_type, widths):
     """Pads `x` by `widths` ({axis: (before, after)}) with `pad_type`.
 
@@ -219,20 +235,11 @@ class _BlurPool(keras.layers.Layer):
         )
 
     def _check_spatial_sizes(self, shape):
-        if self.pad_type != "reflect":
-            return
         pad = max(self._pads)
-        sizes = [shape[a] for a in self._spatial_axes]
-        if any(n is not None and n <= pad for n in sizes):
-            size = "x".join(str(n) for n in sizes)
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}' cannot reflect-pad a "
-                f"{size} feature map by {pad} pixel(s) "
-                f"(filter_size={self.filter_size}, pad_off={self.pad_off}): "
-                "reflect padding needs every spatial size to be larger than "
-                "the padding. Use pad_type='replicate' or 'zero', or a "
-                "smaller filter_size."
-            )
+        _check_reflect_fits(
+            self, shape, [pad] * len(self._spatial_axes), pad,
+            f"filter_size={self.filter_size}, pad_off={self.pad_off}",
+        )
 
     def _output_length(self, n, axis_index):
         if n is None:

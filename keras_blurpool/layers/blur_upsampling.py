@@ -19,6 +19,7 @@ from keras import ops
 
 from keras_blurpool._utils import check_int
 from keras_blurpool.layers.blur_pool import MAX_FILTER_SIZE
+from keras_blurpool.layers.blur_pool import _check_reflect_fits
 from keras_blurpool.layers.blur_pool import _known_channels
 from keras_blurpool.layers.blur_pool import _pad_axes
 from keras_blurpool.layers.blur_pool import _standardize_data_format
@@ -141,19 +142,10 @@ class BlurUpSampling2D(keras.layers.Layer):
         )
 
     def _check_spatial_sizes(self, shape):
-        if self.pad_type != "reflect":
-            return
-        sizes = [shape[a] for a in self._spatial_axes]
-        if any(n is not None and n <= p for n, p in zip(sizes, self._pads)):
-            size = "x".join(str(n) for n in sizes)
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}' cannot reflect-pad a "
-                f"{size} feature map by {self._pads} pixel(s) "
-                f"(filter_size={self.filter_size}, size={self.size}): "
-                "reflect padding needs every spatial size to be larger than "
-                "the padding. Use pad_type='replicate' or 'zero', or a "
-                "smaller filter_size."
-            )
+        _check_reflect_fits(
+            self, shape, self._pads, self._pads,
+            f"filter_size={self.filter_size}, size={self.size}",
+        )
 
     def compute_output_shape(self, input_shape):
         shape = list(input_shape)
