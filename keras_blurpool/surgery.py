@@ -77,6 +77,9 @@ _AVG_BY_RANK = {
     1: keras.layers.AveragePooling1D,
     3: keras.layers.AveragePooling3D,
 }
+# How the report's reason for a custom layer with strided layers inside
+# starts (the no-change warning names those layers).
+_CUSTOM_LAYER = "a custom "
 # Layer kinds of the report.
 _KINDS = ("conv", "max_pool", "avg_pool", "upsampling")
 
@@ -237,7 +240,7 @@ def antialias_model(
     new_model = _rebuild(model, options, report, prefix="")
     if report.total == 0:
         hidden = [name for name, why in report.left_alone.items()
-                  if why.startswith("a custom ")]
+                  if why.startswith(_CUSTOM_LAYER)]
         warnings.warn(
             f"antialias_model: model '{model.name}' has no strided layer to "
             "anti-alias (with these options); the result is a copy."
@@ -422,7 +425,7 @@ def _hidden_strided(layer):
     if not inner:
         return None
     return (
-        f"a custom {type(layer).__name__} layer holding strided layers "
+        f"{_CUSTOM_LAYER}{type(layer).__name__} layer holding strided layers "
         f"({', '.join(inner)}): its call() cannot be rewritten"
     )
 
