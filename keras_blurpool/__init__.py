@@ -1,6 +1,7 @@
 """keras-blurpool: anti-aliased CNNs (Zhang, ICML 2019) for Keras 3."""
 
 from keras_blurpool import applications
+from keras_blurpool import callbacks
 from keras_blurpool.applications import load_torch_weights
 from keras_blurpool.layers import AntiAliasAvgPool2D
 from keras_blurpool.layers import AntiAliasing
@@ -30,6 +31,7 @@ __all__ = [
     "MaxBlurPool2D",
     "antialias_model",
     "applications",
+    "callbacks",
     "binomial_filter",
     "create_antialias",
     "is_antialiasing",

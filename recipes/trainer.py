@@ -54,6 +54,8 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from keras_blurpool._utils import atomic_path
+from keras_blurpool.callbacks import average_over_replicas
+from keras_blurpool.callbacks import batch_norm_statistics
 from recipes import strategy as strategy_lib
 from recipes.config import LearningRate
 from recipes.optimizer import TorchSGD
@@ -227,32 +229,6 @@ def _scalar(name: str, value: float, step: int) -> None:
     )
 
 
-def _average_statistics(model: keras.Model) -> None:
-    """Averages BatchNorm's moving statistics over the replicas.
-
-    Keras 3 creates them with aggregation "none", so under a strategy each
-    replica updates its own copy from its own images and the copies of a
-    "mirrored" variable drift apart: replicas would evaluate differently
-    and the saved value would be replica 0's alone. Averaging after each
-    step keeps them identical (Keras 2 averaged them on read). It runs in
-    replica context, as one all-reduce of a few kilobytes per step.
-    """
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return
-    # Float only: integer state (dropout seeds) is not a statistic.
-    statistics = [
-        v for v in model.non_trainable_variables if v.dtype.startswith("float")
-    ]
-    if not statistics:
-        return
-    means = context.all_reduce(
-        tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in statistics]
-    )
-    for variable, mean in zip(statistics, means):
-        variable.assign(mean)
-
-
 class Trainer:
     """Trains a classifier from logits under any `tf.distribute` strategy.
 
@@ -361,6 +337,8 @@ class Trainer:
         model, optimizer = self.model, self.optimizer
         effective_batch = config.effective_batch_size
 
+        statistics = batch_norm_statistics(model)
+
         def replica_step(batches):
             variables = model.trainable_variables
             total, loss_sum = None, 0.0
@@ -395,7 +373,9 @@ class Trainer:
             # Sums the gradients over replicas, then applies them (unscaled
             # and checked for overflow by a LossScaleOptimizer).
             optimizer.apply(total, variables)
-            _average_statistics(model)
+            # Keeps the replicas' BatchNorm statistics identical (see
+            # keras_blurpool.callbacks).
+            average_over_replicas(statistics)
             return loss_sum
 
         @tf.function

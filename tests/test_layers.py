@@ -624,15 +624,40 @@ def same_route_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("implementation,hw,expected_calls", [
-    ("auto", (16, 16), 1), ("auto", (15, 15), 0),
-    ("padded", (16, 16), 0), ("same", (16, 16), 1),
+# "auto" runs the "same" route for op-by-op training calls only: never
+# under XLA (always on JAX), never in inference or export.
+_AUTO_TRAINS_ON_SAME = 0 if keras.backend.backend() == "jax" else 1
+
+
+@pytest.mark.parametrize("implementation,hw,training,expected_calls", [
+    ("auto", (16, 16), True, _AUTO_TRAINS_ON_SAME),
+    ("auto", (16, 16), False, 0), ("auto", (16, 16), None, 0),
+    ("auto", (15, 15), True, 0),
+    ("padded", (16, 16), True, 0),
+    ("same", (16, 16), True, 1), ("same", (16, 16), False, 1),
 ])
 def test_implementation_picks_the_route(same_route_calls, implementation, hw,
-                                        expected_calls):
+                                        training, expected_calls):
     x = np.random.default_rng(0).standard_normal((2, *hw, 3))
     layer = BlurPool2D(4, implementation=implementation)
-    got = to_numpy(layer(x.astype("float32")))
+    got = to_numpy(layer(x.astype("float32"), training=training))
+    assert len(same_route_calls) == expected_calls
+    np.testing.assert_allclose(
+        got, numpy_blurpool(x, 4, 2, "reflect", 0, rank=2), atol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="tf.function(jit_compile=True) is TensorFlow's XLA")
+@pytest.mark.parametrize("implementation,expected_calls",
+                         [("auto", 0), ("same", 1)])
+def test_auto_takes_the_padded_route_under_xla(same_route_calls,
+                                               implementation, expected_calls):
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).standard_normal((2, 16, 16, 3))
+    layer = BlurPool2D(4, implementation=implementation)
+    step = tf.function(lambda v: layer(v, training=True), jit_compile=True)
+    got = to_numpy(step(tf.constant(x, "float32")))
     assert len(same_route_calls) == expected_calls
     np.testing.assert_allclose(
         got, numpy_blurpool(x, 4, 2, "reflect", 0, rank=2), atol=1e-5)

@@ -104,6 +104,28 @@ class AntiAlias:
         return f"antialias={self.antialias!r}"
 
 
+def check_synchronized_batch_norm(synchronized_batch_norm) -> None:
+    """Raises unless the flag is a bool, and True only on TensorFlow."""
+    if not isinstance(synchronized_batch_norm, bool):
+        raise ValueError(
+            "`synchronized_batch_norm` must be True or False. Received: "
+            f"synchronized_batch_norm={synchronized_batch_norm!r}"
+        )
+    backend = keras.backend.backend()
+    if synchronized_batch_norm and backend != "tensorflow":
+        raise ValueError(
+            "`synchronized_batch_norm=True` builds Keras's "
+            "`BatchNormalization(synchronized=True)` (batch statistics over "
+            "all replicas of a `tf.distribute` strategy), which exists on "
+            "the TensorFlow backend only; the current backend is "
+            f"{backend!r}. On JAX, `keras.distribution` data parallelism "
+            "already computes the batch statistics over the global batch "
+            "(one program over the whole sharded batch), so the flag is not "
+            "needed there: leave it False. Received: "
+            "synchronized_batch_norm=True"
+        )
+
+
 def antialias_spec(antialias, filter_size, pad_type="reflect") -> AntiAlias | None:
     """The builder's anti-aliasing, or None for the plain network.
 
@@ -127,6 +149,7 @@ def validate_builder_args(
     pool_only: bool | None = None,
     antialias: AntiAliasChoice = "blur",
     pad_type: str = "reflect",
+    synchronized_batch_norm=False,
 ) -> None:
     """Early, named errors for the arguments every builder shares.
 
@@ -146,6 +169,8 @@ def validate_builder_args(
         antialias: the builder's `antialias`: `"blur"`, `"avg"`, None or a
             callable `(channels, strides, name) -> keras.layers.Layer`.
         pad_type: the builder's `pad_type`, the padding of the blur.
+        synchronized_batch_norm: the builder's `synchronized_batch_norm`:
+            `True` or `False`; `True` needs the TensorFlow backend.
 
     Raises:
         ValueError: naming the argument, the value and what is allowed.
@@ -153,6 +178,7 @@ def validate_builder_args(
     check_antialias(antialias)
     standardize_pad_type(pad_type)
     check_filter_size(filter_size)
+    check_synchronized_batch_norm(synchronized_batch_norm)
     if filter_size is None and antialias is not None and antialias != "blur":
         raise ValueError(
             "`filter_size=None` builds the plain network, which contradicts "
@@ -350,6 +376,7 @@ def finish_model(
     weights,
     arch: str,
     filter_size: int | None,
+    synchronized_batch_norm: bool = False,
 ) -> keras.Model:
     """Makes the functional model and loads `weights` into it.
 
@@ -360,11 +387,22 @@ def finish_model(
         weights: as checked by `validate_builder_args`.
         arch: the registry name of the architecture.
         filter_size: the builder's `filter_size`.
+        synchronized_batch_norm: the builder's `synchronized_batch_norm`
+            (checked by `validate_builder_args`): if `True`, every
+            `keras.layers.BatchNormalization` of the model computes its
+            batch statistics over all replicas (`synchronized=True`).
 
     Returns:
         The `keras.Model`.
     """
     model = keras.Model(inputs, outputs, name=name)
+    if synchronized_batch_norm:
+        # BatchNormalization reads `self.synchronized` when called (not
+        # when built) and `get_config` saves it, so setting it on the built
+        # graph equals passing `synchronized=True` to every constructor.
+        for layer in model._flatten_layers(include_self=False):
+            if isinstance(layer, layers.BatchNormalization):
+                layer.synchronized = True
     if weights is not None:
         loading.load_weights(model, weights, arch=arch, filter_size=filter_size)
     return model

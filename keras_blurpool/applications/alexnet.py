@@ -86,6 +86,7 @@ def AlexNet(
     filter_size: int | None = 4,
     pad_type: str = "reflect",
     pool_only: bool = False,
+    synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
     """Instantiates the anti-aliased AlexNet architecture.
@@ -124,6 +125,11 @@ def AlexNet(
         pool_only: blur only the max pools and keep conv1 at stride 4
             (cheaper). As in the reference, this variant has no ReLU
             after conv1.
+        synchronized_batch_norm: accepted for a uniform signature with
+            the other builders (`True` makes their BatchNormalization
+            compute batch statistics over all replicas of a
+            `tf.distribute` strategy; TensorFlow backend only): no effect
+            here, this network has no BatchNormalization.
         name: name of the model. Defaults to `"alexnet"`.
 
     Returns:
@@ -145,6 +151,7 @@ def AlexNet(
         pool_only=pool_only,
         antialias=antialias,
         pad_type=pad_type,
+        synchronized_batch_norm=synchronized_batch_norm,
     )
     if not isinstance(pool_only, bool):
         raise ValueError(
@@ -166,6 +173,7 @@ def AlexNet(
         arch="alexnet",
         filter_size=filter_size,
         aa=aa,
+        synchronized_batch_norm=synchronized_batch_norm,
     )
 
 

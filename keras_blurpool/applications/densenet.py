@@ -90,6 +90,7 @@ def _densenet(
     filter_size,
     pad_type,
     pool_only,
+    synchronized_batch_norm,
     name,
 ):
     validate_builder_args(
@@ -102,6 +103,7 @@ def _densenet(
         pool_only=pool_only,
         antialias=antialias,
         pad_type=pad_type,
+        synchronized_batch_norm=synchronized_batch_norm,
     )
     if not isinstance(pool_only, bool):
         raise ValueError(
@@ -161,6 +163,7 @@ def _densenet(
         weights=weights,
         arch=variant,
         filter_size=filter_size,
+        synchronized_batch_norm=synchronized_batch_norm,
     )
 
 
@@ -210,6 +213,11 @@ _DOC = """Instantiates the anti-aliased {title} architecture.
         pool_only: `True` antialiases the pools only. `False` also
             evaluates the 7x7 stem convolution at stride 1 and blurs
             after it (costly). Ignored by the plain network.
+        synchronized_batch_norm: if `True`, BatchNormalization computes
+            its batch statistics over all replicas of a `tf.distribute`
+            strategy (Keras's `BatchNormalization(synchronized=True)`;
+            TensorFlow backend only), so every replica holds the same
+            moving statistics. See docs/training.md, "model.fit on GPUs".
         name: model name, `"{ref}"` by default.
 
     Returns:
@@ -239,6 +247,7 @@ def _builder(builder: str, title: str):
         filter_size: int | None = 4,
         pad_type: str = "reflect",
         pool_only: bool = True,
+        synchronized_batch_norm: bool = False,
         name: str | None = None,
     ) -> keras.Model:
         return _densenet(
@@ -254,6 +263,7 @@ def _builder(builder: str, title: str):
             filter_size=filter_size,
             pad_type=pad_type,
             pool_only=pool_only,
+            synchronized_batch_norm=synchronized_batch_norm,
             name=name,
         )
 

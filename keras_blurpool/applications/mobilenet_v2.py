@@ -103,6 +103,7 @@ def MobileNetV2(
     antialias="blur",
     filter_size: int | None = 4,
     pad_type: str = "reflect",
+    synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
     """Instantiates the anti-aliased MobileNetV2 architecture.
@@ -149,6 +150,11 @@ def MobileNetV2(
             `antialias=None`).
         pad_type: padding of the blur: `"reflect"` (the reference's),
             `"replicate"` or `"zero"` (these take smaller inputs).
+        synchronized_batch_norm: if `True`, BatchNormalization computes
+            its batch statistics over all replicas of a `tf.distribute`
+            strategy (Keras's `BatchNormalization(synchronized=True)`;
+            TensorFlow backend only), so every replica holds the same
+            moving statistics. See docs/training.md, "model.fit on GPUs".
         name: model name, `"mobilenet_v2"` by default.
 
     Returns:
@@ -169,6 +175,7 @@ def MobileNetV2(
         arch="mobilenet_v2",
         antialias=antialias,
         pad_type=pad_type,
+        synchronized_batch_norm=synchronized_batch_norm,
     )
     aa = antialias_spec(antialias, filter_size, pad_type)
     min_size = _min_input_size(aa)
@@ -219,6 +226,7 @@ def MobileNetV2(
         weights=weights,
         arch="mobilenet_v2",
         filter_size=filter_size,
+        synchronized_batch_norm=synchronized_batch_norm,
     )
 
 

@@ -179,6 +179,7 @@ def _resnet(
     filter_size: int | None,
     pad_type: str,
     pool_only: bool,
+    synchronized_batch_norm: bool,
     name: str | None,
 ) -> keras.Model:
     """Builds any member of the family; see the public builders."""
@@ -192,6 +193,7 @@ def _resnet(
         pool_only=pool_only,
         antialias=antialias,
         pad_type=pad_type,
+        synchronized_batch_norm=synchronized_batch_norm,
     )
     aa = antialias_spec(antialias, filter_size, pad_type)
     min_size = _min_input_size(aa, pool_only)
@@ -228,6 +230,7 @@ def _resnet(
         weights=weights,
         arch=default_name,
         filter_size=filter_size,
+        synchronized_batch_norm=synchronized_batch_norm,
     )
 
 
@@ -275,6 +278,11 @@ Args:
         the stem is anti-aliased and the 7x7 convolution keeps its stride;
         `False` also anti-aliases that convolution, at about 4x its cost.
         No effect on the plain network.
+    synchronized_batch_norm: if `True`, BatchNormalization computes its
+        batch statistics over all replicas of a `tf.distribute` strategy
+        (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
+        only), so every replica holds the same moving statistics. See
+        docs/training.md, "model.fit on GPUs".
     name: name of the model; defaults to `"{reference}"`.
 
 Returns:
@@ -312,6 +320,7 @@ def _builder(
         filter_size: int | None = 4,
         pad_type: str = "reflect",
         pool_only: bool = True,
+        synchronized_batch_norm: bool = False,
         name: str | None = None,
     ) -> keras.Model:
         return _resnet(
@@ -331,6 +340,7 @@ def _builder(
             filter_size=filter_size,
             pad_type=pad_type,
             pool_only=pool_only,
+            synchronized_batch_norm=synchronized_batch_norm,
             name=name,
         )
 

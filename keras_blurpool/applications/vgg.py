@@ -148,7 +148,8 @@ def _classifier(x, *, pool_size: int, dropout_first: bool, classes: int,
 
 def _build(features, *, head_pool_size, dropout_first, include_top, weights,
            input_tensor, input_shape, pooling, classes,
-           classifier_activation, name, arch, filter_size, aa):
+           classifier_activation, name, arch, filter_size, aa,
+           synchronized_batch_norm=False):
     """The model of a features spec and the torchvision-style classifier."""
     min_size = _min_input_size(features)
     img_input, inputs = model_input(
@@ -190,6 +191,7 @@ def _build(features, *, head_pool_size, dropout_first, include_top, weights,
         weights=weights,
         arch=arch,
         filter_size=filter_size,
+        synchronized_batch_norm=synchronized_batch_norm,
     )
 
 
@@ -242,7 +244,7 @@ def _torch_names(model) -> dict[str, str] | None:
 
 def _vgg(depth, use_bn, include_top, weights, input_tensor, input_shape,
          pooling, classes, classifier_activation, antialias, filter_size,
-         pad_type, name):
+         pad_type, synchronized_batch_norm, name):
     validate_builder_args(
         weights=weights,
         filter_size=filter_size,
@@ -252,6 +254,7 @@ def _vgg(depth, use_bn, include_top, weights, input_tensor, input_shape,
         arch=f"vgg{depth}" + ("_bn" if use_bn else ""),
         antialias=antialias,
         pad_type=pad_type,
+        synchronized_batch_norm=synchronized_batch_norm,
     )
     aa = antialias_spec(antialias, filter_size, pad_type)
     return _build(
@@ -269,6 +272,7 @@ def _vgg(depth, use_bn, include_top, weights, input_tensor, input_shape,
         arch=f"vgg{depth}" + ("_bn" if use_bn else ""),
         filter_size=filter_size,
         aa=aa,
+        synchronized_batch_norm=synchronized_batch_norm,
     )
 
 
@@ -305,6 +309,11 @@ Args:
         network (as `antialias=None`).
     pad_type: padding of the blur: `"reflect"` (the reference's),
         `"replicate"` or `"zero"` (these take smaller inputs).
+    synchronized_batch_norm: if `True`, BatchNormalization computes its
+        batch statistics over all replicas of a `tf.distribute` strategy
+        (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
+        only), so every replica holds the same moving statistics. See
+        docs/training.md, "model.fit on GPUs".{bn_note}
     name: name of the model. Defaults to `"{default_name}"`.
 
 Returns:
@@ -316,6 +325,13 @@ Example:
 >>> model.output_shape
 (None, 1000)
 """
+
+
+# Appended to `synchronized_batch_norm` in the docstring of the VGGs
+# without BatchNorm, which accept the flag like every builder.
+_NO_BN_NOTE = """
+        No effect on this variant: this network has no BatchNormalization
+        (the `BN` variants have)."""
 
 
 def _builder(builder: str, title: str, depth: int, use_bn: bool):
@@ -333,16 +349,18 @@ def _builder(builder: str, title: str, depth: int, use_bn: bool):
         antialias="blur",
         filter_size: int | None = 4,
         pad_type: str = "reflect",
+        synchronized_batch_norm: bool = False,
         name: str | None = None,
     ) -> keras.Model:
         return _vgg(depth, use_bn, include_top, weights, input_tensor,
                     input_shape, pooling, classes, classifier_activation,
-                    antialias, filter_size, pad_type, name)
+                    antialias, filter_size, pad_type,
+                    synchronized_batch_norm, name)
 
     build.__name__ = build.__qualname__ = builder
     build.__doc__ = _DOC.format(
         title=title, reference=reference, default_name=reference,
-        builder=builder,
+        builder=builder, bn_note="" if use_bn else _NO_BN_NOTE,
     )
     return build
 

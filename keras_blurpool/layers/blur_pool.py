@@ -161,6 +161,33 @@ def _pad_axes(x, pad_type, widths):
     return ops.pad(x, full, mode=mode)
 
 
+def _compiled_by_xla() -> bool:
+    """Whether the ops being built now will be compiled by XLA.
+
+    Always on JAX; on TensorFlow inside `tf.function(jit_compile=True)`,
+    which is what `model.fit` runs under `jit_compile=True` (and under
+    `"auto"` where Keras picks XLA, e.g. on a GPU).
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    if tf.executing_eagerly():
+        return False
+    try:  # private, but the one place TensorFlow records it
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - a TensorFlow without it
+        return False
+    return bool(
+        control_flow_util.GraphOrParentsInXlaContext(
+            tf.compat.v1.get_default_graph()
+        )
+    )
+
+
 class _BlurPool(keras.layers.Layer):
     """Shared implementation of BlurPool1D, BlurPool2D and BlurPool3D."""
 
@@ -307,7 +334,21 @@ class _BlurPool(keras.layers.Layer):
             x, self.pad_type, {a: self._pads for a in self._spatial_axes}
         )
 
-    def call(self, inputs):
+    def _takes_same_route(self, training) -> bool:
+        """Whether this call may run on the "same"-convolution route.
+
+        `"auto"` takes it only for a training step run op by op, where it
+        is faster (it saves folding the padded copy's gradient back). Under
+        XLA the compiler fuses the padding and the route's gathers and
+        scatters are the slow part; in inference and export the padded
+        route is two operations (pad, convolution), which every converter
+        and delegate supports. See docs/layers.md, "Routes".
+        """
+        if self.implementation != "auto":
+            return self.implementation == "same"
+        return training is True and not _compiled_by_xla()
+
+    def call(self, inputs, training=None):
         self._check_spatial_sizes(inputs.shape)
         channels = inputs.shape[self._channel_axis]
         kernel = np.broadcast_to(
@@ -316,7 +357,9 @@ class _BlurPool(keras.layers.Layer):
         )
         # A constant, not a weight: it is never trained and gets no gradient.
         kernel = ops.convert_to_tensor(kernel, dtype=self.compute_dtype)
-        plan = self._same_padding_plan(inputs.shape)
+        plan = None
+        if self._takes_same_route(training):
+            plan = self._same_padding_plan(inputs.shape)
         if plan is not None:
             return _same_padding.blur_same_2d(
                 inputs, kernel, self.strides, self.data_format, plan
@@ -375,8 +418,11 @@ class BlurPool2D(_BlurPool):
             only for some sizes (filter_size 2 or 4 at stride 2 on even
             maps, 3 at stride 2 on odd maps, `pad_off=0`) and raises
             elsewhere, at build for known spatial sizes, else at call.
-            `"auto"` (default) takes `"same"` where it is exact and
-            `"padded"` elsewhere.
+            `"auto"` (default) takes `"same"` for training calls
+            (`training=True`) run without XLA, where it is exact, and
+            `"padded"` elsewhere: in inference and export (two operations
+            per layer) and under XLA (always on JAX; on TensorFlow with
+            `jit_compile=True`), where the padded route is faster.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Raises:
