@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: interleaved timing, and a model on the padded route."""
+"""Shared by the benchmarks: interleaved timing, and a model on a chosen route."""
 
 import time
 
@@ -27,17 +27,29 @@ def interleaved_medians(calls, repeats, warmups=1):
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
-def on_padded_route(model):
-    """A copy of `model`, same weights, whose BlurPools pad explicitly.
+def on_route(model, implementation="padded"):
+    """A copy of `model`, same weights, whose BlurPools take one route.
 
-    Every `BlurPool2D` / `MaxBlurPool2D` is rebuilt from its config with
-    `implementation="padded"` (explicit pad + "valid" convolution).
+    Every `BlurPool2D` / `MaxBlurPool2D` of `model` (a functional model of
+    `"auto"` layers) is rebuilt from its config with `implementation`:
+    `"padded"` (explicit pad + "valid" convolution) everywhere, or `"same"`
+    (the "same" convolution plus the border correction) wherever it is
+    exact for the layer's input size, `"padded"` elsewhere — the routes
+    `"auto"` picks for a training step without XLA.
     """
+
+    def route(layer):
+        if implementation != "same":
+            return implementation
+        blur, shape = layer, layer.input.shape
+        if isinstance(layer, MaxBlurPool2D):
+            blur, shape = layer.blur, layer._pooled_shape(shape)
+        return "same" if blur._same_padding_plan(shape) is not None else "padded"
 
     def clone(layer):
         config = layer.get_config()
         if isinstance(layer, (BlurPool2D, MaxBlurPool2D)):
-            config["implementation"] = "padded"
+            config["implementation"] = route(layer)
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)

@@ -23,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 from keras_blurpool.applications import ResNet50  # noqa: E402
 
 from _common import interleaved_medians  # noqa: E402
-from _common import on_padded_route  # noqa: E402
+from _common import on_route  # noqa: E402
 
 
 def _train_step(model, x, y):
@@ -56,7 +56,7 @@ def main():
     steps = {
         "same route": _train_step(ResNet50(**kwargs), x, y),
         "padded route": _train_step(
-            on_padded_route(ResNet50(**kwargs)), x, y),
+            on_route(ResNet50(**kwargs), "padded"), x, y),
     }
     ms = interleaved_medians(steps, args.repeats, warmups=2)
     print(f"machine: {platform.processor() or platform.machine()}, "

@@ -624,13 +624,10 @@ def same_route_calls(monkeypatch):
     return calls
 
 
-# "auto" runs the "same" route for op-by-op training calls only: never
-# under XLA (always on JAX), never in inference or export.
-_AUTO_TRAINS_ON_SAME = 0 if keras.backend.backend() == "jax" else 1
-
-
+# "auto" runs the "same" route for training calls only, never in
+# inference or export.
 @pytest.mark.parametrize("implementation,hw,training,expected_calls", [
-    ("auto", (16, 16), True, _AUTO_TRAINS_ON_SAME),
+    ("auto", (16, 16), True, 1),
     ("auto", (16, 16), False, 0), ("auto", (16, 16), None, 0),
     ("auto", (15, 15), True, 0),
     ("padded", (16, 16), True, 0),
@@ -648,19 +645,32 @@ def test_implementation_picks_the_route(same_route_calls, implementation, hw,
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="tf.function(jit_compile=True) is TensorFlow's XLA")
-@pytest.mark.parametrize("implementation,expected_calls",
-                         [("auto", 0), ("same", 1)])
-def test_auto_takes_the_padded_route_under_xla(same_route_calls,
-                                               implementation, expected_calls):
+def test_same_route_trains_under_xla(same_route_calls):
+    """Under XLA (model.fit's jit_compile) "auto" trains on the "same"
+    route: its output and input gradient equal the padded route's."""
     import tensorflow as tf
 
-    x = np.random.default_rng(0).standard_normal((2, 16, 16, 3))
-    layer = BlurPool2D(4, implementation=implementation)
-    step = tf.function(lambda v: layer(v, training=True), jit_compile=True)
-    got = to_numpy(step(tf.constant(x, "float32")))
-    assert len(same_route_calls) == expected_calls
-    np.testing.assert_allclose(
-        got, numpy_blurpool(x, 4, 2, "reflect", 0, rank=2), atol=1e-5)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((2, 16, 16, 3)), "float32")
+    dy = tf.constant(rng.standard_normal((2, 8, 8, 3)), "float32")
+
+    def compiled(layer):
+        @tf.function(jit_compile=True)
+        def step(v):
+            with tf.GradientTape() as tape:
+                tape.watch(v)
+                y = layer(v, training=True)
+            return y, tape.gradient(y, v, output_gradients=dy)
+
+        return step
+
+    y_auto, dx_auto = compiled(BlurPool2D(4))(x)
+    assert len(same_route_calls) == 1
+    y_padded, dx_padded = compiled(BlurPool2D(4, implementation="padded"))(x)
+    assert len(same_route_calls) == 1
+    np.testing.assert_allclose(to_numpy(y_auto), to_numpy(y_padded), atol=1e-5)
+    np.testing.assert_allclose(to_numpy(dx_auto), to_numpy(dx_padded),
+                               atol=1e-5)
 
 
 def test_max_blur_pool_forwards_implementation(same_route_calls):

@@ -161,33 +161,6 @@ def _pad_axes(x, pad_type, widths):
     return ops.pad(x, full, mode=mode)
 
 
-def _compiled_by_xla() -> bool:
-    """Whether the ops being built now will be compiled by XLA.
-
-    Always on JAX; on TensorFlow inside `tf.function(jit_compile=True)`,
-    which is what `model.fit` runs under `jit_compile=True` (and under
-    `"auto"` where Keras picks XLA, e.g. on a GPU).
-    """
-    backend = keras.backend.backend()
-    if backend == "jax":
-        return True
-    if backend != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    if tf.executing_eagerly():
-        return False
-    try:  # private, but the one place TensorFlow records it
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - a TensorFlow without it
-        return False
-    return bool(
-        control_flow_util.GraphOrParentsInXlaContext(
-            tf.compat.v1.get_default_graph()
-        )
-    )
-
-
 class _BlurPool(keras.layers.Layer):
     """Shared implementation of BlurPool1D, BlurPool2D and BlurPool3D."""
 
@@ -337,16 +310,17 @@ class _BlurPool(keras.layers.Layer):
     def _takes_same_route(self, training) -> bool:
         """Whether this call may run on the "same"-convolution route.
 
-        `"auto"` takes it only for a training step run op by op, where it
-        is faster (it saves folding the padded copy's gradient back). Under
-        XLA the compiler fuses the padding and the route's gathers and
-        scatters are the slow part; in inference and export the padded
-        route is two operations (pad, convolution), which every converter
-        and delegate supports. See docs/layers.md, "Routes".
+        `"auto"` takes it for training calls only, where it is faster
+        (it writes no padded copy and folds no padded gradient back); with
+        or without XLA it is never slower there (measured, docs/layers.md,
+        "Routes"). Inference and export take the padded route, two
+        operations (pad, convolution) that every converter and delegate
+        supports, where the "same" route's border correction is a few
+        dozen gathers and scatters.
         """
         if self.implementation != "auto":
             return self.implementation == "same"
-        return training is True and not _compiled_by_xla()
+        return training is True
 
     def call(self, inputs, training=None):
         self._check_spatial_sizes(inputs.shape)
@@ -419,10 +393,9 @@ class BlurPool2D(_BlurPool):
             maps, 3 at stride 2 on odd maps, `pad_off=0`) and raises
             elsewhere, at build for known spatial sizes, else at call.
             `"auto"` (default) takes `"same"` for training calls
-            (`training=True`) run without XLA, where it is exact, and
-            `"padded"` elsewhere: in inference and export (two operations
-            per layer) and under XLA (always on JAX; on TensorFlow with
-            `jit_compile=True`), where the padded route is faster.
+            (`training=True`, as in `model.fit`) where it is exact, and
+            `"padded"` elsewhere, inference and export included (two
+            operations per layer, which every converter supports).
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Raises:
