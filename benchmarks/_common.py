@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: interleaved timing, and a model on a chosen route."""
+"""Shared by the benchmarks: interleaved timing, compiled passes of a layer,
+and a model on a chosen route."""
 
 import time
 
@@ -25,6 +26,31 @@ def interleaved_medians(calls, repeats, warmups=1):
             call()
             times[name].append(time.perf_counter() - start)
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+
+
+def tf_passes(layer, jit_compile=False):
+    """`(forward(x), forward_backward(x, dy))` of `layer` as tf.functions.
+
+    Training calls (`training=True`), so that `implementation="auto"` runs
+    the route it trains on. `x` and the output gradient are arguments, not
+    captured constants, which XLA would constant-fold.
+    """
+    import tensorflow as tf
+
+    @tf.function(jit_compile=jit_compile)
+    def forward(x):
+        return layer(x, training=True)
+
+    @tf.function(jit_compile=jit_compile)
+    def forward_backward(x, dy):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        # Returning y keeps the forward in the graph: the gradient alone
+        # does not need its values and grappler would prune it.
+        return y, tape.gradient(y, x, output_gradients=dy)
+
+    return forward, forward_backward
 
 
 def on_route(model, implementation="padded"):

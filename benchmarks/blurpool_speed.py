@@ -1,7 +1,8 @@
 """BlurPool2D speed against the PyTorch reference and a memory floor.
 
 One run, side by side, same machine: forward and forward+backward of
-`BlurPool2D` (TF backend, inside `tf.function`, NHWC), of the same layer
+`BlurPool2D` (TF backend, inside `tf.function`, NHWC, training calls:
+the route `"auto"` trains on), of the same layer
 with `implementation="padded"` (explicit pad + "valid" convolution), and of the
 reference `antialiased_cnns.BlurPool` (torch CPU, its native NCHW), and a
 memory floor: a 2x2 stride-2 average pool, one pass that reads the input
@@ -25,27 +26,13 @@ import tensorflow as tf  # noqa: E402
 from keras_blurpool import BlurPool2D  # noqa: E402
 
 from _common import interleaved_medians  # noqa: E402
+from _common import tf_passes  # noqa: E402
 
 
 def _tf_candidates(x, filter_size, pad_type, jit_compile=False):
-    # `x` and the output gradient are arguments, not captured constants,
-    # which XLA would constant-fold.
     def pair(layer):
         layer.build(x.shape)
-
-        @tf.function(jit_compile=jit_compile)
-        def forward(x):
-            return layer(x)
-
-        @tf.function(jit_compile=jit_compile)
-        def forward_backward(x, dy):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = layer(x)
-            # Returning y keeps the forward in the graph: the gradient alone
-            # does not need its values and grappler would prune it.
-            return y, tape.gradient(y, x, output_gradients=dy)
-
+        forward, forward_backward = tf_passes(layer, jit_compile)
         dy = tf.ones(layer.compute_output_shape(x.shape))
         return _synced(forward, x), _synced(forward_backward, x, dy)
 

@@ -73,6 +73,7 @@ from keras_blurpool.applications import ResNet18  # noqa: E402
 from keras_blurpool.applications import ResNet50  # noqa: E402
 
 from _common import interleaved_medians  # noqa: E402
+from _common import tf_passes  # noqa: E402
 
 FILTER_SIZE, STRIDES, PAD_TYPE = 4, 2, "reflect"
 ROUTES = ("padded", "same")
@@ -125,21 +126,7 @@ def _bandwidth(mib, repeats, inner):
 
 
 def _blurpool_pair(layer, x, dy, jit):
-    # `x` and the output gradient are arguments, not captured constants,
-    # which XLA would constant-fold.
-    @tf.function(jit_compile=jit)
-    def forward(x):
-        return layer(x)
-
-    @tf.function(jit_compile=jit)
-    def forward_backward(x, dy):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-        # Returning y keeps the forward in the graph: the gradient alone
-        # does not need its values and grappler would prune it.
-        return y, tape.gradient(y, x, output_gradients=dy)
-
+    forward, forward_backward = tf_passes(layer, jit)
     return {"fwd": (forward, (x,)), "fwd+bwd": (forward_backward, (x, dy))}
 
 

@@ -83,3 +83,20 @@ def assert_same_logits(torch, torch_model, keras_model, size=224, batch=2, seed=
     assert rel < 1e-4, f"max |diff| / max |logit| = {rel:.3g}"
     np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
     return rel
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tensorflow_subprocess_env():
+    """Environment for a test's TensorFlow subprocess run from the repo.
+
+    TensorFlow whatever the parent's backend (the tests that use it are of
+    tf.distribute features), and no inherited cluster.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["KERAS_BACKEND"] = "tensorflow"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.pop("TF_CONFIG", None)
+    return env

@@ -5,7 +5,6 @@ initialises, so the strategy runs in a subprocess.
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,8 +14,8 @@ import numpy as np
 import pytest
 
 from keras_blurpool import callbacks
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO
+from tests.conftest import tensorflow_subprocess_env
 
 _FIT = """
     import json, sys, tempfile
@@ -77,20 +76,12 @@ _FIT = """
 """
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    env["KERAS_BACKEND"] = "tensorflow"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env.pop("TF_CONFIG", None)
-    return env
-
-
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="tf.distribute strategies are TensorFlow's")
 def test_fit_under_mirrored_strategy_keeps_replicas_identical():
     run = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_FIT)], cwd=REPO, env=_env(),
+        [sys.executable, "-c", textwrap.dedent(_FIT)], cwd=REPO,
+        env=tensorflow_subprocess_env(),
         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads(run.stdout.split("RESULT ")[-1])

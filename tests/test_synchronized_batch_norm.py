@@ -6,7 +6,6 @@ happen before TensorFlow initialises its devices.
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,8 +14,8 @@ import keras
 import pytest
 
 from keras_blurpool import applications
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO
+from tests.conftest import tensorflow_subprocess_env
 
 # One builder per family, small: (builder, kwargs). The VGG and AlexNet
 # classifiers (4096-wide Dense layers) are left out to keep this fast.
@@ -190,22 +189,12 @@ _MIRRORED = """
 """
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    # The test is of a TensorFlow feature, whatever the parent's backend.
-    env["KERAS_BACKEND"] = "tensorflow"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env.pop("TF_CONFIG", None)
-    return env
-
-
 def test_mirrored_replicas_share_the_moving_statistics(tmp_path):
     pytest.importorskip("tensorflow")
     completed = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(_MIRRORED), str(tmp_path)],
         cwd=REPO,
-        env=_env(),
+        env=tensorflow_subprocess_env(),
         capture_output=True,
         text=True,
         timeout=240,
