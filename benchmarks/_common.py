@@ -28,6 +28,22 @@ def interleaved_medians(calls, repeats, warmups=1):
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
+def synced(fn, args, inner=1):
+    """A call of `fn(*args)` `inner` times back to back, then one device wait.
+
+    Waits without copying results to NumPy, and lets a GPU queue `inner`
+    calls so that the host's dispatch does not set the pace.
+    """
+    import tensorflow as tf
+
+    def call():
+        for _ in range(inner):
+            fn(*args)
+        tf.test.experimental.sync_devices()
+
+    return call
+
+
 def tf_passes(layer, jit_compile=False):
     """`(forward(x), forward_backward(x, dy))` of `layer` as tf.functions.
 
@@ -61,7 +77,7 @@ def on_route(model, implementation="padded"):
     `"padded"` (explicit pad + "valid" convolution) everywhere, or `"same"`
     (the "same" convolution plus the border correction) wherever it is
     exact for the layer's input size, `"padded"` elsewhere — the routes
-    `"auto"` picks for a training step without XLA.
+    `"auto"` picks for a training call.
     """
 
     def route(layer):

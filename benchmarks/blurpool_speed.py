@@ -26,6 +26,7 @@ import tensorflow as tf  # noqa: E402
 from keras_blurpool import BlurPool2D  # noqa: E402
 
 from _common import interleaved_medians  # noqa: E402
+from _common import synced  # noqa: E402
 from _common import tf_passes  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def _tf_candidates(x, filter_size, pad_type, jit_compile=False):
         layer.build(x.shape)
         forward, forward_backward = tf_passes(layer, jit_compile)
         dy = tf.ones(layer.compute_output_shape(x.shape))
-        return _synced(forward, x), _synced(forward_backward, x, dy)
+        return synced(forward, (x,)), synced(forward_backward, (x, dy))
 
     @tf.function
     def floor(x):
@@ -44,17 +45,7 @@ def _tf_candidates(x, filter_size, pad_type, jit_compile=False):
     padded = pair(
         BlurPool2D(filter_size, pad_type=pad_type, implementation="padded")
     )
-    return ours, padded, _synced(floor, x)
-
-
-def _synced(fn, *args):
-    # Wait for the device without copying results to NumPy (the reference
-    # candidates do not copy theirs either).
-    def call():
-        fn(*args)
-        tf.test.experimental.sync_devices()
-
-    return call
+    return ours, padded, synced(floor, (x,))
 
 
 def _torch_candidates(shape, filter_size, pad_type):

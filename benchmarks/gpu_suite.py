@@ -73,6 +73,7 @@ from keras_blurpool.applications import ResNet18  # noqa: E402
 from keras_blurpool.applications import ResNet50  # noqa: E402
 
 from _common import interleaved_medians  # noqa: E402
+from _common import synced  # noqa: E402
 from _common import tf_passes  # noqa: E402
 
 FILTER_SIZE, STRIDES, PAD_TYPE = 4, 2, "reflect"
@@ -88,17 +89,6 @@ def _short_reason(error):
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = f"{type(error).__name__}: {lines[0] if lines else ''}"
     return text if len(text) <= 70 else text[:67] + "..."
-
-
-def _synced(fn, args, inner):
-    """`inner` calls of `fn(*args)` back to back, then one wait."""
-
-    def call():
-        for _ in range(inner):
-            fn(*args)
-        tf.test.experimental.sync_devices()
-
-    return call
 
 
 def _device():
@@ -118,7 +108,7 @@ def _bandwidth(mib, repeats, inner):
     def double(x):
         return x * 2.0
 
-    calls = {jit: _synced(tf.function(double, jit_compile=jit), (x,), inner)
+    calls = {jit: synced(tf.function(double, jit_compile=jit), (x,), inner)
              for jit in (False, True)}
     ms = interleaved_medians(calls, repeats, warmups=2)
     best = min(ms.values()) / inner
@@ -158,11 +148,11 @@ def _blurpool_rows(shape, dtype, bandwidth, repeats, inner):
                 row["bytes"] = io_bytes * (1 if name == "fwd" else 2)
                 row["floor_ms"] = row["bytes"] / bandwidth * 1e3
                 try:  # traces, compiles and runs once: a missing kernel shows here
-                    _synced(fn, args, 1)()
+                    synced(fn, args, 1)()
                 except Exception as error:
                     row["unsupported"] = _short_reason(error)
                 else:
-                    calls[(route, jit, name)] = _synced(fn, args, inner)
+                    calls[(route, jit, name)] = synced(fn, args, inner)
                 rows[(route, jit, name)] = row
     if calls:
         for key, ms in interleaved_medians(calls, repeats, warmups=2).items():

@@ -100,3 +100,24 @@ def tensorflow_subprocess_env():
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env.pop("TF_CONFIG", None)
     return env
+
+
+def run_tensorflow_script(source, *argv, timeout=300):
+    """Runs a test's TensorFlow script in a subprocess; its `RESULT` JSON.
+
+    `source` (dedented) prints `RESULT <json>` last; a non-zero exit fails
+    the test with the script's output.
+    """
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    completed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source), *map(str, argv)],
+        cwd=REPO, env=tensorflow_subprocess_env(), capture_output=True,
+        text=True, timeout=timeout,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    return json.loads(completed.stdout.split("RESULT ")[-1]), output

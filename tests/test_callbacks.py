@@ -4,18 +4,13 @@ Splitting the CPU into 2 logical devices must happen before TensorFlow
 initialises, so the strategy runs in a subprocess.
 """
 
-import json
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 
 from keras_blurpool import callbacks
-from tests.conftest import REPO
-from tests.conftest import tensorflow_subprocess_env
+from tests.conftest import run_tensorflow_script
 
 _FIT = """
     import json, sys, tempfile
@@ -79,12 +74,7 @@ _FIT = """
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="tf.distribute strategies are TensorFlow's")
 def test_fit_under_mirrored_strategy_keeps_replicas_identical():
-    run = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_FIT)], cwd=REPO,
-        env=tensorflow_subprocess_env(),
-        capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    result = json.loads(run.stdout.split("RESULT ")[-1])
+    result, _ = run_tensorflow_script(_FIT)
     synced, drifted = result["callback"], result["none"]
     # Both BatchNorms, the nested one included: 2 x (mean, variance).
     assert synced["variables"] == drifted["variables"] == 4

@@ -6,16 +6,12 @@ happen before TensorFlow initialises its devices.
 """
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import keras
 import pytest
 
 from keras_blurpool import applications
-from tests.conftest import REPO
-from tests.conftest import tensorflow_subprocess_env
+from tests.conftest import run_tensorflow_script
 
 # One builder per family, small: (builder, kwargs). The VGG and AlexNet
 # classifiers (4096-wide Dense layers) are left out to keep this fast.
@@ -126,12 +122,11 @@ _MIRRORED = """
     import numpy as np
     import tensorflow as tf
 
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-    )
+    from recipes.strategy import split_cpu
+    split_cpu(2)
     import keras
     from keras_blurpool.applications import ResNet18
+    from keras_blurpool.callbacks import batch_norm_statistics
 
     out = sys.argv[1]
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -160,13 +155,12 @@ _MIRRORED = """
         batch_norms = [layer for layer in model._flatten_layers()
                        if isinstance(layer, keras.layers.BatchNormalization)]
         gap = moved = 0.0
-        for layer in batch_norms:
-            for variable, start in ((layer.moving_mean, 0.0),
-                                    (layer.moving_variance, 1.0)):
-                first, second = (np.asarray(value) for value in
-                                 strategy.experimental_local_results(variable.value))
-                gap = max(gap, float(np.max(np.abs(first - second))))
-                moved = max(moved, float(np.max(np.abs(first - start))))
+        # Moving means start at 0, variances at 1; alternating in the list.
+        for index, variable in enumerate(batch_norm_statistics(model)):
+            first, second = (np.asarray(value) for value in
+                             strategy.experimental_local_results(variable.value))
+            gap = max(gap, float(np.max(np.abs(first - second))))
+            moved = max(moved, float(np.max(np.abs(first - index % 2))))
         predicted = model.predict(x[:8], batch_size=8, verbose=0)
         path = f"{out}/synchronized_{synchronized}.keras"
         model.save(path)
@@ -191,17 +185,7 @@ _MIRRORED = """
 
 def test_mirrored_replicas_share_the_moving_statistics(tmp_path):
     pytest.importorskip("tensorflow")
-    completed = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_MIRRORED), str(tmp_path)],
-        cwd=REPO,
-        env=tensorflow_subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == 0, output
-    result = json.loads(completed.stdout.split("RESULT ")[-1])
+    result, output = run_tensorflow_script(_MIRRORED, tmp_path, timeout=240)
     print("replica gaps:", json.dumps(result))
     synchronized, local = result["synchronized"], result["local"]
     for run in (synchronized, local):
