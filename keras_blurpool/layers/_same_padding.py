@@ -90,6 +90,8 @@ def _source(q, n, pad_type):
         return -q if q < 0 else 2 * (n - 1) - q
     if pad_type == "replicate":
         return min(max(q, 0), n - 1)
+    if pad_type == "circular":
+        return q % n
     return None
 
 

@@ -27,6 +27,7 @@ _PAD_TYPES = {
     "replicate": "replicate",
     "repl": "replicate",
     "zero": "zero",
+    "circular": "circular",
 }
 _DATA_FORMATS = ("channels_last", "channels_first")
 _IMPLEMENTATIONS = ("auto", "padded", "same")
@@ -43,10 +44,12 @@ def standardize_pad_type(pad_type) -> str:
     """The canonical name of a padding (`"refl"` -> `"reflect"`), or raises.
 
     Args:
-        pad_type: `"reflect"`/`"refl"`, `"replicate"`/`"repl"` or `"zero"`.
+        pad_type: `"reflect"`/`"refl"`, `"replicate"`/`"repl"`, `"zero"`
+            or `"circular"` (the map wraps around, as PyTorch's
+            `padding_mode="circular"`: what exact shift invariance needs).
 
     Returns:
-        `"reflect"`, `"replicate"` or `"zero"`.
+        `"reflect"`, `"replicate"`, `"zero"` or `"circular"`.
 
     Raises:
         ValueError: naming the value and the allowed ones.
@@ -120,18 +123,27 @@ def _known_channels(layer, input_shape):
 
 
 def _check_reflect_fits(layer, shape, pads, pad_text, settings):
-    """Raises unless each known spatial size of `shape` exceeds its pad."""
-    if layer.pad_type != "reflect":
+    """Raises unless each known spatial size of `shape` can take its pad.
+
+    Reflect padding needs a size larger than the pad; circular padding a
+    size at least the pad (it copies the other border, once).
+    """
+    if layer.pad_type not in ("reflect", "circular"):
         return
+    circular = layer.pad_type == "circular"
     sizes = [shape[a] for a in layer._spatial_axes]
-    if any(n is not None and n <= p for n, p in zip(sizes, pads)):
+    if any(
+        n is not None and (n < p if circular else n <= p)
+        for n, p in zip(sizes, pads)
+    ):
         size = "x".join(str(n) for n in sizes)
+        need = "at least" if circular else "larger than"
         raise ValueError(
-            f"{type(layer).__name__} '{layer.name}' cannot reflect-pad a "
-            f"{size} feature map by {pad_text} pixel(s) ({settings}): "
-            "reflect padding needs every spatial size to be larger than "
-            "the padding. Use pad_type='replicate' or 'zero', or a "
-            "smaller filter_size."
+            f"{type(layer).__name__} '{layer.name}' cannot "
+            f"{layer.pad_type}-pad a {size} feature map by {pad_text} "
+            f"pixel(s) ({settings}): {layer.pad_type} padding needs every "
+            f"spatial size to be {need} the padding. Use "
+            "pad_type='replicate' or 'zero', or a smaller filter_size."
         )
 
 
@@ -145,6 +157,8 @@ def _pad_axes(x, pad_type, widths):
     widths = {a % len(x.shape): w for a, w in widths.items() if any(w)}
     if not widths:
         return x
+    if pad_type == "circular":
+        return circular_pad(x, widths)
     if pad_type == "replicate":
         # keras.ops.pad has no "edge" mode on TensorFlow.
         for axis, (before, after) in sorted(widths.items()):
@@ -159,6 +173,27 @@ def _pad_axes(x, pad_type, widths):
     full = [list(widths.get(a, (0, 0))) for a in range(len(x.shape))]
     mode = "reflect" if pad_type == "reflect" else "constant"
     return ops.pad(x, full, mode=mode)
+
+
+def circular_pad(x, widths):
+    """Pads `x` circularly by `widths` ({axis: (before, after)}).
+
+    Each pad copies the opposite border (PyTorch's "circular" mode);
+    `keras.ops.pad` has no such mode on every backend, so it is two slices
+    and a concatenation per axis, which XLA and every exporter take. Each
+    width must be at most the axis's size.
+    """
+    for axis, (before, after) in sorted(widths.items()):
+        axis %= len(x.shape)
+        lead = (slice(None),) * axis
+        parts = [x]
+        if before:
+            parts.insert(0, x[lead + (slice(-before, None),)])
+        if after:
+            parts.append(x[lead + (slice(0, after),)])
+        if len(parts) > 1:
+            x = ops.concatenate(parts, axis=axis)
+    return x
 
 
 class _BlurPool(keras.layers.Layer):
@@ -378,8 +413,9 @@ class BlurPool2D(_BlurPool):
             blur, plain subsampling; the paper's default is 4 for even
             maps).
         strides: int or tuple of 2 ints, the subsampling factor.
-        pad_type: `"reflect"` (alias `"refl"`), `"replicate"` (`"repl"`)
-            or `"zero"`. Pads `floor((k-1)/2) + pad_off` before and
+        pad_type: `"reflect"` (alias `"refl"`), `"replicate"` (`"repl"`),
+            `"zero"` or `"circular"` (wraps around; exact equivariance to
+            circular shifts). Pads `floor((k-1)/2) + pad_off` before and
             `ceil((k-1)/2) + pad_off` after on each spatial axis.
         pad_off: extra padding on each side, an int >= 0.
         data_format: `"channels_last"` or `"channels_first"`; defaults to
@@ -444,7 +480,8 @@ class BlurPool1D(_BlurPool):
         filter_size: taps of the binomial filter, 1 to 64 (1 = plain
             subsampling).
         strides: int (or tuple of 1 int), the subsampling factor.
-        pad_type: `"reflect"`/`"refl"`, `"replicate"`/`"repl"` or `"zero"`.
+        pad_type: `"reflect"`/`"refl"`, `"replicate"`/`"repl"`, `"zero"`
+            or `"circular"`.
         pad_off: extra padding on each side, an int >= 0.
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
@@ -528,8 +565,8 @@ class BlurPool3D(_BlurPool):
             plain subsampling).
         strides: int or tuple of 3 ints, the subsampling factor per axis
             (D, H, W).
-        pad_type: `"reflect"` (alias `"refl"`), `"replicate"` (`"repl"`)
-            or `"zero"`.
+        pad_type: `"reflect"` (alias `"refl"`), `"replicate"` (`"repl"`),
+            `"zero"` or `"circular"`.
         pad_off: extra padding on each side, an int >= 0.
         data_format: `"channels_last"` (inputs `(batch, D, H, W, C)`) or
             `"channels_first"` (`(batch, C, D, H, W)`); defaults to

@@ -65,7 +65,7 @@ class BlurUpSampling2D(keras.layers.Layer):
             output phase without taps).
         pad_type: how the input is extended beyond its border:
             `"replicate"` (alias `"repl"`, default), `"reflect"`
-            (`"refl"`) or `"zero"`.
+            (`"refl"`), `"zero"` or `"circular"`.
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).

@@ -21,8 +21,8 @@ class MaxBlurPool2D(keras.layers.Layer):
         pool_size: int, the max-pool window (valid padding, stride 1).
         filter_size: taps of the binomial filter of the BlurPool.
         strides: int or tuple of 2 ints, the subsampling factor.
-        pad_type: padding of the BlurPool: `"reflect"`, `"replicate"` or
-            `"zero"` (and the reference's aliases `"refl"`, `"repl"`).
+        pad_type: padding of the BlurPool: `"reflect"`, `"replicate"`,
+            `"zero"` or `"circular"` (and the reference's aliases `"refl"`, `"repl"`).
         data_format: `"channels_last"` or `"channels_first"`.
         implementation: the BlurPool's `"auto"`, `"padded"` or `"same"`
             route, see `BlurPool2D`.

@@ -1,0 +1,513 @@
+"""Polyphase sampling: exactly shift-invariant downsampling (APS, LPS).
+
+A stride-`s` subsampling keeps one of the `s * s` polyphase components
+`x[:, i::s, j::s, :]` of its input, always the one at `(0, 0)`; shift the
+input by one pixel and it keeps another component, so the output changes
+by more than a shift. Adaptive polyphase sampling (APS; Chaman & Dokmanić,
+"Truly shift-invariant convolutional neural networks", CVPR 2021) keeps
+instead the component of largest norm, which a circular shift of the input
+only moves: the output is a circular shift of the unshifted one. Learnable
+polyphase sampling (LPS; Rojas-Gomez et al., NeurIPS 2022) scores each
+component with a small network and keeps the best-scoring one at
+inference (a Gumbel-softmax mixture while training). With circular
+padding everywhere before the global pooling, a network of such layers is
+exactly invariant to circular shifts of its input.
+
+Components are numbered row-offset first: component `k` is the one at
+offset `(k // s_w, k % s_w)`. A residual block must keep the same
+component in its shortcut as in its main branch; the layers return their
+choice (`return_index=True`) and take one (`index=`) for that.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_blurpool._utils import check_int
+from keras_blurpool.layers.antialias import AntiAliasing
+from keras_blurpool.layers.blur_pool import BlurPool2D
+from keras_blurpool.layers.blur_pool import _known_channels
+from keras_blurpool.layers.blur_pool import _pad_axes
+from keras_blurpool.layers.blur_pool import _standardize_data_format
+from keras_blurpool.layers.blur_pool import _standardize_strides
+from keras_blurpool.layers.blur_pool import standardize_pad_type
+
+NORMS = ("l1", "l2", "linf")
+
+
+def polyphase_components(x, strides, data_format) -> list:
+    """The `s_h * s_w` polyphase components of `x`, component `k` at `k`.
+
+    `x` must have spatial sizes divisible by the strides.
+    """
+    first = 1 if data_format == "channels_last" else 2
+    components = []
+    for i in range(strides[0]):
+        for j in range(strides[1]):
+            index = [slice(None)] * 4
+            index[first] = slice(i, None, strides[0])
+            index[first + 1] = slice(j, None, strides[1])
+            components.append(x[tuple(index)])
+    return components
+
+
+def component_norms(components, norm: str):
+    """`(batch, components)` float32 norms (the l2 one squared).
+
+    Computed in float32 whatever the input dtype: a float16 sum of squares
+    overflows. Squaring the l2 norm keeps its order and saves a root.
+    """
+    values = []
+    for c in components:
+        c = ops.cast(c, "float32")
+        flat = ops.reshape(c, (ops.shape(c)[0], -1))
+        if norm == "l1":
+            values.append(ops.sum(ops.abs(flat), axis=1))
+        elif norm == "l2":
+            values.append(ops.sum(ops.square(flat), axis=1))
+        else:
+            values.append(ops.max(ops.abs(flat), axis=1))
+    return ops.stack(values, axis=1)
+
+
+def select_component(components, index):
+    """Per sample, the component numbered `index` (int `(batch,)`).
+
+    A chain of `where`s: exact, and the gradient reaches the chosen
+    component only (a one-hot product would turn an inf elsewhere into
+    NaN).
+    """
+    index = ops.reshape(ops.cast(index, "int32"), (-1, 1, 1, 1))
+    out = components[0]
+    for k, c in enumerate(components[1:], start=1):
+        out = ops.where(ops.equal(index, k), c, out)
+    return out
+
+
+def mix_components(components, weights):
+    """Per sample, `sum_k weights[:, k] * component_k` (`weights` `(batch, P)`)."""
+    weights = ops.cast(weights, components[0].dtype)
+    out = None
+    for k, c in enumerate(components):
+        term = ops.reshape(weights[:, k], (-1, 1, 1, 1)) * c
+        out = term if out is None else out + term
+    return out
+
+
+class _PolyphasePool(AntiAliasing, keras.layers.Layer):
+    """What APSPool2D and LPSPool2D share: blur, padding, selection."""
+
+    def __init__(
+        self,
+        filter_size=None,
+        strides=2,
+        padding="circular",
+        return_index=False,
+        data_format=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if filter_size is not None:
+            filter_size = check_int("filter_size", filter_size, 1, 64)
+        self.filter_size = filter_size
+        self.strides = _standardize_strides(strides, 2)
+        self.padding = standardize_pad_type(padding)
+        if not isinstance(return_index, bool):
+            raise ValueError(
+                "`return_index` must be True or False. Received: "
+                f"return_index={return_index!r}"
+            )
+        self.return_index = return_index
+        self.data_format = _standardize_data_format(data_format)
+        self.num_components = self.strides[0] * self.strides[1]
+        self._blur = None
+        if filter_size is not None and filter_size > 1:
+            self._blur = BlurPool2D(
+                filter_size,
+                strides=1,
+                pad_type=self.padding,
+                data_format=self.data_format,
+                dtype=self.dtype_policy,
+                name="blur",
+            )
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    @property
+    def _spatial_axes(self):
+        return (1, 2) if self.data_format == "channels_last" else (2, 3)
+
+    @property
+    def _channel_axis(self):
+        return -1 if self.data_format == "channels_last" else 1
+
+    def build(self, input_shape):
+        channels = _known_channels(self, input_shape)
+        if self._blur is not None:
+            self._blur.build(input_shape)
+        self.input_spec = keras.layers.InputSpec(
+            ndim=4, axes={self._channel_axis: channels}
+        )
+
+    def _padded_sizes(self, shape):
+        """Spatial sizes after padding up to multiples of the strides."""
+        return [
+            None if shape[a] is None else -(-shape[a] // s) * s
+            for a, s in zip(self._spatial_axes, self.strides)
+        ]
+
+    def _prepare(self, inputs):
+        """Blurs `inputs` and pads odd sizes; returns the components."""
+        x = inputs if self._blur is None else self._blur(inputs)
+        widths = {}
+        for axis, s in zip(self._spatial_axes, self.strides):
+            n = x.shape[axis]
+            if n is None:
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}' needs known "
+                    "spatial sizes when it is called (it pads them to "
+                    f"multiples of strides={self.strides}). Received a "
+                    f"tensor of shape {tuple(x.shape)}"
+                )
+            if n % s:
+                # As APS: the missing rows/columns at the end, padded
+                # the layer's way (circular keeps the invariance).
+                widths[axis] = (0, s - n % s)
+        if widths:
+            x = _pad_axes(x, self.padding, widths)
+        return polyphase_components(x, self.strides, self.data_format)
+
+    def _apply_index(self, components, index, training):
+        """The output for a given choice: an index, or mixing weights."""
+        if len(index.shape) == 2:
+            if index.shape[1] is not None and index.shape[1] != len(components):
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}': `index` weights "
+                    f"must have {len(components)} columns (one per polyphase "
+                    f"component). Received shape {tuple(index.shape)}"
+                )
+            if training:
+                return mix_components(components, index)
+            index = ops.argmax(index, axis=1)
+        elif len(index.shape) != 1:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': `index` must be int "
+                "indices of shape (batch,) or mixing weights of shape "
+                f"(batch, {len(components)}). Received shape "
+                f"{tuple(index.shape)}"
+            )
+        return select_component(components, index)
+
+    def compute_output_shape(self, input_shape, index_shape=None):
+        shape = list(input_shape)
+        for axis, size, s in zip(
+            self._spatial_axes, self._padded_sizes(input_shape), self.strides
+        ):
+            shape[axis] = None if size is None else size // s
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filter_size": self.filter_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "return_index": self.return_index,
+                "data_format": self.data_format,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_blurpool")
+class APSPool2D(_PolyphasePool):
+    """Adaptive polyphase sampling (Chaman & Dokmanić, CVPR 2021).
+
+    Optionally blurs the input with a binomial filter (stride 1, padded as
+    `padding` says), then keeps, for each sample, the polyphase component
+    `x[:, i::s, j::s, :]` of largest norm over channels and space. A
+    circular shift of the input shifts the output circularly and nothing
+    else, so a network of circularly padded convolutions and APS layers
+    followed by global pooling is exactly invariant to circular shifts.
+    Odd sizes are first padded by one row/column at the end (circularly by
+    default), as APS does. Gradients flow through the chosen component.
+
+    In a residual block the shortcut must keep the same component as the
+    main branch: build the main branch's layer with `return_index=True`,
+    and call the shortcut's with `index=` that index.
+
+    Args:
+        filter_size: taps of the binomial blur before the selection, 1 to
+            64, or None (1 and None: no blur; APS's default is 3).
+        strides: int or tuple of 2 ints, the subsampling factor.
+        norm: how components are compared: `"l2"` (default), `"l1"` or
+            `"linf"` (largest absolute value).
+        padding: padding of the blur and of odd sizes: `"circular"`
+            (default; exact invariance), `"reflect"`, `"replicate"` or
+            `"zero"`.
+        return_index: if True, the layer returns `(outputs, index)`, with
+            `index` the int32 `(batch,)` numbers of the chosen components
+            (component `k` is at offset `(k // s_w, k % s_w)`).
+        data_format: `"channels_last"` or `"channels_first"`; defaults to
+            `keras.config.image_data_format()`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: a 4-D tensor.
+        index: optional choice to apply instead of choosing: int `(batch,)`
+            component numbers (an `APSPool2D`'s `return_index`), or float
+            `(batch, s_h * s_w)` mixing weights (an `LPSPool2D`'s: mixed
+            while training, their argmax otherwise).
+        training: whether the call is a training one (mixing weights only).
+
+    Input shape:
+        `(batch, height, width, channels)` (channels_last) or `(batch,
+        channels, height, width)`.
+
+    Output shape:
+        `(batch, ceil(height / s_h), ceil(width / s_w), channels)`, or its
+        channels_first layout.
+
+    Example:
+
+    >>> x = keras.random.normal((2, 8, 8, 4))
+    >>> y, index = APSPool2D(return_index=True)(x)
+    >>> tuple(y.shape), tuple(index.shape)
+    ((2, 4, 4, 4), (2,))
+    >>> shortcut = APSPool2D()(x, index=index)
+    """
+
+    def __init__(
+        self,
+        filter_size=None,
+        strides=2,
+        norm="l2",
+        padding="circular",
+        return_index=False,
+        data_format=None,
+        **kwargs,
+    ):
+        if not isinstance(norm, str) or norm not in NORMS:
+            raise ValueError(
+                f"`norm` must be one of {NORMS}. Received: norm={norm!r}"
+            )
+        super().__init__(
+            filter_size=filter_size,
+            strides=strides,
+            padding=padding,
+            return_index=return_index,
+            data_format=data_format,
+            **kwargs,
+        )
+        self.norm = norm
+
+    def call(self, inputs, index=None, training=None):
+        components = self._prepare(inputs)
+        if index is None:
+            index = ops.argmax(component_norms(components, self.norm), axis=1)
+            index = ops.cast(index, "int32")
+            outputs = select_component(components, index)
+        else:
+            outputs = self._apply_index(components, index, training)
+        if self.return_index:
+            return outputs, index
+        return outputs
+
+    def compute_output_spec(self, inputs, index=None, training=None):
+        shape = self.compute_output_shape(inputs.shape)
+        outputs = keras.KerasTensor(shape, dtype=self.compute_dtype)
+        if not self.return_index:
+            return outputs
+        if index is not None:
+            return outputs, keras.KerasTensor(index.shape, dtype=index.dtype)
+        return outputs, keras.KerasTensor((inputs.shape[0],), dtype="int32")
+
+    def get_config(self):
+        config = super().get_config()
+        config["norm"] = self.norm
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_blurpool")
+class LPSPool2D(_PolyphasePool):
+    """Learnable polyphase sampling (Rojas-Gomez et al., NeurIPS 2022).
+
+    Optionally blurs the input (as `APSPool2D`), splits it into its
+    `s_h * s_w` polyphase components and scores each with a small network
+    shared by all components: a 3x3 convolution to `hidden_channels`,
+    ReLU, a second 3x3 convolution (both with bias and circular padding),
+    and the mean over channels and space, one logit per component. At
+    inference it keeps the component of highest logit: that choice moves
+    with the input under circular shifts, so the layer is exactly
+    equivariant, as APS. While training it mixes the components with
+    Gumbel-softmax weights `softmax((logits + g) / tau)` (the authors'
+    soft relaxation), so the scoring network learns.
+
+    `tau` is a non-trainable variable: set it (`layer.tau.assign(0.5)`),
+    or lower it over training with
+    `keras_blurpool.callbacks.LPSTemperatureScheduler`.
+
+    In a residual block the shortcut must sample as the main branch: build
+    the main branch's layer with `return_index=True` and pass the weights
+    it returns to the shortcut's `APSPool2D(...)(x, index=weights)`; during
+    training that is the same Gumbel sample, at inference the same
+    component.
+
+    Args:
+        filter_size: taps of the binomial blur before the split, 1 to 64,
+            or None (1 and None: no blur).
+        strides: int or tuple of 2 ints, the subsampling factor.
+        hidden_channels: channels of the scoring network; None (default)
+            takes the input's channels, as the authors do.
+        padding: padding of the blur, of odd sizes and of the scoring
+            convolutions: `"circular"` (default; exact invariance),
+            `"reflect"`, `"replicate"` or `"zero"`.
+        tau: initial Gumbel-softmax temperature, a float > 0.
+        return_index: if True, the layer returns `(outputs, weights)`:
+            float32 `(batch, s_h * s_w)` mixing weights, the Gumbel-softmax
+            sample while training and the one-hot choice at inference.
+        seed: int seed of the Gumbel noise, or None.
+        data_format: `"channels_last"` or `"channels_first"`; defaults to
+            `keras.config.image_data_format()`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: a 4-D tensor.
+        training: whether to mix with Gumbel-softmax weights (True) or keep
+            the best-scoring component.
+
+    Input shape:
+        `(batch, height, width, channels)` (channels_last) or `(batch,
+        channels, height, width)`.
+
+    Output shape:
+        `(batch, ceil(height / s_h), ceil(width / s_w), channels)`, or its
+        channels_first layout.
+
+    Example:
+
+    >>> x = keras.random.normal((2, 8, 8, 4))
+    >>> layer = LPSPool2D(return_index=True)
+    >>> y, weights = layer(x)
+    >>> tuple(y.shape), tuple(weights.shape)
+    ((2, 4, 4, 4), (2, 4))
+    """
+
+    def __init__(
+        self,
+        filter_size=None,
+        strides=2,
+        hidden_channels=None,
+        padding="circular",
+        tau=1.0,
+        return_index=False,
+        seed=None,
+        data_format=None,
+        **kwargs,
+    ):
+        super().__init__(
+            filter_size=filter_size,
+            strides=strides,
+            padding=padding,
+            return_index=return_index,
+            data_format=data_format,
+            **kwargs,
+        )
+        if hidden_channels is not None:
+            hidden_channels = check_int("hidden_channels", hidden_channels)
+        if (
+            isinstance(tau, bool)
+            or not isinstance(tau, (int, float))
+            or not tau > 0
+            or tau == float("inf")
+        ):
+            raise ValueError(
+                f"`tau` must be a finite float > 0. Received: tau={tau!r}"
+            )
+        if seed is not None:
+            seed = check_int("seed", seed, minimum=0)
+        self.hidden_channels = hidden_channels
+        self.initial_tau = float(tau)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._score_convs = []
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        channels = input_shape[self._channel_axis]
+        hidden = self.hidden_channels or channels
+        shape = list(input_shape)
+        for i in (1, 2):
+            conv = keras.layers.Conv2D(
+                hidden,
+                3,
+                data_format=self.data_format,
+                dtype=self.dtype_policy,
+                name=f"score_conv{i}",
+            )
+            shape[self._channel_axis] = channels if i == 1 else hidden
+            conv.build(tuple(shape))
+            self._score_convs.append(conv)
+        self.tau = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_tau),
+            trainable=False,
+            name="tau",
+        )
+
+    def component_logits(self, components):
+        """`(batch, components)` float32 scores of the components."""
+        batch = ops.shape(components[0])[0]
+        x = ops.concatenate(components, axis=0)
+        one = {a: (1, 1) for a in self._spatial_axes}
+        for i, conv in enumerate(self._score_convs):
+            x = conv(_pad_axes(x, self.padding, one))
+            if i == 0:
+                x = ops.relu(x)
+        scores = ops.mean(ops.cast(x, "float32"), axis=(1, 2, 3))
+        scores = ops.reshape(scores, (len(components), batch))
+        return ops.transpose(scores)
+
+    def call(self, inputs, training=None):
+        components = self._prepare(inputs)
+        logits = self.component_logits(components)
+        if training:
+            uniform = keras.random.uniform(
+                ops.shape(logits),
+                minval=1e-20,
+                maxval=1.0,
+                dtype="float32",
+                seed=self.seed_generator,
+            )
+            gumbel = -ops.log(-ops.log(uniform))
+            weights = ops.softmax((logits + gumbel) / self.tau, axis=1)
+            outputs = mix_components(components, weights)
+        else:
+            index = ops.argmax(logits, axis=1)
+            outputs = select_component(components, index)
+            weights = ops.one_hot(index, len(components), dtype="float32")
+        if self.return_index:
+            return outputs, weights
+        return outputs
+
+    def compute_output_spec(self, inputs, training=None):
+        shape = self.compute_output_shape(inputs.shape)
+        outputs = keras.KerasTensor(shape, dtype=self.compute_dtype)
+        if not self.return_index:
+            return outputs
+        weights = keras.KerasTensor(
+            (inputs.shape[0], self.num_components), dtype="float32"
+        )
+        return outputs, weights
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_channels": self.hidden_channels,
+                "tau": self.initial_tau,
+                "seed": self.seed,
+            }
+        )
+        return config
