@@ -3,12 +3,15 @@
 from keras_blurpool import applications
 from keras_blurpool import callbacks
 from keras_blurpool.applications import load_torch_weights
+from keras_blurpool.layers import APSPool2D
 from keras_blurpool.layers import AntiAliasAvgPool2D
 from keras_blurpool.layers import AntiAliasing
 from keras_blurpool.layers import BlurPool1D
 from keras_blurpool.layers import BlurPool2D
 from keras_blurpool.layers import BlurPool3D
 from keras_blurpool.layers import BlurUpSampling2D
+from keras_blurpool.layers import CircularPadding2D
+from keras_blurpool.layers import LPSPool2D
 from keras_blurpool.layers import MaxBlurPool2D
 from keras_blurpool.layers import binomial_filter
 from keras_blurpool.layers import create_antialias
@@ -21,6 +24,9 @@ from keras_blurpool.weights import transfer_weights
 __version__ = "0.1.0"
 
 __all__ = [
+    "APSPool2D",
+    "CircularPadding2D",
+    "LPSPool2D",
     "AntiAliasAvgPool2D",
     "AntiAliasing",
     "AntialiasReport",

@@ -6,6 +6,9 @@ its own images and the copies drift apart, so replicas predict
 differently inside the strategy and `model.save()` keeps replica 0's copy
 alone (Keras 2 averaged them on read). `SyncBatchNormStatistics` averages
 them after every step, as `recipes.train` does.
+
+`LPSTemperatureScheduler` lowers the Gumbel-softmax temperature of the
+`LPSPool2D` layers over training.
 """
 
 from __future__ import annotations
@@ -107,3 +110,70 @@ class SyncBatchNormStatistics(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self._sync is not None:
             self._sync()
+
+
+class LPSTemperatureScheduler(keras.callbacks.Callback):
+    """Sets the Gumbel-softmax temperature of every `LPSPool2D` each epoch.
+
+    LPS trains with a soft mixture of the polyphase components, sharper as
+    the temperature `tau` falls; its authors lower it during training
+    (e.g. from 1 by a factor 0.825 every 10 epochs, not below 0.025), so
+    that training ends close to the hard choice made at inference.
+
+    Args:
+        schedule: a function `epoch -> tau` (epoch counted from 0), tau a
+            finite float > 0.
+        verbose: if 1, prints the temperature at the start of each epoch.
+
+    Raises:
+        ValueError: at the start of training, if the model holds no
+            `LPSPool2D`, or if `schedule` returns no finite float > 0.
+
+    Example:
+
+    >>> scheduler = LPSTemperatureScheduler(
+    ...     lambda epoch: max(0.025, 0.825 ** (epoch // 10)))
+    >>> # model.fit(..., callbacks=[scheduler])
+    """
+
+    def __init__(self, schedule, verbose: int = 0):
+        super().__init__()
+        if not callable(schedule):
+            raise ValueError(
+                "`schedule` must be a function epoch -> tau. Received: "
+                f"schedule={schedule!r}"
+            )
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def _lps_layers(self) -> list:
+        from keras_blurpool.layers import LPSPool2D
+
+        found = [
+            layer
+            for layer in self.model._flatten_layers(include_self=False)
+            if isinstance(layer, LPSPool2D)
+        ]
+        if not found:
+            raise ValueError(
+                "LPSTemperatureScheduler: the model has no LPSPool2D layer "
+                f"whose temperature it could set (model {self.model.name!r})"
+            )
+        return found
+
+    def on_epoch_begin(self, epoch, logs=None):
+        tau = self.schedule(epoch)
+        if (
+            isinstance(tau, bool)
+            or not isinstance(tau, (int, float))
+            or not 0 < tau < float("inf")
+        ):
+            raise ValueError(
+                "LPSTemperatureScheduler: `schedule` must return a finite "
+                f"float > 0 (the temperature tau); it returned {tau!r} for "
+                f"epoch {epoch}"
+            )
+        for layer in self._lps_layers():
+            layer.tau.assign(float(tau))
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: LPS temperature tau = {tau:g}")

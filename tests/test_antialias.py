@@ -68,7 +68,7 @@ def test_factory_refuses_bad_antialias(value):
             call()
         message = str(info.value)
         assert f"antialias={value!r}" in message
-        assert "'blur', 'avg', None, or a callable" in message
+        assert "'blur', 'avg', 'aps', 'lps', None, or a callable" in message
 
 
 def test_callable_must_return_a_layer():
@@ -335,7 +335,7 @@ def test_every_builder_has_the_options():
 
 
 @pytest.mark.parametrize("kwargs,expected", [
-    ({"pad_type": "circular"}, "pad_type='circular'"),
+    ({"pad_type": "wrap"}, "pad_type='wrap'"),
     ({"antialias": "avg", "filter_size": None},
      "antialias='avg', filter_size=None"),
     ({"weights": "imagenet", "antialias": "avg"},

@@ -426,7 +426,7 @@ def test_static_output_shape():
     ({"strides": 0}, "strides=0"),
     ({"strides": (2, -1)}, "strides=(2, -1)"),
     ({"strides": (2, 2, 2)}, "strides=(2, 2, 2)"),
-    ({"pad_type": "circular"}, "pad_type='circular'"),
+    ({"pad_type": "wrap"}, "pad_type='wrap'"),
     ({"pad_off": -1}, "pad_off=-1"),
     ({"data_format": "NHWC"}, "data_format='NHWC'"),
     ({"filter_size": 65}, "filter_size=65"),

@@ -17,6 +17,8 @@ from keras import layers
 from keras_blurpool._utils import is_int
 from keras_blurpool.applications import loading
 from keras_blurpool.applications import pretrained
+from keras_blurpool.layers import APSPool2D
+from keras_blurpool.layers import CircularPadding2D
 from keras_blurpool.layers import check_antialias
 from keras_blurpool.layers import create_antialias
 from keras_blurpool.layers.antialias import AntiAliasChoice
@@ -30,6 +32,31 @@ BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1 counts the other way round.
 MIN_FILTER_SIZE, MAX_FILTER_SIZE = 1, 7
 # Smallest input side of every network (as keras.applications).
 MIN_INPUT_SIZE = 32
+# The builders' `padding`: of every convolution (and pooling) of the body.
+PADDINGS = ("zero", "circular")
+# Anti-aliasing kinds that choose a polyphase component per sample; a
+# residual shortcut must then follow the main branch's choice.
+POLYPHASE = ("aps", "lps")
+
+
+def check_padding(padding, pad_type="reflect") -> None:
+    """Raises unless `padding` is a builder padding that fits `pad_type`."""
+    if not isinstance(padding, str) or padding not in PADDINGS:
+        raise ValueError(
+            f"`padding` must be one of {PADDINGS}: how every convolution "
+            "pads, with zeros (PyTorch's default) or circularly (the map "
+            "wraps around; exact invariance to circular shifts with "
+            f"antialias='aps' or 'lps'). Received: padding={padding!r}"
+        )
+    if padding == "circular" and standardize_pad_type(pad_type) not in (
+        "reflect",
+        "circular",
+    ):
+        raise ValueError(
+            "With `padding='circular'` the blur pads circularly too; "
+            "`pad_type` must be left at its default or be 'circular'. "
+            f"Received: padding='circular', pad_type={pad_type!r}"
+        )
 
 
 def check_filter_size(filter_size) -> None:
@@ -82,23 +109,32 @@ class AntiAlias:
     pad_type: str = "reflect"
 
     @property
+    def polyphase(self) -> bool:
+        """Whether the layers choose a polyphase component (APS, LPS)."""
+        return isinstance(self.antialias, str) and self.antialias in POLYPHASE
+
+    @property
     def min_map_size(self) -> int:
         """Smallest feature-map side the anti-aliasing layer accepts.
 
         Reflect padding needs a map larger than the padding (`k // 2`
-        pixels); zero and replicate padding and the average pool take any
-        non-empty map. A callable's layer checks its inputs itself.
+        pixels), circular padding one at least as large; zero and
+        replicate padding and the average pool take any non-empty map. A
+        callable's layer checks its inputs itself.
         """
-        reflect = standardize_pad_type(self.pad_type) == "reflect"
-        if self.antialias == "blur" and reflect:
-            return self.filter_size // 2 + 1
+        pad_type = standardize_pad_type(self.pad_type)
+        if self.antialias in ("blur",) + POLYPHASE and self.filter_size > 1:
+            if pad_type == "reflect":
+                return self.filter_size // 2 + 1
+            if pad_type == "circular":
+                return max(1, self.filter_size // 2)
         return 1
 
     def describe(self) -> str:
         """The arguments that set `min_map_size`, for error messages."""
-        if self.antialias == "blur":
+        if self.antialias in ("blur",) + POLYPHASE:
             return (
-                f"antialias='blur', filter_size={self.filter_size}, "
+                f"antialias={self.antialias!r}, filter_size={self.filter_size}, "
                 f"pad_type={self.pad_type!r}"
             )
         return f"antialias={self.antialias!r}"
@@ -126,15 +162,20 @@ def check_synchronized_batch_norm(synchronized_batch_norm) -> None:
         )
 
 
-def antialias_spec(antialias, filter_size, pad_type="reflect") -> AntiAlias | None:
+def antialias_spec(
+    antialias, filter_size, pad_type="reflect", padding="zero"
+) -> AntiAlias | None:
     """The builder's anti-aliasing, or None for the plain network.
 
     `antialias=None` builds the plain network whatever `filter_size`, and
-    `filter_size=None` is an alias of it (with the default `"blur"`).
-    Arguments are assumed checked by `validate_builder_args`.
+    `filter_size=None` is an alias of it (with the default `"blur"`). With
+    `padding="circular"` the blur pads circularly. Arguments are assumed
+    checked by `validate_builder_args`.
     """
     if antialias is None or filter_size is None:
         return None
+    if padding == "circular":
+        pad_type = "circular"
     return AntiAlias(antialias, filter_size, pad_type)
 
 
@@ -150,6 +191,7 @@ def validate_builder_args(
     antialias: AntiAliasChoice = "blur",
     pad_type: str = "reflect",
     synchronized_batch_norm=False,
+    padding: str = "zero",
 ) -> None:
     """Early, named errors for the arguments every builder shares.
 
@@ -171,6 +213,8 @@ def validate_builder_args(
         pad_type: the builder's `pad_type`, the padding of the blur.
         synchronized_batch_norm: the builder's `synchronized_batch_norm`:
             `True` or `False`; `True` needs the TensorFlow backend.
+        padding: the builder's `padding` of the convolutions, `"zero"` or
+            `"circular"`, for the architectures that have one.
 
     Raises:
         ValueError: naming the argument, the value and what is allowed.
@@ -179,6 +223,7 @@ def validate_builder_args(
     standardize_pad_type(pad_type)
     check_filter_size(filter_size)
     check_synchronized_batch_norm(synchronized_batch_norm)
+    check_padding(padding, pad_type)
     if filter_size is None and antialias is not None and antialias != "blur":
         raise ValueError(
             "`filter_size=None` builds the plain network, which contradicts "
@@ -208,6 +253,12 @@ def validate_builder_args(
             f"`weights` must be {allowed}. Received: weights={weights!r}"
         )
     if weights == "imagenet":
+        if padding != "zero":
+            raise ValueError(
+                "With `weights='imagenet'`: the released ImageNet weights "
+                "are for zero-padded convolutions. Received: "
+                f"padding={padding!r}"
+            )
         if include_top and classes != 1000:
             raise ValueError(
                 "With `weights='imagenet'` and `include_top=True`, `classes` "
@@ -300,10 +351,13 @@ def conv(
     padding: int = 0,
     groups: int = 1,
     use_bias: bool = False,
+    circular: bool = False,
     name: str,
 ):
-    """Conv2D with PyTorch's explicit symmetric zero padding."""
-    if padding:
+    """Conv2D with PyTorch's explicit symmetric zero (or circular) padding."""
+    if padding and circular:
+        x = CircularPadding2D(padding, name=f"{name}_pad")(x)
+    elif padding:
         x = layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
     return layers.Conv2D(
         filters,
@@ -332,6 +386,36 @@ def anti_alias(x, aa: AntiAlias, *, strides: int = 2, name: str):
         data_format=data_format(),
         name=name,
     )
+    return layer(x)
+
+
+def polyphase_anti_alias(x, aa: AntiAlias, *, strides: int = 2, name: str, index=None):
+    """APS/LPS downsampling that shares its choice with a shortcut.
+
+    Without `index` it makes the builder's layer and returns `(outputs,
+    choice)`; with the `choice` of another such layer it returns the
+    outputs of an `APSPool2D` that keeps that same component (mixes with
+    the same weights while an LPS network trains).
+    """
+    if index is not None:
+        layer = APSPool2D(
+            filter_size=aa.filter_size,
+            strides=strides,
+            padding=aa.pad_type,
+            data_format=data_format(),
+            name=name,
+        )
+        return layer(x, index=index)
+    layer = create_antialias(
+        aa.antialias,
+        channels=channels(x),
+        strides=strides,
+        filter_size=aa.filter_size,
+        pad_type=aa.pad_type,
+        data_format=data_format(),
+        name=name,
+    )
+    layer.return_index = True
     return layer(x)
 
 

@@ -42,8 +42,10 @@ from keras_blurpool.applications._common import conv
 from keras_blurpool.applications._common import finish_model
 from keras_blurpool.applications._common import min_size_reason
 from keras_blurpool.applications._common import model_input
+from keras_blurpool.applications._common import polyphase_anti_alias
 from keras_blurpool.applications._common import pooling_head
 from keras_blurpool.applications._common import validate_builder_args
+from keras_blurpool.layers import CircularPadding2D
 from keras_blurpool.layers import is_antialiasing
 
 _STAGE_FILTERS = (64, 128, 256, 512)
@@ -59,6 +61,7 @@ def _residual_block(
     groups: int,
     width_per_group: int,
     aa: AntiAlias | None,
+    circular: bool,
     name: str,
 ):
     """A basic (two 3x3) or bottleneck (1x1, 3x3, 1x1) residual block."""
@@ -76,9 +79,13 @@ def _residual_block(
 
     # Anti-aliased, conv `strided` runs at stride 1 and its activated output
     # is blurred and subsampled just before the next conv.
-    y = x
+    y, choice = x, None
     for i, (kernel_size, filters, conv_groups) in enumerate(convs, start=1):
-        if antialiased and i == strided + 1:
+        if antialiased and i == strided + 1 and aa.polyphase:
+            y, choice = polyphase_anti_alias(
+                y, aa, strides=strides, name=f"{name}_{i}_blur"
+            )
+        elif antialiased and i == strided + 1:
             y = anti_alias(y, aa, strides=strides, name=f"{name}_{i}_blur")
         y = conv(
             y,
@@ -87,6 +94,7 @@ def _residual_block(
             strides=strides if i == strided and not antialiased else 1,
             padding=kernel_size // 2,
             groups=conv_groups,
+            circular=circular,
             name=f"{name}_{i}_conv",
         )
         y = batch_norm(y, name=f"{name}_{i}_bn")
@@ -96,8 +104,14 @@ def _residual_block(
     shortcut = x
     if strides > 1 or channels(x) != out_channels:
         # A 1x1 conv commutes with the blur; blurring its narrower input
-        # first is the cheaper order and the one of the reference.
-        if antialiased:
+        # first is the cheaper order and the one of the reference. APS and
+        # LPS keep the component the main branch kept: both maps shift
+        # together, so the block stays equivariant.
+        if antialiased and aa.polyphase:
+            shortcut = polyphase_anti_alias(
+                shortcut, aa, strides=strides, name=f"{name}_0_blur", index=choice
+            )
+        elif antialiased:
             shortcut = anti_alias(
                 shortcut, aa, strides=strides, name=f"{name}_0_blur"
             )
@@ -113,30 +127,41 @@ def _residual_block(
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def _stem(x, *, aa: AntiAlias | None, pool_only: bool):
-    """7x7 convolution and max pool: 4x downsampling."""
-    antialias_conv = aa is not None and not pool_only
+def _stem(x, *, aa: AntiAlias | None, pool_only: bool, circular: bool):
+    """7x7 convolution and max pool: 4x downsampling.
+
+    APS and LPS run the convolution at stride 1 whatever `pool_only`: a
+    strided convolution would break their exact invariance.
+    """
+    antialias_conv = aa is not None and (not pool_only or aa.polyphase)
     x = conv(
         x,
         64,
         7,
         strides=1 if antialias_conv else 2,
         padding=3,
+        circular=circular,
         name="conv1_conv",
     )
     x = batch_norm(x, name="conv1_bn")
     x = layers.Activation("relu", name="conv1_relu")(x)
     if aa is None:
         # Zero padding equals PyTorch's -inf padding here: inputs are >= 0.
-        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        pad = CircularPadding2D if circular else layers.ZeroPadding2D
+        x = pad(1, name="pool1_pad")(x)
         return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     if antialias_conv:
         x = anti_alias(x, aa, name="conv1_blur")
+    if circular:
+        # As APS and LPS: the stride-1 2x2 max pool keeps the size.
+        x = CircularPadding2D(((0, 1), (0, 1)), name="pool1_pad")(x)
     x = layers.MaxPooling2D(2, strides=1, name="pool1_pool")(x)
     return anti_alias(x, aa, name="pool1_blur")
 
 
-def _min_input_size(aa: AntiAlias | None, pool_only: bool) -> int:
+def _min_input_size(
+    aa: AntiAlias | None, pool_only: bool, circular: bool
+) -> int:
     """Smallest input side for which every anti-aliasing layer fits.
 
     Each anti-aliased map must be at least `aa.min_map_size` (larger than
@@ -147,12 +172,13 @@ def _min_input_size(aa: AntiAlias | None, pool_only: bool) -> int:
     size = MIN_INPUT_SIZE
     while True:
         side, blurred = size, []
-        if pool_only:
+        if pool_only and not aa.polyphase:
             side = (side - 1) // 2 + 1  # strided 7x7 conv
         else:
             blurred.append(side)
             side = (side + 1) // 2
-        side -= 1  # 2x2 max pool, stride 1
+        if not circular:
+            side -= 1  # 2x2 max pool, stride 1
         for _ in range(4):  # pool1_blur and the first block of stages 3-5
             blurred.append(side)
             side = (side + 1) // 2
@@ -179,6 +205,7 @@ def _resnet(
     filter_size: int | None,
     pad_type: str,
     pool_only: bool,
+    padding: str,
     synchronized_batch_norm: bool,
     name: str | None,
 ) -> keras.Model:
@@ -194,16 +221,18 @@ def _resnet(
         antialias=antialias,
         pad_type=pad_type,
         synchronized_batch_norm=synchronized_batch_norm,
+        padding=padding,
     )
-    aa = antialias_spec(antialias, filter_size, pad_type)
-    min_size = _min_input_size(aa, pool_only)
+    aa = antialias_spec(antialias, filter_size, pad_type, padding)
+    circular = padding == "circular"
+    min_size = _min_input_size(aa, pool_only, circular)
     img_input, inputs = model_input(
         input_tensor,
         input_shape,
         min_size=min_size,
         why=min_size_reason(aa, min_size),
     )
-    x = _stem(img_input, aa=aa, pool_only=pool_only)
+    x = _stem(img_input, aa=aa, pool_only=pool_only, circular=circular)
     for stage, (planes, blocks) in enumerate(zip(_STAGE_FILTERS, repeats)):
         for block in range(blocks):
             x = _residual_block(
@@ -214,6 +243,7 @@ def _resnet(
                 groups=groups,
                 width_per_group=width_per_group,
                 aa=aa,
+                circular=circular,
                 name=f"conv{stage + 2}_block{block + 1}",
             )
     x = pooling_head(
@@ -265,19 +295,29 @@ Args:
         callable; `None` returns the logits.
     antialias: the anti-aliasing layer after each stride-1 layer:
         `"blur"` (the reference's `BlurPool2D`), `"avg"` (a 2x2 average
-        pool of stride 2, as timm's `resnetaa`), `None` (the plain network
-        with strided convolutions and pools), or a callable
-        `(channels, strides, name) -> keras.layers.Layer`.
+        pool of stride 2, as timm's `resnetaa`), `"aps"` / `"lps"`
+        (adaptive / learnable polyphase sampling, `APSPool2D` /
+        `LPSPool2D` after a blur of `filter_size`, the shortcut keeping the
+        main branch's component: with `padding="circular"`, exactly
+        invariant to circular shifts), `None` (the plain network with
+        strided convolutions and pools), or a callable `(channels,
+        strides, name) -> keras.layers.Layer`.
     filter_size: taps of the binomial anti-aliasing filter, 1 to 7 (the
-        paper uses 4; 1 means plain subsampling at the new positions), or
-        `None` for the plain network (as `antialias=None`).
+        paper uses 4; 1 means plain subsampling at the new positions, or
+        no blur before APS/LPS), or `None` for the plain network (as
+        `antialias=None`).
     pad_type: padding of the blur: `"reflect"` (the reference's),
-        `"replicate"` or `"zero"`; the last two take inputs down to 32
-        pixels (CIFAR).
+        `"replicate"`, `"zero"` or `"circular"`; the last three take
+        inputs down to 32 pixels (CIFAR).
     pool_only: if `True` (the reference's default), only the max pool of
         the stem is anti-aliased and the 7x7 convolution keeps its stride;
         `False` also anti-aliases that convolution, at about 4x its cost.
-        No effect on the plain network.
+        No effect on the plain network; APS and LPS always anti-alias the
+        convolution (as their authors: a strided one breaks invariance).
+    padding: padding of every convolution and of the stem's max pool:
+        `"zero"` (PyTorch's, the default) or `"circular"` (the map wraps
+        around, as APS's and LPS's shift-invariant networks; the blur then
+        pads circularly too).
     synchronized_batch_norm: if `True`, BatchNormalization computes its
         batch statistics over all replicas of a `tf.distribute` strategy
         (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -320,6 +360,7 @@ def _builder(
         filter_size: int | None = 4,
         pad_type: str = "reflect",
         pool_only: bool = True,
+        padding: str = "zero",
         synchronized_batch_norm: bool = False,
         name: str | None = None,
     ) -> keras.Model:
@@ -340,6 +381,7 @@ def _builder(
             filter_size=filter_size,
             pad_type=pad_type,
             pool_only=pool_only,
+            padding=padding,
             synchronized_batch_norm=synchronized_batch_norm,
             name=name,
         )

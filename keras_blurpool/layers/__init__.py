@@ -11,9 +11,15 @@ from keras_blurpool.layers.blur_pool import BlurPool2D
 from keras_blurpool.layers.blur_pool import BlurPool3D
 from keras_blurpool.layers.blur_pool import binomial_filter
 from keras_blurpool.layers.blur_upsampling import BlurUpSampling2D
+from keras_blurpool.layers.circular_padding import CircularPadding2D
 from keras_blurpool.layers.max_blur_pool import MaxBlurPool2D
+from keras_blurpool.layers.polyphase import APSPool2D
+from keras_blurpool.layers.polyphase import LPSPool2D
 
 __all__ = [
+    "APSPool2D",
+    "LPSPool2D",
+    "CircularPadding2D",
     "AntiAliasAvgPool2D",
     "AntiAliasing",
     "BlurPool1D",

@@ -9,7 +9,9 @@ register a class you do not own with `register_antialiasing`.
 `create_antialias` turns a builder's `antialias` argument into a layer, in
 the manner of timm's `create_aa`: `"blur"` (`BlurPool2D`), `"avg"`
 (`AntiAliasAvgPool2D`, the average pool of timm's `resnetaa` models),
-`None` (no layer: the plain network) or a callable that makes the layer.
+`"aps"` / `"lps"` (`APSPool2D` / `LPSPool2D`, adaptive and learnable
+polyphase sampling), `None` (no layer: the plain network) or a callable
+that makes the layer.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from keras_blurpool.layers.blur_pool import BlurPool2D
 from keras_blurpool.layers.blur_pool import BlurPool3D
 from keras_blurpool.layers.blur_upsampling import BlurUpSampling2D
 from keras_blurpool.layers.max_blur_pool import MaxBlurPool2D
+from keras_blurpool.layers.polyphase import APSPool2D
+from keras_blurpool.layers.polyphase import LPSPool2D
 
 # What a builder's `antialias` may be.
 AntiAliasChoice = Union[str, Callable[..., keras.layers.Layer], None]
-_NAMED = ("blur", "avg")
+_NAMED = ("blur", "avg", "aps", "lps")
 _ALLOWED = (
-    "'blur', 'avg', None, or a callable (channels, strides, name) -> "
-    "keras.layers.Layer"
+    "'blur', 'avg', 'aps', 'lps', None, or a callable (channels, strides, "
+    "name) -> keras.layers.Layer"
 )
 
 # Classes registered with `register_antialiasing` (besides subclasses of
@@ -107,7 +111,15 @@ def is_antialiasing(layer) -> bool:
     return isinstance(layer, (AntiAliasing, *_REGISTERED))
 
 
-for _cls in (BlurPool1D, BlurPool2D, BlurPool3D, BlurUpSampling2D, MaxBlurPool2D):
+for _cls in (
+    BlurPool1D,
+    BlurPool2D,
+    BlurPool3D,
+    BlurUpSampling2D,
+    MaxBlurPool2D,
+    APSPool2D,
+    LPSPool2D,
+):
     register_antialiasing(_cls)
 
 
@@ -163,8 +175,8 @@ def check_antialias(antialias) -> None:
     """Raises unless `antialias` is a valid anti-aliasing choice.
 
     Args:
-        antialias: `"blur"`, `"avg"`, None, or a callable
-            `(channels, strides, name) -> keras.layers.Layer`.
+        antialias: `"blur"`, `"avg"`, `"aps"`, `"lps"`, None, or a
+            callable `(channels, strides, name) -> keras.layers.Layer`.
 
     Raises:
         ValueError: naming the value and what is allowed. Layer classes and
@@ -206,13 +218,14 @@ def create_antialias(
 
     Args:
         antialias: `"blur"` (`BlurPool2D`), `"avg"` (`AntiAliasAvgPool2D`),
-            None (no layer: the plain network keeps its strides), or a
-            callable `(channels, strides, name) -> keras.layers.Layer`.
+            `"aps"` (`APSPool2D`), `"lps"` (`LPSPool2D`), None (no layer:
+            the plain network keeps its strides), or a callable
+            `(channels, strides, name) -> keras.layers.Layer`.
         channels: channels of the map to downsample, passed to a callable.
         strides: the subsampling factor.
-        filter_size: taps of the blur filter (`"blur"` only).
-        pad_type: padding of the blur, `"reflect"`, `"replicate"` or
-            `"zero"` (`"blur"` only).
+        filter_size: taps of the blur filter (`"blur"`, `"aps"`, `"lps"`).
+        pad_type: padding of the blur, `"reflect"`, `"replicate"`,
+            `"zero"` or `"circular"` (`"blur"`, `"aps"`, `"lps"`).
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()` (not passed to a callable).
         name: name of the layer.
@@ -240,6 +253,15 @@ def create_antialias(
             filter_size=filter_size,
             strides=strides,
             pad_type=pad_type,
+            data_format=data_format,
+            name=name,
+        )
+    if isinstance(antialias, str) and antialias in ("aps", "lps"):
+        layer_class = APSPool2D if antialias == "aps" else LPSPool2D
+        return layer_class(
+            filter_size=filter_size,
+            strides=strides,
+            padding=pad_type,
             data_format=data_format,
             name=name,
         )

@@ -25,7 +25,6 @@ import keras
 from keras import ops
 
 from keras_blurpool._utils import check_int
-from keras_blurpool.layers.antialias import AntiAliasing
 from keras_blurpool.layers.blur_pool import BlurPool2D
 from keras_blurpool.layers.blur_pool import _known_channels
 from keras_blurpool.layers.blur_pool import _pad_axes
@@ -95,7 +94,7 @@ def mix_components(components, weights):
     return out
 
 
-class _PolyphasePool(AntiAliasing, keras.layers.Layer):
+class _PolyphasePool(keras.layers.Layer):
     """What APSPool2D and LPSPool2D share: blur, padding, selection."""
 
     def __init__(
