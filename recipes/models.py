@@ -27,7 +27,10 @@ from keras_blurpool.applications import registry
 from keras_blurpool.applications._common import BN_EPSILON
 from keras_blurpool.applications._common import BN_MOMENTUM
 from keras_blurpool.applications._common import check_filter_size
+from keras_blurpool.layers import APSPool2D
 from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.layers import CircularPadding2D
+from keras_blurpool.layers import LPSPool2D
 from keras_blurpool.layers import MaxBlurPool2D
 
 # (filters, downsampling) of the demo CNN's convolutions: "conv" is a
@@ -43,9 +46,14 @@ _DEMO_LAYERS = (
 )
 
 
+# The demo CNN's anti-aliasing kinds.
+DEMO_ANTIALIAS = ("blur", "aps", "lps")
+
+
 def demo_cnn(
     filter_size: int | None = 4,
     *,
+    antialias: str = "blur",
     classes: int = 10,
     input_shape: tuple = (32, 32, 3),
     weights: str | None = None,
@@ -63,9 +71,16 @@ def demo_cnn(
     same layer names, so `keras_blurpool.transfer_weights` copies between
     them.
 
+    With `antialias="aps"` (`"lps"`) every downsampling is instead
+    `APSPool2D` (`LPSPool2D`) after a blur of `filter_size`, the max pool
+    runs at stride 1, and every convolution pads circularly: the network
+    is then exactly invariant to circular shifts of its input.
+
     Args:
         filter_size: taps of the blur filter, 1 to 7, or `None` for the
             plain network.
+        antialias: `"blur"` (BlurPool, the paper's), `"aps"` or `"lps"`
+            (adaptive or learnable polyphase sampling, circular padding).
         classes: number of classes (logits out).
         input_shape: `(height, width, 3)`; sides of at least 16.
         weights: `None`, or the path of a `.weights.h5` file to load.
@@ -75,6 +90,16 @@ def demo_cnn(
         A functional `keras.Model` mapping float images to logits.
     """
     check_filter_size(filter_size)
+    if not isinstance(antialias, str) or antialias not in DEMO_ANTIALIAS:
+        raise ValueError(
+            f"`antialias` of the demo CNN must be one of {DEMO_ANTIALIAS}. "
+            f"Received: antialias={antialias!r}"
+        )
+    if antialias != "blur" and filter_size is None:
+        raise ValueError(
+            f"antialias={antialias!r} needs a filter size (1: no blur). "
+            "Received: filter_size=None"
+        )
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise ValueError(
             f"`classes` must be a positive int. Received: classes={classes!r}"
@@ -95,14 +120,17 @@ def demo_cnn(
 
     inputs = keras.Input(input_shape)
     x = inputs
+    polyphase = {"aps": APSPool2D, "lps": LPSPool2D}.get(antialias)
     for i, (filters, downsample) in enumerate(_DEMO_LAYERS, start=1):
         antialiased = filter_size is not None
         strides = 2 if downsample == "conv" and not antialiased else 1
+        if polyphase is not None:
+            x = CircularPadding2D(1, name=f"pad{i}")(x)
         x = layers.Conv2D(
             filters,
             3,
             strides=strides,
-            padding="same",
+            padding="valid" if polyphase is not None else "same",
             use_bias=False,
             name=f"conv{i}",
         )(x)
@@ -110,7 +138,14 @@ def demo_cnn(
             epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"bn{i}"
         )(x)
         x = layers.Activation("relu", name=f"relu{i}")(x)
-        if downsample == "conv" and antialiased:
+        if polyphase is not None and downsample == "pool":
+            x = CircularPadding2D(((0, 1), (0, 1)), name=f"pool{i}_pad")(x)
+            x = layers.MaxPooling2D(2, strides=1, name=f"pool{i}_max")(x)
+        if polyphase is not None and downsample is not None:
+            x = polyphase(
+                filter_size, padding="circular", name=f"blur{i}"
+            )(x)
+        elif downsample == "conv" and antialiased:
             x = BlurPool2D(filter_size=filter_size, name=f"blur{i}")(x)
         elif downsample == "pool":
             if antialiased:
@@ -121,6 +156,8 @@ def demo_cnn(
     outputs = layers.Dense(classes, name="predictions")(x)
     if name is None:
         name = "demo_cnn" if filter_size is None else f"demo_cnn_lpf{filter_size}"
+        if antialias != "blur":
+            name = f"demo_cnn_{antialias}{filter_size}"
     model = keras.Model(inputs, outputs, name=name)
     if weights is not None:
         model.load_weights(weights)
@@ -130,7 +167,7 @@ def demo_cnn(
 def _zoo(builder: Callable) -> Callable:
     """Adapts a zoo builder to the common signature, with logits out."""
 
-    def build(filter_size, *, classes, input_shape, weights):
+    def build(filter_size, *, classes, input_shape, weights, antialias="blur"):
         return builder(
             include_top=True,
             weights=weights,
@@ -138,20 +175,26 @@ def _zoo(builder: Callable) -> Callable:
             classes=classes,
             classifier_activation=None,
             filter_size=filter_size,
+            antialias=antialias,
         )
 
     build.__name__ = builder.__name__
     return build
 
 
-def _demo(filter_size, *, classes, input_shape, weights):
+def _demo(filter_size, *, classes, input_shape, weights, antialias="blur"):
     return demo_cnn(
-        filter_size, classes=classes, input_shape=input_shape, weights=weights
+        filter_size,
+        antialias=antialias,
+        classes=classes,
+        input_shape=input_shape,
+        weights=weights,
     )
 
 
 # Every registered architecture, then the demo CNN. Every builder takes
-# `(filter_size, *, classes, input_shape, weights)` and returns logits.
+# `(filter_size, *, classes, input_shape, weights, antialias="blur")` and
+# returns logits.
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     **{
         name: _zoo(spec.builder)
@@ -255,6 +298,7 @@ def build_model(
     num_classes: int = 1000,
     image_size: int | None = 224,
     weights: str | None = None,
+    antialias: str = "blur",
 ) -> keras.Model:
     """Builds an architecture by name, with a logits output.
 
@@ -272,6 +316,10 @@ def build_model(
             or the path of a `.weights.h5` file or (zoo architectures) a
             PyTorch `.pth`/`.pth.tar` checkpoint, torchvision-named or the
             reference's.
+        antialias: the anti-aliasing kind when `filter_size` is set:
+            `"blur"`, or for the zoo and the demo CNN also `"aps"`/`"lps"`
+            (the zoo's `"avg"` too); keras.applications models take
+            `"blur"` only.
 
     Returns:
         A `keras.Model` from float images `(batch, size, size, 3)`,
@@ -294,6 +342,11 @@ def build_model(
         )
     if is_keras_application(arch):
         check_filter_size(filter_size)
+        if antialias != "blur":
+            raise ValueError(
+                f"{arch} is anti-aliased by antialias_model, with BlurPool "
+                f"only. Received: antialias={antialias!r}"
+            )
         return _keras_application(
             arch,
             filter_size,
@@ -306,4 +359,5 @@ def build_model(
         classes=num_classes,
         input_shape=(image_size, image_size, 3),
         weights=weights,
+        antialias=antialias,
     )

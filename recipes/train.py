@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         "empty) and report how many, instead of stopping at the first",
     )
     p.add_argument(
+        "--with-lps",
+        action="store_true",
+        help="the demo comparison also trains an LPS twin (learnable "
+        "polyphase sampling; about 2 more CPU minutes)",
+    )
+    p.add_argument(
         "--quiet", action="store_true", help="no progress output"
     )
     return p
@@ -221,6 +227,11 @@ def _validate(parser: argparse.ArgumentParser, args) -> bool:
         parser.error(
             "argument --finetune-from needs --arch and --data: the demo "
             "comparison trains both of its models from scratch"
+        )
+    if args.with_lps and not (compare and args.arch is None):
+        parser.error(
+            "argument --with-lps: only the demo comparison (no --arch, "
+            "--data demo) trains an LPS twin"
         )
     if compare and args.filter_size is None:
         parser.error(
@@ -329,13 +340,14 @@ def _finetune_init(arch, path, *, num_classes, image_size):
 
 def _train_one(
     args, strategy, *, arch, filter_size, out_dir, data, bad_images=None,
-    recipe=None, image_size=None,
+    recipe=None, image_size=None, antialias="blur",
 ):
     """Trains one model; returns `(TrainResult, Trainer)`.
 
     The `BadImages` records of the folder sources it opens are appended to
     `bad_images`, a list, as `(split, record)`. `recipe` and `image_size`
-    default to the architecture's recipe and the data's crop size.
+    default to the architecture's recipe and the data's crop size;
+    `antialias` is passed to `build_model`.
     """
     if bad_images is None:
         bad_images = []
@@ -416,6 +428,8 @@ def _train_one(
             "image_size": image_size,
             "finetune_from": args.finetune_from,
             "strategy": type(strategy).__name__,
+            # Only when not the default, so that earlier runs still resume.
+            **({"antialias": antialias} if antialias != "blur" else {}),
         },
         overwrite=args.overwrite,
     )
@@ -425,7 +439,11 @@ def _train_one(
         # same initial weights: BlurPool draws no random numbers.
         keras.utils.set_random_seed(args.seed)
         return build_model(
-            arch, filter_size, num_classes=num_classes, image_size=image_size
+            arch,
+            filter_size,
+            num_classes=num_classes,
+            image_size=image_size,
+            antialias=antialias,
         )
 
     sources = {}
@@ -528,14 +546,22 @@ def _compare(args, strategy) -> int:
     )
     filter_size = args.filter_size
     image_size = KERAS_DEMO_IMAGE_SIZE if arch != "demo" else None
-    variants = (
-        ("baseline", None, os.path.join(out_dir, "baseline")),
-        (f"antialiased (filter {filter_size})", filter_size,
+    variants = [
+        ("baseline", None, "blur", os.path.join(out_dir, "baseline")),
+        (f"antialiased (filter {filter_size})", filter_size, "blur",
          os.path.join(out_dir, f"lpf{filter_size}")),
-    )
+    ]
+    if arch == "demo":
+        # Polyphase sampling with circular padding: exactly invariant to
+        # circular shifts (issue 15).
+        variants.append((f"APS (filter {filter_size})", filter_size, "aps",
+                         os.path.join(out_dir, f"aps{filter_size}")))
+        if args.with_lps:
+            variants.append((f"LPS (filter {filter_size})", filter_size,
+                             "lps", os.path.join(out_dir, f"lps{filter_size}")))
     started = time.perf_counter()
     models = []
-    for label, size, directory in variants:
+    for label, size, antialias, directory in variants:
         print(f"\n== {arch}: {label} ==", flush=True)
         result, trainer = _train_one(
             args,
@@ -546,6 +572,7 @@ def _compare(args, strategy) -> int:
             data="demo",
             recipe=recipe_for("demo"),
             image_size=image_size,
+            antialias=antialias,
         )
         if not trainer.is_chief:
             continue
@@ -577,20 +604,33 @@ def _compare(args, strategy) -> int:
             seed=args.seed,
             verbose=0,
         )
+        circular = evaluation.circular_shift_consistency(
+            model,
+            validation.dataset,
+            image_size=size,
+            resize_size=resize,
+            max_shift=size,
+            seed=args.seed,
+            verbose=0,
+        )
         rows.append((label, accuracy["top1"], consistency["consistency"],
-                     consistency["std"], directory))
+                     consistency["std"], circular["consistency"], directory))
     minutes = (time.perf_counter() - started) / 60
     print(
         f"\n{'Demo CNN' if arch == 'demo' else arch} on the demo data "
         f"({validation.num_examples} validation "
         f"images, {size}x{size} crops; consistency: how often two random "
         f"crops shifted by up to {max_shift - 1} px get the same "
-        f"class), {minutes:.1f} min:"
+        f"class; circular: the same for two circular shifts of the crop by "
+        f"up to {size - 1} px), {minutes:.1f} min:"
     )
     width = max(len(row[0]) for row in rows)
-    print(f"  {'model':<{width}}  top-1 (%)  consistency (%)")
-    for label, top1, cons, std, _ in rows:
-        print(f"  {label:<{width}}  {top1:9.2f}  {cons:9.2f} ± {std:.2f}")
+    print(f"  {'model':<{width}}  top-1 (%)  consistency (%)  circular (%)")
+    for label, top1, cons, std, circ, _ in rows:
+        print(
+            f"  {label:<{width}}  {top1:9.2f}  {cons:9.2f} ± {std:.2f}"
+            f"  {circ:12.2f}"
+        )
     for label, *_, directory in rows:
         print(f"  {label}: {os.path.join(directory, 'final.keras')}")
     return 0

@@ -26,7 +26,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PAD_TYPES = ["reflect", "refl", "replicate", "repl", "zero"]
 NP_MODES = {"reflect": "reflect", "refl": "reflect", "replicate": "edge",
-            "repl": "edge", "zero": "constant"}
+            "repl": "edge", "zero": "constant", "circular": "wrap"}
 
 
 def pascal_taps(k):
@@ -73,6 +73,20 @@ def test_blurpool2d_matches_numpy_formula(k, pad_type, s, pad_off, hw):
     assert got.shape == expected.shape
     assert got.shape == layer.compute_output_shape(x.shape)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,s,pad_off,hw", list(itertools.product(
+    range(1, 8), [1, 2, 3], [0, 1], [(9, 9), (10, 7)])))
+def test_blurpool2d_circular_matches_numpy_formula(k, s, pad_off, hw):
+    # Not in the reference (no circular padding): the NumPy "wrap" formula.
+    x = np.random.default_rng(k * 10 + s).standard_normal((2, *hw, 3))
+    x = x.astype("float32")
+    for training in (False, True):  # both routes
+        layer = BlurPool2D(k, strides=s, pad_type="circular", pad_off=pad_off)
+        got = to_numpy(layer(x, training=training))
+        expected = numpy_blurpool(x, k, s, "circular", pad_off, rank=2)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("k,pad_type,s,pad_off,n", list(itertools.product(
@@ -211,6 +225,7 @@ def test_blurpool2d_gradient_equals_reference(reference, k, pad_type, s,
     (4, "zero", 2, (8, 8)), (6, "zero", 2, (12, 12)),
     # two padded lines in one window: the correction mixes input lines
     (6, "reflect", 3, (14, 11)), (4, "replicate", 3, (10, 13)),
+    (4, "circular", 2, (16, 16)), (2, "circular", 2, (12, 10)),
 ])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_same_padding_route_equals_the_padded_route(k, pad_type, s, hw,
@@ -587,7 +602,8 @@ def test_plan_cache_retains_bounded_bytes():
 @pytest.mark.parametrize("k,s,pad_off", [(2, 2, 0), (3, 2, 0), (4, 2, 0),
                                          (4, 3, 0), (6, 3, 0), (3, 1, 1),
                                          (1, 2, 0)])
-@pytest.mark.parametrize("pad_type", ["reflect", "replicate", "zero"])
+@pytest.mark.parametrize("pad_type", ["reflect", "replicate", "zero",
+                                      "circular"])
 @pytest.mark.parametrize("n", [7, 8, 15, 16])
 def test_sparse_plan_equals_the_dense_matrices(k, s, pad_off, pad_type, n):
     plan = _plan_for(n, k, s, pad_type, pad_off)

@@ -51,15 +51,32 @@ def polyphase_components(x, strides, data_format) -> list:
     return components
 
 
-def component_norms(components, norm: str):
-    """`(batch, components)` float32 norms (the l2 one squared).
+def accumulation_dtype() -> str:
+    """float64 where the backend has it (JAX only with x64 enabled).
 
-    Computed in float32 whatever the input dtype: a float16 sum of squares
-    overflows. Squaring the l2 norm keeps its order and saves a root.
+    A circular shift reorders the values a norm or a mean sums; in float32
+    the sum then moves in its last bits, enough to flip the choice between
+    two nearly tied components (seen on random ResNets at 64x64). Summed
+    in float64, the choice moves only for ties closer than about 1e-16.
     """
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            return "float32"
+    return "float64"
+
+
+def component_norms(components, norm: str):
+    """`(batch, components)` norms (the l2 one squared), in float64 if it can.
+
+    Never in the input's float16: a float16 sum of squares overflows.
+    Squaring the l2 norm keeps its order and saves a root.
+    """
+    dtype = accumulation_dtype()
     values = []
     for c in components:
-        c = ops.cast(c, "float32")
+        c = ops.cast(c, dtype)
         flat = ops.reshape(c, (ops.shape(c)[0], -1))
         if norm == "l1":
             values.append(ops.sum(ops.abs(flat), axis=1))
@@ -456,7 +473,11 @@ class LPSPool2D(_PolyphasePool):
         )
 
     def component_logits(self, components):
-        """`(batch, components)` float32 scores of the components."""
+        """`(batch, components)` scores of the components.
+
+        float64 where the backend has it (`accumulation_dtype`), so that
+        the inference choice moves with circular shifts of the input.
+        """
         batch = ops.shape(components[0])[0]
         x = ops.concatenate(components, axis=0)
         one = {a: (1, 1) for a in self._spatial_axes}
@@ -464,7 +485,8 @@ class LPSPool2D(_PolyphasePool):
             x = conv(_pad_axes(x, self.padding, one))
             if i == 0:
                 x = ops.relu(x)
-        scores = ops.mean(ops.cast(x, "float32"), axis=(1, 2, 3))
+        # In float64 where it can (see `accumulation_dtype`).
+        scores = ops.mean(ops.cast(x, accumulation_dtype()), axis=(1, 2, 3))
         scores = ops.reshape(scores, (len(components), batch))
         return ops.transpose(scores)
 
@@ -472,6 +494,7 @@ class LPSPool2D(_PolyphasePool):
         components = self._prepare(inputs)
         logits = self.component_logits(components)
         if training:
+            logits = ops.cast(logits, "float32")
             uniform = keras.random.uniform(
                 ops.shape(logits),
                 minval=1e-20,
