@@ -74,7 +74,7 @@ def numpy_conv3x3_circular(x, kernel, bias):
 def numpy_lps_logits(layer, components):
     (k1, b1), (k2, b2) = [
         [to_numpy(v).astype("float64") for v in conv.weights]
-        for conv in layer._score_convs
+        for conv in layer.scoring_layers
     ]
     logits = []
     for c in components:
@@ -252,7 +252,7 @@ def test_lps_inference_matches_numpy(filter_size, hw):
     x = random_input((3, *hw, 4))
     layer = LPSPool2D(filter_size, hidden_channels=5, return_index=True)
     layer.build(x.shape)
-    for conv in layer._score_convs:  # non-trivial biases
+    for conv in layer.scoring_layers:  # non-trivial biases
         conv.bias.assign(random_input(tuple(conv.bias.shape), seed=2))
     got, weights = layer(x)
     components = numpy_prepare(x, filter_size, (2, 2), "circular")
@@ -272,8 +272,8 @@ def test_lps_training_mixes_with_a_gumbel_softmax_sample():
     x = np.repeat(random_input((1, 8, 8, 3)), 4000, axis=0)
     layer = LPSPool2D(hidden_channels=4, tau=0.05, return_index=True, seed=3)
     layer.build(x.shape)
-    layer._score_convs[1].kernel.assign(
-        to_numpy(layer._score_convs[1].kernel) * 20)
+    layer.scoring_layers[1].kernel.assign(
+        to_numpy(layer.scoring_layers[1].kernel) * 20)
     components = numpy_prepare(x[:1], None, (2, 2), "circular")
     logits = numpy_lps_logits(layer, components)[0]
     out, weights = layer(x, training=True)
@@ -308,9 +308,9 @@ def test_lps_is_equivariant_at_inference_and_trains():
     model = keras.Model(inputs, outputs)
     model.compile("sgd", "mse", jit_compile=BACKEND != "torch")
     lps = model.get_layer("lps")
-    before = to_numpy(lps._score_convs[0].kernel).copy()
+    before = to_numpy(lps.scoring_layers[0].kernel).copy()
     model.fit(x, np.ones((2, 1)), epochs=1, verbose=0)
-    assert np.abs(to_numpy(lps._score_convs[0].kernel) - before).max() > 0
+    assert np.abs(to_numpy(lps.scoring_layers[0].kernel) - before).max() > 0
 
 
 def test_lps_temperature_scheduler_sets_every_lps_layer():

@@ -26,6 +26,7 @@ their kind.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import keras
@@ -151,10 +152,13 @@ def _stem(x, *, aa: AntiAlias | None, pool_only: bool, circular: bool):
         x = pad(1, name="pool1_pad")(x)
         return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     if antialias_conv:
-        x = anti_alias(x, aa, name="conv1_blur")
-    if circular:
+        # LPS's authors do not blur before their first LPS layer.
+        first = dataclasses.replace(aa, filter_size=1) if aa.antialias == "lps" else aa
+        x = anti_alias(x, first, name="conv1_blur")
+    if circular or aa.polyphase:
         # As APS and LPS: the stride-1 2x2 max pool keeps the size.
-        x = CircularPadding2D(((0, 1), (0, 1)), name="pool1_pad")(x)
+        pad = CircularPadding2D if circular else layers.ZeroPadding2D
+        x = pad(((0, 1), (0, 1)), name="pool1_pad")(x)
     x = layers.MaxPooling2D(2, strides=1, name="pool1_pool")(x)
     return anti_alias(x, aa, name="pool1_blur")
 
@@ -177,7 +181,7 @@ def _min_input_size(
         else:
             blurred.append(side)
             side = (side + 1) // 2
-        if not circular:
+        if not (circular or aa.polyphase):
             side -= 1  # 2x2 max pool, stride 1
         for _ in range(4):  # pool1_blur and the first block of stages 3-5
             blurred.append(side)
@@ -486,8 +490,10 @@ def _torch_name(keras_name: str, present: set[str]) -> str | None:
     if keras_name == "conv1_blur":
         return "maxpool.0"
     if keras_name == "pool1_blur":
-        # The stem's max pool is a Sequential, after a blur if pool_only=False.
-        return "maxpool.2" if "conv1_blur" in present else "maxpool.1"
+        # The stem's max pool is a Sequential: [blur,] [pad,] pool, blur
+        # (the pad in APS's and LPS's networks).
+        index = 1 + ("conv1_blur" in present) + ("pool1_pad" in present)
+        return f"maxpool.{index}"
     match = _BLOCK_LAYER.fullmatch(keras_name)
     if match is None:
         return None
@@ -547,6 +553,22 @@ _WEIGHTS_FROM_SCRATCH = {
     "resnet101": {4: "resnet101_lpf4-f8a116ff.pth"},
 }
 
+def _fix_state_dict(state_dict: dict) -> dict:
+    """The LPS authors' checkpoints as the reference's names have them.
+
+    Their Lightning module holds the ResNet as `core`, and every LPS layer
+    a `gumbel_tau` buffer (the temperature, set by their schedule, not a
+    weight); other state dicts pass unchanged.
+    """
+    if not state_dict or not all(k.startswith("core.") for k in state_dict):
+        return state_dict
+    return {
+        k[len("core."):]: v
+        for k, v in state_dict.items()
+        if not k.endswith(".gumbel_tau")
+    }
+
+
 registry.register_family(
     {
         "resnet18": ResNet18,
@@ -563,4 +585,5 @@ registry.register_family(
     weights_from_scratch=_WEIGHTS_FROM_SCRATCH,
     torch_names=_torch_names,
     head_prefixes=("fc.",),
+    fix_state_dict=_fix_state_dict,
 )

@@ -150,6 +150,11 @@ class _PolyphasePool(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     @property
+    def blur_layer(self) -> BlurPool2D | None:
+        """The stride-1 `BlurPool2D` before the selection, or None."""
+        return self._blur
+
+    @property
     def _spatial_axes(self):
         return (1, 2) if self.data_format == "channels_last" else (2, 3)
 
@@ -471,6 +476,11 @@ class LPSPool2D(_PolyphasePool):
             trainable=False,
             name="tau",
         )
+
+    @property
+    def scoring_layers(self) -> list:
+        """The two `Conv2D` layers of the scoring network (once built)."""
+        return list(self._score_convs)
 
     def component_logits(self, components):
         """`(batch, components)` scores of the components.

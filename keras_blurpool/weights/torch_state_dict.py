@@ -8,7 +8,10 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from keras_blurpool.layers import APSPool2D
 from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.layers import LPSPool2D
+from keras_blurpool.layers import is_antialiasing
 
 # Buffers that carry no state we use.
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
@@ -39,6 +42,22 @@ def _layer_tensors(layer, prefix: str) -> dict[str, tuple]:
         )
     if getattr(layer, "use_bias", False):
         out[prefix + ".bias"] = (layer.bias, None)
+    return out
+
+
+def _polyphase_tensors(layer, prefix: str) -> dict[str, tuple]:
+    """The LPS authors' names of an APSPool2D's / LPSPool2D's tensors.
+
+    Their `PolyphaseInvariantDown2D` holds the blur as `_antialias_layer`
+    and LPS's scoring network as `component_selection.get_logits`.
+    """
+    out = {}
+    if layer.blur_layer is not None:
+        out[prefix + "._antialias_layer.filt"] = (layer.blur_layer, None)
+    if isinstance(layer, LPSPool2D):
+        for i, conv in enumerate(layer.scoring_layers, start=1):
+            name = f"{prefix}.component_selection.get_logits.conv{i}"
+            out.update(_layer_tensors(conv, name))
     return out
 
 
@@ -91,7 +110,15 @@ def _plan(model, names: Mapping[str, str]):
             if prefix is not None:
                 plan[prefix + ".filt"] = (layer, None)
             continue
+        if isinstance(layer, (APSPool2D, LPSPool2D)):
+            if prefix is not None:
+                plan.update(_polyphase_tensors(layer, prefix))
+            continue
         if not layer.weights:
+            continue
+        if prefix is None and is_antialiasing(layer):
+            # A plain (torchvision) checkpoint has none of its weights
+            # (e.g. LPS's scoring network): they keep their values.
             continue
         if prefix is None:
             raise ValueError(
