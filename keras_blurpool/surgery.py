@@ -261,6 +261,17 @@ def _options(antialias, filter_size, convs, max_pools, avg_pools, upsampling,
             "strides, name) -> keras.layers.Layer; None would change "
             "nothing. Received: antialias=None"
         )
+    if isinstance(antialias, str) and antialias in ("aps", "lps"):
+        raise ValueError(
+            f"antialias={antialias!r} is not available in antialias_model: "
+            "polyphase sampling is shift-invariant only when each residual "
+            "shortcut keeps the component its main branch kept, which "
+            "surgery on an arbitrary graph cannot arrange. Build the "
+            "network with keras_blurpool.applications (e.g. "
+            f"ResNet50(antialias={antialias!r}, padding='circular')), or "
+            "use APSPool2D/LPSPool2D with return_index/index yourself. "
+            "Allowed here: 'blur', 'avg' or a callable"
+        )
     filter_size = check_int("filter_size", filter_size)
     min_channels = check_int("min_channels", min_channels, minimum=0)
     for name, value in (("convs", convs), ("max_pools", max_pools),

@@ -407,6 +407,30 @@ def test_mixed_precision_scales_the_loss(tmp_path):
 
 
 # ----------------------------------------------------------------------
+@pytest.mark.parametrize("antialias", ["aps", "lps"])
+def test_demo_cnn_polyphase_twin_is_circularly_invariant(antialias):
+    keras.utils.set_random_seed(0)
+    model = models.build_model("demo", 4, num_classes=10, image_size=32,
+                               antialias=antialias)
+    plain = models.build_model("demo", None, num_classes=10, image_size=32)
+    assert model.name == f"demo_cnn_{antialias}4"
+    kind = {"aps": "APSPool2D", "lps": "LPSPool2D"}[antialias]
+    assert [type(layer).__name__ for layer in model.layers].count(kind) == 3
+    # The same trainable convolutions as the plain CNN (LPS adds scorers).
+    conv_paths = [w.path for w in plain.weights]
+    assert all(path in [w.path for w in model.weights] for path in conv_paths)
+    image = np.random.default_rng(0).uniform(0, 1, (32, 32, 3))
+    batch = np.stack([np.roll(image, (a, b), axis=(0, 1))
+                      for a in range(32) for b in range(32)]).astype("float32")
+    logits = np.asarray(model.predict(batch, batch_size=256, verbose=0))
+    assert np.abs(logits - logits[0]).max() <= 1e-5 * np.abs(logits[0]).max()
+    with pytest.raises(ValueError, match="antialias='max'"):
+        models.build_model("demo", 4, image_size=32, antialias="max")
+    with pytest.raises(ValueError, match="BlurPool only"):
+        models.build_model("keras.MobileNetV2", 4, image_size=64,
+                           antialias="aps")
+
+
 # The command line, in process
 
 
@@ -424,6 +448,8 @@ def test_mixed_precision_scales_the_loss(tmp_path):
         (["--strategy", "gpu"], "--strategy: invalid choice: 'gpu'"),
         (["--batch-size", "0"], "--batch-size: expected a positive int"),
         (["--lr", "-1"], "--lr: expected a positive number"),
+        (["--arch", "resnet18", "--with-lps"],
+         "--with-lps: only the demo comparison"),
     ],
 )
 def test_cli_rejects_bad_input(argv, message, capsys):
@@ -765,7 +791,9 @@ def test_default_command_compares_plain_and_antialiased(tmp_path):
     table = result.stdout[result.stdout.index("top-1 (%)"):]
     assert re.search(r"baseline\s+\d+\.\d\d\s+\d+\.\d\d ± \d", table)
     assert re.search(r"antialiased \(filter 4\)\s+\d+\.\d\d\s+\d+\.\d\d ± \d", table)
-    for name in ("baseline", "lpf4"):
+    # APS, with circular padding: every circular shift gets the same class.
+    assert re.search(r"APS \(filter 4\)\s+\d+\.\d\d\s+\d+\.\d\d ± \S+\s+100\.00", table)
+    for name in ("baseline", "lpf4", "aps4"):
         assert (tmp_path / name / "final.keras").exists()
         assert (tmp_path / name / "final.weights.h5").exists()
 
