@@ -375,37 +375,14 @@ def batch_norm(x, *, name: str):
     )(x)
 
 
-def anti_alias(x, aa: AntiAlias, *, strides: int = 2, name: str):
-    """Low-pass filters and subsamples `x` with the builder's layer."""
-    layer = create_antialias(
-        aa.antialias,
-        channels=channels(x),
-        strides=strides,
-        filter_size=aa.filter_size,
-        pad_type=aa.pad_type,
-        data_format=data_format(),
-        name=name,
-    )
-    return layer(x)
+def anti_alias(
+    x, aa: AntiAlias, *, strides: int = 2, name: str, return_index: bool = False
+):
+    """Low-pass filters and subsamples `x` with the builder's layer.
 
-
-def polyphase_anti_alias(x, aa: AntiAlias, *, strides: int = 2, name: str, index=None):
-    """APS/LPS downsampling that shares its choice with a shortcut.
-
-    Without `index` it makes the builder's layer and returns `(outputs,
-    choice)`; with the `choice` of another such layer it returns the
-    outputs of an `APSPool2D` that keeps that same component (mixes with
-    the same weights while an LPS network trains).
+    With `return_index=True` (APS and LPS) it returns `(outputs, choice)`,
+    the choice for `follow_choice` in a residual shortcut.
     """
-    if index is not None:
-        layer = APSPool2D(
-            filter_size=aa.filter_size,
-            strides=strides,
-            padding=aa.pad_type,
-            data_format=data_format(),
-            name=name,
-        )
-        return layer(x, index=index)
     layer = create_antialias(
         aa.antialias,
         channels=channels(x),
@@ -415,8 +392,26 @@ def polyphase_anti_alias(x, aa: AntiAlias, *, strides: int = 2, name: str, index
         data_format=data_format(),
         name=name,
     )
-    layer.return_index = True
+    if return_index:
+        layer.return_index = True
     return layer(x)
+
+
+def follow_choice(x, aa: AntiAlias, choice, *, strides: int = 2, name: str):
+    """Downsamples `x` keeping the polyphase component of `choice`.
+
+    `choice` is what an APS/LPS layer of the builder returned: an
+    `APSPool2D` blurs `x` as that layer did and keeps the same component
+    (mixes with the same weights while an LPS network trains).
+    """
+    layer = APSPool2D(
+        filter_size=aa.filter_size,
+        strides=strides,
+        padding=aa.pad_type,
+        data_format=data_format(),
+        name=name,
+    )
+    return layer(x, index=choice)
 
 
 def min_size_reason(aa: AntiAlias | None, min_size: int) -> str:

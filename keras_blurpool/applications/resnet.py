@@ -41,9 +41,9 @@ from keras_blurpool.applications._common import batch_norm
 from keras_blurpool.applications._common import channels
 from keras_blurpool.applications._common import conv
 from keras_blurpool.applications._common import finish_model
+from keras_blurpool.applications._common import follow_choice
 from keras_blurpool.applications._common import min_size_reason
 from keras_blurpool.applications._common import model_input
-from keras_blurpool.applications._common import polyphase_anti_alias
 from keras_blurpool.applications._common import pooling_head
 from keras_blurpool.applications._common import validate_builder_args
 from keras_blurpool.layers import CircularPadding2D
@@ -82,12 +82,16 @@ def _residual_block(
     # is blurred and subsampled just before the next conv.
     y, choice = x, None
     for i, (kernel_size, filters, conv_groups) in enumerate(convs, start=1):
-        if antialiased and i == strided + 1 and aa.polyphase:
-            y, choice = polyphase_anti_alias(
-                y, aa, strides=strides, name=f"{name}_{i}_blur"
+        if antialiased and i == strided + 1:
+            y = anti_alias(
+                y,
+                aa,
+                strides=strides,
+                name=f"{name}_{i}_blur",
+                return_index=aa.polyphase,
             )
-        elif antialiased and i == strided + 1:
-            y = anti_alias(y, aa, strides=strides, name=f"{name}_{i}_blur")
+            if aa.polyphase:
+                y, choice = y
         y = conv(
             y,
             filters,
@@ -109,8 +113,8 @@ def _residual_block(
         # LPS keep the component the main branch kept: both maps shift
         # together, so the block stays equivariant.
         if antialiased and aa.polyphase:
-            shortcut = polyphase_anti_alias(
-                shortcut, aa, strides=strides, name=f"{name}_0_blur", index=choice
+            shortcut = follow_choice(
+                shortcut, aa, choice, strides=strides, name=f"{name}_0_blur"
             )
         elif antialiased:
             shortcut = anti_alias(

@@ -219,6 +219,13 @@ class _PolyphasePool(keras.layers.Layer):
             )
         return select_component(components, index)
 
+    def compute_output_spec(self, inputs, index=None, training=None):
+        shape = self.compute_output_shape(inputs.shape)
+        outputs = keras.KerasTensor(shape, dtype=self.compute_dtype)
+        if not self.return_index:
+            return outputs
+        return outputs, self._choice_spec(inputs, index)
+
     def compute_output_shape(self, input_shape, index_shape=None):
         shape = list(input_shape)
         for axis, size, s in zip(
@@ -335,14 +342,10 @@ class APSPool2D(_PolyphasePool):
             return outputs, index
         return outputs
 
-    def compute_output_spec(self, inputs, index=None, training=None):
-        shape = self.compute_output_shape(inputs.shape)
-        outputs = keras.KerasTensor(shape, dtype=self.compute_dtype)
-        if not self.return_index:
-            return outputs
+    def _choice_spec(self, inputs, index=None):
         if index is not None:
-            return outputs, keras.KerasTensor(index.shape, dtype=index.dtype)
-        return outputs, keras.KerasTensor((inputs.shape[0],), dtype="int32")
+            return keras.KerasTensor(index.shape, dtype=index.dtype)
+        return keras.KerasTensor((inputs.shape[0],), dtype="int32")
 
     def get_config(self):
         config = super().get_config()
@@ -523,15 +526,10 @@ class LPSPool2D(_PolyphasePool):
             return outputs, weights
         return outputs
 
-    def compute_output_spec(self, inputs, training=None):
-        shape = self.compute_output_shape(inputs.shape)
-        outputs = keras.KerasTensor(shape, dtype=self.compute_dtype)
-        if not self.return_index:
-            return outputs
-        weights = keras.KerasTensor(
+    def _choice_spec(self, inputs, index=None):
+        return keras.KerasTensor(
             (inputs.shape[0], self.num_components), dtype="float32"
         )
-        return outputs, weights
 
     def get_config(self):
         config = super().get_config()
