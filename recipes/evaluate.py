@@ -48,6 +48,14 @@ def parser() -> argparse.ArgumentParser:
         help="1-7, or 'none' for the plain network (default 4)",
     )
     p.add_argument(
+        "--antialias", default="blur", choices=("blur", "avg", "aps", "lps"),
+        help="the anti-aliasing layer of the network (default blur)",
+    )
+    p.add_argument(
+        "--padding", default="zero", choices=("zero", "circular"),
+        help="padding of the convolutions, ResNet family (default zero)",
+    )
+    p.add_argument(
         "--weights", required=True,
         help="'imagenet' or a .weights.h5 / PyTorch .pth checkpoint",
     )
@@ -214,6 +222,11 @@ def main(argv=None) -> int:
                     model = models.build_model(
                         args.arch, filter_size, num_classes=classes,
                         image_size=image_size, weights=weights,
+                        # The baseline is the plain network.
+                        antialias=(
+                            "blur" if filter_size is None else args.antialias
+                        ),
+                        padding=args.padding,
                     )
                 except (ValueError, FileNotFoundError) as error:
                     parser().error(f"{label} model: {error}")

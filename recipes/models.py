@@ -17,6 +17,7 @@ have the same weights under the same names.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Callable
 
@@ -167,7 +168,17 @@ def demo_cnn(
 def _zoo(builder: Callable) -> Callable:
     """Adapts a zoo builder to the common signature, with logits out."""
 
-    def build(filter_size, *, classes, input_shape, weights, antialias="blur"):
+    def build(filter_size, *, classes, input_shape, weights, antialias="blur",
+              padding="zero"):
+        extra = {}
+        if padding != "zero":
+            if "padding" not in inspect.signature(builder).parameters:
+                raise ValueError(
+                    f"{builder.__name__} has zero padding only; "
+                    "`padding='circular'` is for the ResNet family. "
+                    f"Received: padding={padding!r}"
+                )
+            extra["padding"] = padding
         return builder(
             include_top=True,
             weights=weights,
@@ -176,13 +187,21 @@ def _zoo(builder: Callable) -> Callable:
             classifier_activation=None,
             filter_size=filter_size,
             antialias=antialias,
+            **extra,
         )
 
     build.__name__ = builder.__name__
     return build
 
 
-def _demo(filter_size, *, classes, input_shape, weights, antialias="blur"):
+def _demo(filter_size, *, classes, input_shape, weights, antialias="blur",
+          padding="zero"):
+    if padding != "zero" and antialias not in ("aps", "lps"):
+        raise ValueError(
+            "The demo CNN pads circularly exactly when antialias is 'aps' "
+            f"or 'lps' (implied there). Received: antialias={antialias!r}, "
+            f"padding={padding!r}"
+        )
     return demo_cnn(
         filter_size,
         antialias=antialias,
@@ -193,8 +212,8 @@ def _demo(filter_size, *, classes, input_shape, weights, antialias="blur"):
 
 
 # Every registered architecture, then the demo CNN. Every builder takes
-# `(filter_size, *, classes, input_shape, weights, antialias="blur")` and
-# returns logits.
+# `(filter_size, *, classes, input_shape, weights, antialias="blur",
+# padding="zero")` and returns logits.
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     **{
         name: _zoo(spec.builder)
@@ -299,6 +318,7 @@ def build_model(
     image_size: int | None = 224,
     weights: str | None = None,
     antialias: str = "blur",
+    padding: str = "zero",
 ) -> keras.Model:
     """Builds an architecture by name, with a logits output.
 
@@ -320,6 +340,8 @@ def build_model(
             `"blur"`, or for the zoo and the demo CNN also `"aps"`/`"lps"`
             (the zoo's `"avg"` too); keras.applications models take
             `"blur"` only.
+        padding: `"zero"`, or `"circular"` for the zoo's ResNet family
+            (and the demo CNN with `"aps"`/`"lps"`, where it is implied).
 
     Returns:
         A `keras.Model` from float images `(batch, size, size, 3)`,
@@ -342,10 +364,11 @@ def build_model(
         )
     if is_keras_application(arch):
         check_filter_size(filter_size)
-        if antialias != "blur":
+        if antialias != "blur" or padding != "zero":
             raise ValueError(
                 f"{arch} is anti-aliased by antialias_model, with BlurPool "
-                f"only. Received: antialias={antialias!r}"
+                f"and zero padding only. Received: antialias={antialias!r}, "
+                f"padding={padding!r}"
             )
         return _keras_application(
             arch,
@@ -360,4 +383,5 @@ def build_model(
         input_shape=(image_size, image_size, 3),
         weights=weights,
         antialias=antialias,
+        padding=padding,
     )

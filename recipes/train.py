@@ -196,6 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
         "empty) and report how many, instead of stopping at the first",
     )
     p.add_argument(
+        "--antialias",
+        default="blur",
+        choices=("blur", "avg", "aps", "lps"),
+        help="with --arch: the anti-aliasing layer (default blur; avg: "
+        "timm's; aps/lps: polyphase sampling, see docs/shift_invariance.md)",
+    )
+    p.add_argument(
+        "--padding",
+        default="zero",
+        choices=("zero", "circular"),
+        help="with --arch (ResNet family): padding of the convolutions "
+        "(circular with aps/lps: exactly invariant to circular shifts)",
+    )
+    p.add_argument(
         "--with-lps",
         action="store_true",
         help="the demo comparison also trains an LPS twin (learnable "
@@ -227,6 +241,12 @@ def _validate(parser: argparse.ArgumentParser, args) -> bool:
         parser.error(
             "argument --finetune-from needs --arch and --data: the demo "
             "comparison trains both of its models from scratch"
+        )
+    if compare and (args.antialias != "blur" or args.padding != "zero"):
+        parser.error(
+            "arguments --antialias/--padding need --arch (a single "
+            "network): the demo comparison trains BlurPool and APS twins "
+            "itself (--with-lps adds LPS)"
         )
     if args.with_lps and not (compare and args.arch is None):
         parser.error(
@@ -340,7 +360,7 @@ def _finetune_init(arch, path, *, num_classes, image_size):
 
 def _train_one(
     args, strategy, *, arch, filter_size, out_dir, data, bad_images=None,
-    recipe=None, image_size=None, antialias="blur",
+    recipe=None, image_size=None, antialias="blur", padding="zero",
 ):
     """Trains one model; returns `(TrainResult, Trainer)`.
 
@@ -430,6 +450,7 @@ def _train_one(
             "strategy": type(strategy).__name__,
             # Only when not the default, so that earlier runs still resume.
             **({"antialias": antialias} if antialias != "blur" else {}),
+            **({"padding": padding} if padding != "zero" else {}),
         },
         overwrite=args.overwrite,
     )
@@ -444,6 +465,7 @@ def _train_one(
             num_classes=num_classes,
             image_size=image_size,
             antialias=antialias,
+            padding=padding,
         )
 
     sources = {}
@@ -525,8 +547,9 @@ def _train_one(
     return trainer.fit(), trainer
 
 
-def _default_out_dir(arch: str, filter_size) -> str:
-    tag = "baseline" if filter_size is None else f"lpf{filter_size}"
+def _default_out_dir(arch: str, filter_size, antialias: str = "blur") -> str:
+    kind = "lpf" if antialias == "blur" else antialias
+    tag = "baseline" if filter_size is None else f"{kind}{filter_size}"
     return os.path.join("runs", f"{arch}_{tag}")
 
 
@@ -573,6 +596,7 @@ def _compare(args, strategy) -> int:
             recipe=recipe_for("demo"),
             image_size=image_size,
             antialias=antialias,
+            padding=padding,
         )
         if not trainer.is_chief:
             continue
@@ -667,9 +691,11 @@ def main(argv=None) -> int:
             arch=args.arch,
             filter_size=args.filter_size,
             out_dir=args.out_dir
-            or _default_out_dir(args.arch, args.filter_size),
+            or _default_out_dir(args.arch, args.filter_size, args.antialias),
             data=args.data or "demo",
             bad_images=bad_images,
+            antialias=args.antialias,
+            padding=args.padding,
         )
     except (ValueError, FileNotFoundError) as error:
         # Bad input (data spec, sizes, a run that cannot resume): the

@@ -426,9 +426,15 @@ def test_demo_cnn_polyphase_twin_is_circularly_invariant(antialias):
     assert np.abs(logits - logits[0]).max() <= 1e-5 * np.abs(logits[0]).max()
     with pytest.raises(ValueError, match="antialias='max'"):
         models.build_model("demo", 4, image_size=32, antialias="max")
-    with pytest.raises(ValueError, match="BlurPool only"):
+    with pytest.raises(ValueError, match="BlurPool and zero padding only"):
         models.build_model("keras.MobileNetV2", 4, image_size=64,
                            antialias="aps")
+    with pytest.raises(ValueError, match="zero padding only.*ResNet family"):
+        models.build_model("vgg11", 4, image_size=64, padding="circular")
+    zoo = models.build_model("resnet18", 2, num_classes=3, image_size=64,
+                             antialias="aps", padding="circular")
+    assert any(type(layer).__name__ == "CircularPadding2D"
+               for layer in zoo.layers)
 
 
 # The command line, in process
@@ -450,6 +456,9 @@ def test_demo_cnn_polyphase_twin_is_circularly_invariant(antialias):
         (["--lr", "-1"], "--lr: expected a positive number"),
         (["--arch", "resnet18", "--with-lps"],
          "--with-lps: only the demo comparison"),
+        (["--antialias", "aps"], "--antialias/--padding need --arch"),
+        (["--arch", "resnet18", "--antialias", "max"],
+         "--antialias: invalid choice: 'max'"),
     ],
 )
 def test_cli_rejects_bad_input(argv, message, capsys):
