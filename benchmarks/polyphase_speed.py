@@ -51,7 +51,7 @@ class _Subsample(keras.layers.Layer):
 
 def _layer_calls(x):
     layers = {
-        "subsample": _Subsample(),
+        "subsample": _Subsample(name="subsample"),
         "BlurPool2D(4)": BlurPool2D(4),
         "APSPool2D(4)": APSPool2D(4),
         "APSPool2D()": APSPool2D(),

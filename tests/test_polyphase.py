@@ -398,3 +398,26 @@ def test_ops_only():
     # The layers use keras.ops only: they run on the current backend.
     x = ops.convert_to_tensor(random_input((1, 4, 4, 1)))
     assert tuple(APSPool2D()(x).shape) == (1, 2, 2, 1)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="a TensorFlow benchmark")
+def test_benchmark_runs_at_a_tiny_size():
+    """benchmarks/polyphase_speed.py prints its whole table (CPU, tiny)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    run = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "polyphase_speed.py"),
+         "--repeats", "1", "--shape", "2,8,8,4", "--model-batch", "1",
+         "--model-size", "64", "--model-repeats", "1"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    for name in ("subsample", "BlurPool2D(4)", "APSPool2D()", "APSPool2D(4)",
+                 "LPSPool2D(4)"):
+        assert any(line.split()[:1] == [name] for line in
+                   run.stdout.splitlines()), run.stdout
+    assert "APS / blur" in run.stdout
