@@ -421,3 +421,25 @@ def test_benchmark_runs_at_a_tiny_size():
         assert any(line.split()[:1] == [name] for line in
                    run.stdout.splitlines()), run.stdout
     assert "APS / blur" in run.stdout
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow",
+                    reason="unknown sizes at run time exist in TF graphs only")
+@pytest.mark.parametrize("padding", ["circular", "zero"])
+def test_unknown_spatial_sizes_in_a_relaxed_tf_graph(padding):
+    import tensorflow as tf
+
+    for layer in (APSPool2D(3, padding=padding),
+                  LPSPool2D(3, padding=padding, hidden_channels=2)):
+        traced = tf.function(
+            lambda t, layer=layer: layer(t),
+            input_signature=[tf.TensorSpec([None, None, None, 4])])
+        for hw in [(9, 7), (8, 8)]:
+            x = random_input((2, *hw, 4))
+            np.testing.assert_array_equal(traced(x).numpy(),
+                                          to_numpy(layer(x)))
+    reflect = APSPool2D(3, padding="reflect")
+    traced = tf.function(lambda t: reflect(t), input_signature=[
+        tf.TensorSpec([None, None, None, 4])])
+    with pytest.raises(ValueError, match="needs known spatial sizes"):
+        traced(random_input((1, 9, 9, 4)))

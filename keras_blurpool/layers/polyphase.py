@@ -184,19 +184,35 @@ class _PolyphasePool(keras.layers.Layer):
         for axis, s in zip(self._spatial_axes, self.strides):
             n = x.shape[axis]
             if n is None:
-                raise ValueError(
-                    f"{type(self).__name__} '{self.name}' needs known "
-                    "spatial sizes when it is called (it pads them to "
-                    f"multiples of strides={self.strides}). Received a "
-                    f"tensor of shape {tuple(x.shape)}"
-                )
-            if n % s:
+                # Only in a TensorFlow graph traced with relaxed shapes:
+                # the padding is computed when it runs.
+                x = self._pad_unknown(x, axis, s)
+            elif n % s:
                 # As APS: the missing rows/columns at the end, padded
                 # the layer's way (circular keeps the invariance).
                 widths[axis] = (0, s - n % s)
         if widths:
             x = _pad_axes(x, self.padding, widths)
         return polyphase_components(x, self.strides, self.data_format)
+
+    def _pad_unknown(self, x, axis, s):
+        """Pads an axis of unknown size up to a multiple of `s`."""
+        if s == 1:
+            return x
+        if self.padding not in ("circular", "zero"):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' with padding="
+                f"'{self.padding}' needs known spatial sizes when it is "
+                "called (it pads odd sizes to multiples of strides="
+                f"{self.strides}); 'circular' and 'zero' take unknown ones. "
+                f"Received a tensor of shape {tuple(x.shape)}"
+            )
+        missing = (s - ops.shape(x)[axis] % s) % s
+        lead = (slice(None),) * axis
+        head = x[lead + (slice(0, missing),)]
+        if self.padding == "zero":
+            head = ops.zeros_like(head)
+        return ops.concatenate([x, head], axis=axis)
 
     def _apply_index(self, components, index, training):
         """The output for a given choice: an index, or mixing weights."""
