@@ -596,7 +596,6 @@ def _compare(args, strategy) -> int:
             recipe=recipe_for("demo"),
             image_size=image_size,
             antialias=antialias,
-            padding=padding,
         )
         if not trainer.is_chief:
             continue
