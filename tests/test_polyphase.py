@@ -258,7 +258,8 @@ def test_lps_inference_matches_numpy(filter_size, hw):
     components = numpy_prepare(x, filter_size, (2, 2), "circular")
     logits = numpy_lps_logits(layer, components)
     np.testing.assert_allclose(
-        to_numpy(layer.component_logits(list(components.astype("float32")))),
+        to_numpy(layer.component_logits(
+            np.moveaxis(components, 0, 1).astype("float32"))),
         logits, rtol=1e-4, atol=1e-5)
     index = logits.argmax(1)
     np.testing.assert_array_equal(to_numpy(weights), np.eye(4)[index])

@@ -35,20 +35,32 @@ from keras_blurpool.layers.blur_pool import standardize_pad_type
 NORMS = ("l1", "l2", "linf")
 
 
-def polyphase_components(x, strides, data_format) -> list:
-    """The `s_h * s_w` polyphase components of `x`, component `k` at `k`.
+def _dims(x) -> list:
+    """The shape of `x`, static where known, else the run-time value."""
+    dynamic = ops.shape(x)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(x.shape)]
 
-    `x` must have spatial sizes divisible by the strides.
+
+def polyphase_components(x, strides, data_format):
+    """The polyphase components of `x`, stacked: `(batch, s_h * s_w, ...)`.
+
+    Component `k` (at offset `(k // s_w, k % s_w)`) is
+    `[:, k] == x[:, i::s_h, j::s_w, :]` (channels_last; `(batch, P, C, h,
+    w)` channels_first). One reshape and one transpose, whose gradient is
+    one transpose back, where `s_h * s_w` strided slices would each write
+    a full-size gradient. `x` must have spatial sizes divisible by the
+    strides.
     """
-    first = 1 if data_format == "channels_last" else 2
-    components = []
-    for i in range(strides[0]):
-        for j in range(strides[1]):
-            index = [slice(None)] * 4
-            index[first] = slice(i, None, strides[0])
-            index[first + 1] = slice(j, None, strides[1])
-            components.append(x[tuple(index)])
-    return components
+    sh, sw = strides
+    if data_format == "channels_last":
+        b, height, width, c = _dims(x)
+        x = ops.reshape(x, (b, height // sh, sh, width // sw, sw, c))
+        x = ops.transpose(x, (0, 2, 4, 1, 3, 5))
+        return ops.reshape(x, (b, sh * sw, height // sh, width // sw, c))
+    b, c, height, width = _dims(x)
+    x = ops.reshape(x, (b, c, height // sh, sh, width // sw, sw))
+    x = ops.transpose(x, (0, 3, 5, 1, 2, 4))
+    return ops.reshape(x, (b, sh * sw, c, height // sh, width // sw))
 
 
 def accumulation_dtype() -> str:
@@ -68,47 +80,36 @@ def accumulation_dtype() -> str:
 
 
 def component_norms(components, norm: str):
-    """`(batch, components)` norms (the l2 one squared), in float64 if it can.
+    """`(batch, P)` norms of stacked components (the l2 one squared).
 
-    Never in the input's float16: a float16 sum of squares overflows.
-    Squaring the l2 norm keeps its order and saves a root.
+    Summed in `accumulation_dtype()`, never in the input's float16 (whose
+    sum of squares overflows). Squaring the l2 norm keeps its order and
+    saves a root.
     """
-    dtype = accumulation_dtype()
-    values = []
-    for c in components:
-        c = ops.cast(c, dtype)
-        flat = ops.reshape(c, (ops.shape(c)[0], -1))
-        if norm == "l1":
-            values.append(ops.sum(ops.abs(flat), axis=1))
-        elif norm == "l2":
-            values.append(ops.sum(ops.square(flat), axis=1))
-        else:
-            values.append(ops.max(ops.abs(flat), axis=1))
-    return ops.stack(values, axis=1)
+    c = ops.cast(components, accumulation_dtype())
+    if norm == "l1":
+        return ops.sum(ops.abs(c), axis=(2, 3, 4))
+    if norm == "l2":
+        return ops.sum(ops.square(c), axis=(2, 3, 4))
+    return ops.max(ops.abs(c), axis=(2, 3, 4))
 
 
 def select_component(components, index):
-    """Per sample, the component numbered `index` (int `(batch,)`).
+    """Per sample, the stacked component numbered `index` (int `(batch,)`).
 
-    A chain of `where`s: exact, and the gradient reaches the chosen
-    component only (a one-hot product would turn an inf elsewhere into
-    NaN).
+    A gather: exact, and the gradient reaches the chosen component only.
     """
-    index = ops.reshape(ops.cast(index, "int32"), (-1, 1, 1, 1))
-    out = components[0]
-    for k, c in enumerate(components[1:], start=1):
-        out = ops.where(ops.equal(index, k), c, out)
-    return out
+    dims = _dims(components)
+    b, p = dims[0], dims[1]
+    flat = ops.reshape(components, (-1, *dims[2:]))
+    rows = ops.arange(b, dtype="int32") * p + ops.cast(index, "int32")
+    return ops.take(flat, rows, axis=0)
 
 
 def mix_components(components, weights):
     """Per sample, `sum_k weights[:, k] * component_k` (`weights` `(batch, P)`)."""
-    weights = ops.cast(weights, components[0].dtype)
-    out = None
-    for k, c in enumerate(components):
-        term = ops.reshape(weights[:, k], (-1, 1, 1, 1)) * c
-        out = term if out is None else out + term
-    return out
+    weights = ops.cast(weights, components.dtype)
+    return ops.sum(components * weights[:, :, None, None, None], axis=1)
 
 
 class _PolyphasePool(keras.layers.Layer):
@@ -217,10 +218,10 @@ class _PolyphasePool(keras.layers.Layer):
     def _apply_index(self, components, index, training):
         """The output for a given choice: an index, or mixing weights."""
         if len(index.shape) == 2:
-            if index.shape[1] is not None and index.shape[1] != len(components):
+            if index.shape[1] is not None and index.shape[1] != self.num_components:
                 raise ValueError(
                     f"{type(self).__name__} '{self.name}': `index` weights "
-                    f"must have {len(components)} columns (one per polyphase "
+                    f"must have {self.num_components} columns (one per polyphase "
                     f"component). Received shape {tuple(index.shape)}"
                 )
             if training:
@@ -230,7 +231,7 @@ class _PolyphasePool(keras.layers.Layer):
             raise ValueError(
                 f"{type(self).__name__} '{self.name}': `index` must be int "
                 "indices of shape (batch,) or mixing weights of shape "
-                f"(batch, {len(components)}). Received shape "
+                f"(batch, {self.num_components}). Received shape "
                 f"{tuple(index.shape)}"
             )
         return select_component(components, index)
@@ -502,13 +503,14 @@ class LPSPool2D(_PolyphasePool):
         return list(self._score_convs)
 
     def component_logits(self, components):
-        """`(batch, components)` scores of the components.
+        """`(batch, P)` scores of stacked `(batch, P, ...)` components.
 
         float64 where the backend has it (`accumulation_dtype`), so that
         the inference choice moves with circular shifts of the input.
         """
-        batch = ops.shape(components[0])[0]
-        x = ops.concatenate(components, axis=0)
+        dims = _dims(components)
+        # Every component of every sample through the same network.
+        x = ops.reshape(components, (-1, *dims[2:]))
         one = {a: (1, 1) for a in self._spatial_axes}
         for i, conv in enumerate(self._score_convs):
             x = conv(_pad_axes(x, self.padding, one))
@@ -516,8 +518,7 @@ class LPSPool2D(_PolyphasePool):
                 x = ops.relu(x)
         # In float64 where it can (see `accumulation_dtype`).
         scores = ops.mean(ops.cast(x, accumulation_dtype()), axis=(1, 2, 3))
-        scores = ops.reshape(scores, (len(components), batch))
-        return ops.transpose(scores)
+        return ops.reshape(scores, (dims[0], dims[1]))
 
     def call(self, inputs, training=None):
         components = self._prepare(inputs)
@@ -537,7 +538,7 @@ class LPSPool2D(_PolyphasePool):
         else:
             index = ops.argmax(logits, axis=1)
             outputs = select_component(components, index)
-            weights = ops.one_hot(index, len(components), dtype="float32")
+            weights = ops.one_hot(index, self.num_components, dtype="float32")
         if self.return_index:
             return outputs, weights
         return outputs
