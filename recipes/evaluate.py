@@ -102,8 +102,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _label(filter_size) -> str:
-    return "baseline" if filter_size is None else f"antialiased (filter {filter_size})"
+def _label(filter_size, antialias: str = "blur") -> str:
+    if filter_size is None:
+        return "baseline"
+    if antialias in ("aps", "lps", "avg"):
+        return f"{antialias.upper()} (filter {filter_size})"
+    return f"antialiased (filter {filter_size})"
 
 
 def evaluate_model(model, source, args, image_size, resize_size, max_shift) -> dict:
@@ -197,7 +201,7 @@ def main(argv=None) -> int:
     runs = {}
     if args.baseline_weights:
         runs[_label(None)] = (None, args.baseline_weights)
-    runs[_label(args.filter_size)] = (args.filter_size, args.weights)
+    runs[_label(args.filter_size, args.antialias)] = (args.filter_size, args.weights)
     if "imagenet" in (args.weights, args.baseline_weights) and (
         source.class_names != data_lib.IMAGENET_WNIDS
     ):
