@@ -166,3 +166,12 @@ def test_bad_image_is_named_or_skipped(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     (figures,) = summary["models"].values()
     assert figures["accuracy"]["num_images"] == 5
+
+
+def test_rows_are_labelled_by_kind():
+    from recipes import evaluate
+
+    assert evaluate._label(None, "aps") == "baseline"
+    assert evaluate._label(4) == "antialiased (filter 4)"
+    assert evaluate._label(4, "aps") == "APS (filter 4)"
+    assert evaluate._label(2, "lps") == "LPS (filter 2)"
