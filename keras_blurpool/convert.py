@@ -7,7 +7,8 @@ Usage:
 
 ARCH is the registry's architecture name (`resnet50`, `vgg16_bn`,
 `densenet121`, `mobilenet_v2`, `alexnet`, ...). CHECKPOINT is a `.pth`
-/ `.pth.tar` file in either torch format, read without PyTorch. The
+/ `.pth.tar` file in either torch format, or a `.safetensors` file, read
+without PyTorch. The
 filter size is read from the checkpoint's BlurPool `filt` buffers unless
 given. The model built is the builder's default (1000 classes unless the
 checkpoint's classifier says otherwise, default `pool_only`). OUT is
@@ -29,7 +30,7 @@ from keras_blurpool.applications import registry
 from keras_blurpool.applications._common import check_filter_size
 from keras_blurpool.applications.loading import infer_filter_size
 from keras_blurpool.applications.loading import load_torch_weights
-from keras_blurpool.weights import read_torch_checkpoint
+from keras_blurpool.applications.loading import read_checkpoint
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         "arch",
         help="architecture name: " + ", ".join(registry.ARCHITECTURES),
     )
-    parser.add_argument("checkpoint", help="the .pth / .pth.tar file")
+    parser.add_argument(
+        "checkpoint", help="the .pth / .pth.tar / .safetensors file"
+    )
     parser.add_argument("output", help="the .weights.h5 file to write")
     parser.add_argument(
         "--filter-size",
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             parser.error(f"--filter-size: {error}")
     try:
-        state_dict = spec.fix_state_dict(read_torch_checkpoint(args.checkpoint))
+        state_dict = spec.fix_state_dict(read_checkpoint(args.checkpoint))
     except (ValueError, OSError) as error:
         raise SystemExit(f"error: {error}") from error
 

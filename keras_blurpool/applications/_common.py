@@ -198,7 +198,7 @@ def validate_builder_args(
     Args:
         weights: the builder's `weights`: None, `"imagenet"`, or the path
             of a Keras `.weights.h5` file or of a PyTorch checkpoint
-            (`.pth`, `.pth.tar`, `.pt`).
+            (`.pth`, `.pth.tar`, `.pt`) or `.safetensors` file.
         filter_size: the builder's `filter_size`.
         include_top: the builder's `include_top`.
         pooling: the builder's `pooling`.
@@ -246,7 +246,8 @@ def validate_builder_args(
         return
     allowed = (
         "None, 'imagenet', or the path of a Keras `.weights.h5` file or of "
-        "a PyTorch checkpoint (`.pth`, `.pth.tar`, `.pt`)"
+        "a PyTorch checkpoint (`.pth`, `.pth.tar`, `.pt`) or `.safetensors` "
+        "file"
     )
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(

@@ -20,9 +20,21 @@ from keras_blurpool.applications import pretrained
 from keras_blurpool.applications import registry
 from keras_blurpool.layers import is_antialiasing
 from keras_blurpool.weights import assign_state_dict
+from keras_blurpool.weights import read_safetensors
 from keras_blurpool.weights import read_torch_checkpoint
 
-CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt")
+CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".safetensors")
+
+
+def read_checkpoint(path) -> dict:
+    """The state dict of a PyTorch checkpoint or a `.safetensors` file.
+
+    Either is read without PyTorch and without running anything the file
+    names; the suffix picks the reader.
+    """
+    if os.fspath(path).endswith(".safetensors"):
+        return read_safetensors(path)
+    return read_torch_checkpoint(path)
 
 
 class _WithoutAntiAliasing:
@@ -121,7 +133,7 @@ def load_weights(model: keras.Model, weights, *, arch: str, filter_size) -> None
         state_dict = pretrained.imagenet_state_dict(arch, filter_size)
         load_torch_weights(model, state_dict)
     elif os.fspath(weights).endswith(CHECKPOINT_SUFFIXES):
-        load_torch_weights(model, read_torch_checkpoint(weights))
+        load_torch_weights(model, read_checkpoint(weights))
     else:
         model.load_weights(weights)
 

@@ -1,8 +1,9 @@
-"""Reading PyTorch checkpoints, mapping them onto Keras variables, and
+"""Reading PyTorch checkpoints and safetensors files, mapping them onto Keras variables, and
 fetching and caching released weights. Knows no architecture: the name
 maps come from `keras_blurpool.applications`."""
 
 from keras_blurpool.weights import download
+from keras_blurpool.weights.safetensors import read_safetensors
 from keras_blurpool.weights.torch_checkpoint import read_torch_checkpoint
 from keras_blurpool.weights.torch_state_dict import assign_state_dict
 from keras_blurpool.weights.transfer import transfer_weights
@@ -10,6 +11,7 @@ from keras_blurpool.weights.transfer import transfer_weights
 __all__ = [
     "assign_state_dict",
     "download",
+    "read_safetensors",
     "read_torch_checkpoint",
     "transfer_weights",
 ]
