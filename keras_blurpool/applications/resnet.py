@@ -168,7 +168,7 @@ def _stem(x, *, aa: AntiAlias | None, pool_only: bool, circular: bool):
 
 
 def _min_input_size(
-    aa: AntiAlias | None, pool_only: bool, circular: bool
+    aa: AntiAlias | None, pool_only: bool, circular: bool = False
 ) -> int:
     """Smallest input side for which every anti-aliasing layer fits.
 
