@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_blurpool.layers import LPSPool2D
+
 
 def batch_norm_statistics(model: keras.Model) -> list:
     """The moving means and variances of every BatchNormalization in `model`.
@@ -147,8 +149,6 @@ class LPSTemperatureScheduler(keras.callbacks.Callback):
         self.verbose = verbose
 
     def _lps_layers(self) -> list:
-        from keras_blurpool.layers import LPSPool2D
-
         found = [
             layer
             for layer in self.model._flatten_layers(include_self=False)
