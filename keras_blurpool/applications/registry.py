@@ -12,11 +12,15 @@ is one module that calls `register`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from collections.abc import Mapping
 from types import MappingProxyType
 
 import keras
+
+from keras_blurpool.applications.imagenet_utils import IMAGENET_MEAN
+from keras_blurpool.applications.imagenet_utils import IMAGENET_STD
 
 # Where the reference's released checkpoints live; a file name holding
 # "://" is a full URL (the tests serve `file://` origins that way).
@@ -24,7 +28,100 @@ REFERENCE_BASE_URL = (
     "https://antialiased-cnns.s3.us-east-2.amazonaws.com/weights_v0.1/"
 )
 
+# Where timm's released weights live on the Hugging Face Hub: the file of
+# `<name>.<tag>` is `HUB_BASE_URL + f"{name}.{tag}/resolve/main/" +
+# HUB_FILE_NAME` (the tests point HUB_BASE_URL at a `file://` folder).
+HUB_BASE_URL = "https://huggingface.co/timm/"
+HUB_FILE_NAME = "model.safetensors"
+
 RECIPES = ("imagenet", "vgg", "vgg_bn", "mobilenet")
+
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How a network's ImageNet accuracy was measured (timm's eval config).
+
+    Validation resizes the short side to `floor(input_size / crop_pct)`
+    with `interpolation`, centre-crops `input_size` and normalises RGB in
+    [0, 1] with `mean` and `std`. The reference validated every network at
+    224 with crop 0.875 (resize 256), bilinear; timm records each released
+    weight's own values, and a larger `test_input_size` where the network
+    scores better at test time.
+
+    Attributes:
+        input_size: side of the crop the accuracy was measured at.
+        crop_pct: crop side / resized short side.
+        interpolation: `"bilinear"` or `"bicubic"`.
+        mean: per-channel mean, RGB in [0, 1].
+        std: per-channel standard deviation, RGB in [0, 1].
+        test_input_size: timm's `test_input_size`, or None.
+        test_crop_pct: timm's `test_crop_pct`, or None (then `crop_pct`).
+    """
+
+    input_size: int = 224
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    test_input_size: int | None = None
+    test_crop_pct: float | None = None
+
+    def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"`interpolation` must be one of {INTERPOLATIONS}. "
+                f"Received: interpolation={self.interpolation!r}"
+            )
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(
+                "`crop_pct` must be in (0, 1]. Received: "
+                f"crop_pct={self.crop_pct!r}"
+            )
+
+    def resize_size(self, image_size: int | None = None) -> int:
+        """Short side before the centre crop of `image_size` (timm's rule).
+
+        `floor(image_size / crop_pct)`, `image_size` defaulting to
+        `input_size`: 256 for 224 at 0.875, the reference's.
+        """
+        size = self.input_size if image_size is None else image_size
+        return int(math.floor(size / self.crop_pct + 1e-9))
+
+    def at_test_size(self) -> Preprocessing:
+        """The config at timm's larger test size (itself when none)."""
+        if self.test_input_size is None:
+            return self
+        return dataclasses.replace(
+            self,
+            input_size=self.test_input_size,
+            crop_pct=self.test_crop_pct or self.crop_pct,
+            test_input_size=None,
+            test_crop_pct=None,
+        )
+
+
+# The reference's validation: short side 256, centre crop 224, bilinear.
+REFERENCE_PREPROCESSING = Preprocessing()
+
+
+@dataclasses.dataclass(frozen=True)
+class HubWeights:
+    """One released timm weight of an architecture, `<name>.<tag>`.
+
+    Attributes:
+        preprocessing: how its accuracy was measured.
+        top1: timm's ImageNet top-1 (`results-imagenet.csv`) at
+            `preprocessing.input_size`, or None where timm lists none.
+        sha256: the SHA-256 of the file when pinned, or None: the file is
+            then checked by parsing and by loading into the architecture,
+            and the cache records the digest it was first fetched with.
+    """
+
+    preprocessing: Preprocessing
+    top1: float | None = None
+    sha256: str | None = None
 
 
 def _no_fix(state_dict: dict) -> dict:
@@ -59,6 +156,12 @@ class Architecture:
             `RECIPES` (see `recipes/config.py`).
         base_url: where `weights` file names live.
         licence: the licence of the released weights.
+        hub_weights: timm's released weights on the Hugging Face Hub, tag
+            -> `HubWeights` (timm's families; `weights` is empty then).
+        default_tag: the tag `weights="imagenet"` fetches, one of
+            `hub_weights`.
+        preprocessing: how the accuracy of the network without a tag was
+            measured (the reference's, for its families).
     """
 
     name: str
@@ -74,6 +177,11 @@ class Architecture:
     recipe: str = "imagenet"
     base_url: str = REFERENCE_BASE_URL
     licence: str = "CC BY-NC-SA 4.0 (the reference's; non-commercial)"
+    hub_weights: Mapping[str, HubWeights] = dataclasses.field(
+        default_factory=dict
+    )
+    default_tag: str | None = None
+    preprocessing: Preprocessing = REFERENCE_PREPROCESSING
 
     def __post_init__(self):
         if self.recipe not in RECIPES:
@@ -81,6 +189,33 @@ class Architecture:
                 f"`recipe` must be one of {RECIPES}. Received: "
                 f"recipe={self.recipe!r} for {self.name!r}"
             )
+        if self.default_tag is not None and self.default_tag not in (
+            self.hub_weights
+        ):
+            raise ValueError(
+                f"`default_tag` {self.default_tag!r} of {self.name!r} is not "
+                f"among its hub weights {list(self.hub_weights)}"
+            )
+
+    def hub_origin(self, tag: str) -> str:
+        """The URL of the released timm weight `<name>.<tag>`."""
+        return f"{HUB_BASE_URL}{self.name}.{tag}/resolve/main/{HUB_FILE_NAME}"
+
+    def preprocessing_for(self, tag: str | None = None) -> Preprocessing:
+        """How the weights of `tag` (default: `default_tag`) were measured.
+
+        Raises:
+            ValueError: for a tag never released for this architecture.
+        """
+        tag = tag or self.default_tag
+        if tag is None:
+            return self.preprocessing
+        if tag not in self.hub_weights:
+            raise ValueError(
+                f"{self.name!r} has no released weights tagged {tag!r}. "
+                f"Released tags: {list(self.hub_weights)}"
+            )
+        return self.hub_weights[tag].preprocessing
 
     def released_file(self, filter_size: int, *, fine_tuned: bool = True):
         """File name (or URL) of a released checkpoint, or None."""
