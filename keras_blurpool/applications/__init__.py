@@ -14,6 +14,7 @@ from keras_blurpool.applications import densenet
 from keras_blurpool.applications import mobilenet_v2
 from keras_blurpool.applications import registry
 from keras_blurpool.applications import resnet
+from keras_blurpool.applications import timm_resnet
 from keras_blurpool.applications import vgg
 from keras_blurpool.applications.alexnet import AlexNet
 from keras_blurpool.applications.densenet import DenseNet121
@@ -34,6 +35,17 @@ from keras_blurpool.applications.resnet import ResNeXt50_32x4d
 from keras_blurpool.applications.resnet import ResNeXt101_32x8d
 from keras_blurpool.applications.resnet import WideResNet50_2
 from keras_blurpool.applications.resnet import WideResNet101_2
+from keras_blurpool.applications.timm_resnet import ResNetAA34D
+from keras_blurpool.applications.timm_resnet import ResNetAA50
+from keras_blurpool.applications.timm_resnet import ResNetAA50D
+from keras_blurpool.applications.timm_resnet import ResNetAA101D
+from keras_blurpool.applications.timm_resnet import ResNetBlur18
+from keras_blurpool.applications.timm_resnet import ResNetBlur50
+from keras_blurpool.applications.timm_resnet import ResNetBlur50D
+from keras_blurpool.applications.timm_resnet import ResNetBlur101D
+from keras_blurpool.applications.timm_resnet import SEResNetAA50D
+from keras_blurpool.applications.timm_resnet import SEResNeXtAA101D_32x8d
+from keras_blurpool.applications.timm_resnet import SEResNeXtAA201D_32x8d
 from keras_blurpool.applications.vgg import VGG11
 from keras_blurpool.applications.vgg import VGG11BN
 from keras_blurpool.applications.vgg import VGG13

@@ -17,6 +17,7 @@ from keras import layers
 from keras_blurpool._utils import is_int
 from keras_blurpool.applications import loading
 from keras_blurpool.applications import pretrained
+from keras_blurpool.applications import registry
 from keras_blurpool.layers import APSPool2D
 from keras_blurpool.layers import CircularPadding2D
 from keras_blurpool.layers import check_antialias
@@ -244,8 +245,11 @@ def validate_builder_args(
         )
     if weights is None:
         return
+    tags = list(registry.get(arch).hub_weights)
     allowed = (
-        "None, 'imagenet', or the path of a Keras `.weights.h5` file or of "
+        "None, 'imagenet', "
+        + (f"a released tag ({', '.join(map(repr, tags))}), " if tags else "")
+        + "or the path of a Keras `.weights.h5` file or of "
         "a PyTorch checkpoint (`.pth`, `.pth.tar`, `.pt`) or `.safetensors` "
         "file"
     )
@@ -253,7 +257,8 @@ def validate_builder_args(
         raise ValueError(
             f"`weights` must be {allowed}. Received: weights={weights!r}"
         )
-    if weights == "imagenet":
+    tag = pretrained.hub_tag(arch, weights)
+    if weights == "imagenet" or tag is not None:
         if padding != "zero":
             raise ValueError(
                 "With `weights='imagenet'`: the released ImageNet weights "
@@ -273,6 +278,7 @@ def validate_builder_args(
             pool_only=pool_only,
             antialias=None if aa is None else aa.antialias,
             pad_type=pad_type,
+            tag=tag,
         )
         return
     path = os.fspath(weights)
@@ -370,9 +376,15 @@ def conv(
     )(x)
 
 
-def batch_norm(x, *, name: str):
+def batch_norm(x, *, name: str, zero_init: bool = False):
+    """PyTorch's BatchNorm2d; `zero_init` starts its scale at 0 (timm's
+    `zero_init_last`: a residual block then starts as the identity)."""
     return layers.BatchNormalization(
-        axis=channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name
+        axis=channel_axis(),
+        epsilon=BN_EPSILON,
+        momentum=BN_MOMENTUM,
+        gamma_initializer="zeros" if zero_init else "ones",
+        name=name,
     )(x)
 
 

@@ -19,22 +19,9 @@ import numpy as np
 from keras_blurpool.applications import pretrained
 from keras_blurpool.applications import registry
 from keras_blurpool.layers import is_antialiasing
+from keras_blurpool.weights import CHECKPOINT_SUFFIXES
 from keras_blurpool.weights import assign_state_dict
-from keras_blurpool.weights import read_safetensors
-from keras_blurpool.weights import read_torch_checkpoint
-
-CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".safetensors")
-
-
-def read_checkpoint(path) -> dict:
-    """The state dict of a PyTorch checkpoint or a `.safetensors` file.
-
-    Either is read without PyTorch and without running anything the file
-    names; the suffix picks the reader.
-    """
-    if os.fspath(path).endswith(".safetensors"):
-        return read_safetensors(path)
-    return read_torch_checkpoint(path)
+from keras_blurpool.weights import read_checkpoint
 
 
 class _WithoutAntiAliasing:
@@ -124,13 +111,15 @@ def load_weights(model: keras.Model, weights, *, arch: str, filter_size) -> None
 
     Args:
         model: the builder's model.
-        weights: `"imagenet"`, or the path of a PyTorch checkpoint or of a
-            Keras `.weights.h5` file (checked by `validate_builder_args`).
+        weights: `"imagenet"`, a released timm tag of `arch`, or the path
+            of a PyTorch checkpoint, a `.safetensors` file or a Keras
+            `.weights.h5` file (checked by `validate_builder_args`).
         arch: the registry name of the architecture.
         filter_size: the model's filter size.
     """
-    if weights == "imagenet":
-        state_dict = pretrained.imagenet_state_dict(arch, filter_size)
+    tag = pretrained.hub_tag(arch, weights)
+    if weights == "imagenet" or tag is not None:
+        state_dict = pretrained.imagenet_state_dict(arch, filter_size, tag=tag)
         load_torch_weights(model, state_dict)
     elif os.fspath(weights).endswith(CHECKPOINT_SUFFIXES):
         load_torch_weights(model, read_checkpoint(weights))

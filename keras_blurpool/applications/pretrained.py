@@ -10,7 +10,9 @@ job; the cache holds the state dict, which loads into any head
 configuration.
 
 The released weights are under the reference's CC BY-NC-SA 4.0 licence
-(non-commercial).
+(non-commercial). timm's architectures (`timm_resnet.py`) instead list
+their released weights by tag (`registry.Architecture.hub_weights`),
+fetched from the Hugging Face Hub; those are Apache-2.0.
 """
 
 from __future__ import annotations
@@ -18,6 +20,60 @@ from __future__ import annotations
 from keras_blurpool.applications import registry
 from keras_blurpool.layers.blur_pool import standardize_pad_type
 from keras_blurpool.weights import download
+
+# timm's `BlurPool2d` filter size, the one of its released blur networks.
+TIMM_BLUR_FILTER_SIZE = 3
+
+
+def hub_tag(arch: str, weights) -> str | None:
+    """The timm tag a builder's `weights` asks for, or None.
+
+    `"imagenet"` is the architecture's default tag; any released tag of
+    the architecture names itself. None for the reference's architectures
+    and for every other `weights`.
+    """
+    spec = registry.get(arch)
+    if not spec.hub_weights or not isinstance(weights, str):
+        return None
+    if weights == "imagenet":
+        return spec.default_tag
+    return weights if weights in spec.hub_weights else None
+
+
+def _check_hub_available(arch, filter_size, *, antialias, pad_type, tag):
+    spec = registry.get(arch)
+    tags = list(spec.hub_weights)
+    if not tags:
+        raise ValueError(
+            f"timm released no ImageNet weights for {arch!r}. Architectures "
+            "with released weights: "
+            + ", ".join(n for n, a in registry.ARCHITECTURES.items() if a.hub_weights)
+        )
+    if tag not in spec.hub_weights:
+        raise ValueError(
+            f"{arch!r} has no released weights tagged {tag!r}. Released "
+            f"tags: {tags} ('imagenet' is {spec.default_tag!r})"
+        )
+    released = spec.released_antialias
+    wrong = antialias != released or filter_size is None
+    if released == "blur":
+        wrong = wrong or (
+            filter_size != TIMM_BLUR_FILTER_SIZE
+            or standardize_pad_type(pad_type) != "reflect"
+        )
+    if wrong:
+        expected = f"antialias={released!r}" + (
+            f", filter_size={TIMM_BLUR_FILTER_SIZE}, pad_type='reflect'"
+            if released == "blur"
+            else ""
+        )
+        raise ValueError(
+            f"The released weights of {arch!r} are for {expected}; the plain "
+            "network's (antialias=None) are timm's plain twin: pass the path "
+            "of its `.safetensors` file as `weights`. Received: "
+            f"antialias={antialias!r}, filter_size={filter_size!r}, "
+            f"pad_type={pad_type!r}"
+        )
 
 
 def check_imagenet_available(
@@ -27,6 +83,7 @@ def check_imagenet_available(
     pool_only=None,
     antialias="blur",
     pad_type="reflect",
+    tag: str | None = None,
 ) -> None:
     """Raises unless the reference released weights for this network.
 
@@ -37,6 +94,8 @@ def check_imagenet_available(
             without one.
         antialias: the builder's `antialias`.
         pad_type: the builder's `pad_type`.
+        tag: for timm's architectures, the released tag (default: the
+            architecture's `default_tag`).
 
     Raises:
         ValueError: for an unknown architecture, a plain network, a filter
@@ -45,6 +104,15 @@ def check_imagenet_available(
             the released network's.
     """
     spec = registry.get(arch)
+    if spec.hub_weights or not spec.weights:
+        _check_hub_available(
+            arch,
+            filter_size,
+            antialias=antialias,
+            pad_type=pad_type,
+            tag=tag or spec.default_tag,
+        )
+        return
     sizes = sorted(spec.weights)
     if filter_size is None or antialias is None:
         raise ValueError(
@@ -76,7 +144,11 @@ def check_imagenet_available(
 
 
 def imagenet_state_dict(
-    arch: str, filter_size: int = 4, *, fine_tuned: bool = True
+    arch: str,
+    filter_size: int | None = None,
+    *,
+    fine_tuned: bool = True,
+    tag: str | None = None,
 ) -> dict:
     """The released ImageNet state dict of an architecture, cached.
 
@@ -86,10 +158,14 @@ def imagenet_state_dict(
 
     Args:
         arch: registry name, e.g. `"resnet50"`.
-        filter_size: 2, 3, 4 or 5 where released.
+        filter_size: 2, 3, 4 or 5 where released (default 4); ignored for
+            timm's architectures.
         fine_tuned: at filter size 4, `True` (the reference's default)
             picks the network fine-tuned from the baseline, `False` the one
             trained from scratch where it exists.
+        tag: for timm's architectures, the released weights' tag
+            (default: the architecture's `default_tag`), fetched from the
+            Hugging Face Hub as `model.safetensors`.
 
     Returns:
         PyTorch names to NumPy arrays, for `load_torch_weights`.
@@ -104,7 +180,21 @@ def imagenet_state_dict(
     >>> keras_blurpool.load_torch_weights(  # doctest: +SKIP
     ...     ResNet50(include_top=False), state)
     """
-    check_imagenet_available(arch, filter_size)
     spec = registry.get(arch)
+    if spec.hub_weights or not spec.weights:
+        tag = tag or spec.default_tag
+        check_imagenet_available(
+            arch,
+            TIMM_BLUR_FILTER_SIZE,
+            antialias=spec.released_antialias,
+            tag=tag,
+        )
+        return download.cached_state_dict(
+            spec.hub_origin(tag),
+            cache_name=f"{arch}.{tag}",
+            sha256=spec.hub_weights[tag].sha256,
+        )
+    filter_size = 4 if filter_size is None else filter_size
+    check_imagenet_available(arch, filter_size)
     origin = spec.origin(spec.released_file(filter_size, fine_tuned=fine_tuned))
     return download.cached_state_dict(origin)

@@ -162,6 +162,8 @@ class Architecture:
             `hub_weights`.
         preprocessing: how the accuracy of the network without a tag was
             measured (the reference's, for its families).
+        released_antialias: the builder's `antialias` of the released
+            weights (`"blur"`, or `"avg"` for timm's `aa` networks).
     """
 
     name: str
@@ -182,6 +184,7 @@ class Architecture:
     )
     default_tag: str | None = None
     preprocessing: Preprocessing = REFERENCE_PREPROCESSING
+    released_antialias: str = "blur"
 
     def __post_init__(self):
         if self.recipe not in RECIPES:
@@ -265,6 +268,8 @@ def register_family(
     weights: Mapping[str, dict[int, str]],
     weights_from_scratch: Mapping[str, dict[int, str]] | None = None,
     recipe: str | Mapping[str, str] = "imagenet",
+    hub_weights: Mapping[str, Mapping[str, HubWeights]] | None = None,
+    per_name: Mapping[str, Mapping[str, object]] | None = None,
     **common,
 ) -> None:
     """Registers the architectures of one family.
@@ -275,10 +280,15 @@ def register_family(
         weights_from_scratch: registry name -> its
             `Architecture.weights_from_scratch`, where any.
         recipe: one recipe for all, or registry name -> recipe.
+        hub_weights: registry name -> its `Architecture.hub_weights`,
+            where any; the first tag is the default one.
+        per_name: registry name -> other `Architecture` fields of that
+            architecture alone (`released_antialias`, ...).
         **common: the other `Architecture` fields, shared by the family
             (`torch_names`, `head_prefixes`, `fix_state_dict`, ...).
     """
     weights_from_scratch = weights_from_scratch or {}
+    hub = hub_weights or {}
     for name, builder in builders.items():
         register(
             Architecture(
@@ -287,7 +297,9 @@ def register_family(
                 weights=weights.get(name, {}),
                 weights_from_scratch=weights_from_scratch.get(name, {}),
                 recipe=recipe if isinstance(recipe, str) else recipe[name],
-                **common,
+                hub_weights=dict(hub.get(name, {})),
+                default_tag=next(iter(hub.get(name, {})), None),
+                **{**common, **(per_name or {}).get(name, {})},
             )
         )
 

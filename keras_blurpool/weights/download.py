@@ -2,7 +2,7 @@
 
 `cached_state_dict(origin)` fetches a checkpoint whose file name carries
 the prefix of its SHA-256 (`resnet50_lpf4_finetune-cad66808.pth`), checks
-it, reads it without PyTorch (`read_torch_checkpoint`) and caches the
+it, reads it without PyTorch (`read_checkpoint`) and caches the
 state dict as a NumPy `.npz` in a private per-user directory
 (`$KERAS_HOME/models/keras_blurpool/`, `~/.keras/...` by default). The
 SHA-256 of each cached file is recorded beside it when it is written and
@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 
 from keras_blurpool._utils import atomic_path
-from keras_blurpool.weights.torch_checkpoint import read_torch_checkpoint
+from keras_blurpool.weights.checkpoint import read_checkpoint
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
 _CHUNK = 1 << 20
@@ -181,7 +181,9 @@ def _load_cached(target: str, digest_file: str) -> dict | None:
         return {key: archive[key] for key in archive.files}
 
 
-def cached_state_dict(origin: str) -> dict:
+def cached_state_dict(
+    origin: str, *, cache_name: str | None = None, sha256: str | None = None
+) -> dict:
     """The state dict of a released checkpoint, from the cache if there.
 
     The first call downloads `origin`, checks its SHA-256 against the
@@ -190,9 +192,21 @@ def cached_state_dict(origin: str) -> dict:
     (`<stem>.npz.sha256`); the checkpoint is then deleted. Later calls read
     the `.npz` after checking its owner, permissions and SHA-256.
 
+    A file whose name carries no digest (timm's `model.safetensors` on
+    the Hugging Face Hub) is cached under `cache_name`; it is checked
+    against `sha256` when given, and otherwise by reading it (the state
+    dict must parse, and the caller then loads it into its architecture,
+    which checks every name and shape); the cache records the SHA-256 it
+    was first fetched with and checks it on every load.
+
     Args:
         origin: URL of the checkpoint (https:// or file://), its file name
-            `name-<sha256 prefix>.pth`.
+            `name-<sha256 prefix>.pth`, or any `.safetensors` file when
+            `cache_name` is given.
+        cache_name: the cache entry's name, for files whose name carries
+            no digest (`"resnetaa50d.sw_in12k_ft_in1k"`).
+        sha256: the file's full SHA-256 (hex) or a prefix of it, checked
+            instead of the one in the file name; None for no pinned digest.
 
     Returns:
         PyTorch names to NumPy arrays.
@@ -203,8 +217,19 @@ def cached_state_dict(origin: str) -> dict:
             untrusted cache. Nothing is left in the cache then.
     """
     file_name = _file_name(origin)
-    expected = expected_hash(file_name)
-    stem = file_name.split(".", 1)[0]
+    if cache_name is None:
+        expected = sha256 or expected_hash(file_name)
+        stem = file_name.split(".", 1)[0]
+    else:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", cache_name) or (
+            cache_name.startswith(".")
+        ):
+            raise ValueError(
+                "`cache_name` must be 1-128 letters, digits, '_', '.' or '-', "
+                f"not starting with '.'. Received: cache_name={cache_name!r}"
+            )
+        expected, stem = sha256 or "", cache_name
+    suffix = ".safetensors" if file_name.endswith(".safetensors") else ".pth"
     directory = cache_dir()
     target = os.path.join(directory, f"{stem}.npz")
     digest_file = target + _DIGEST_SUFFIX
@@ -213,18 +238,23 @@ def cached_state_dict(origin: str) -> dict:
         return cached
 
     fd, checkpoint = tempfile.mkstemp(
-        prefix=f".{stem}-", suffix=".pth.part", dir=directory
+        prefix=f".{stem}-", suffix=f"{suffix}.part", dir=directory
     )
     os.close(fd)
     try:
         actual = _download(origin, checkpoint)
-        if not actual.startswith(expected):
+        if not actual.startswith(expected.lower()):
+            where = "the file name" if sha256 is None else "the registry"
             raise ValueError(
                 f"The file fetched from {origin} is corrupted: its SHA-256 "
-                f"is {actual}, the file name says {expected}..."
+                f"is {actual}, {where} says {expected}..."
             )
+        if suffix == ".safetensors":
+            # The reader picks its format by the name.
+            os.replace(checkpoint, checkpoint[: -len(".part")])
+            checkpoint = checkpoint[: -len(".part")]
         try:
-            state_dict = read_torch_checkpoint(checkpoint)
+            state_dict = read_checkpoint(checkpoint)
         except ValueError as error:
             # The reader names the temporary file; name the origin instead.
             raise ValueError(
