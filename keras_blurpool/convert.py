@@ -6,11 +6,14 @@ Usage:
     python -m keras_blurpool.convert ...    # the same
 
 ARCH is the registry's architecture name (`resnet50`, `vgg16_bn`,
-`densenet121`, `mobilenet_v2`, `alexnet`, ...). CHECKPOINT is a `.pth`
-/ `.pth.tar` file in either torch format, or a `.safetensors` file, read
-without PyTorch. The
-filter size is read from the checkpoint's BlurPool `filt` buffers unless
-given. The model built is the builder's default (1000 classes unless the
+`densenet121`, `mobilenet_v2`, `alexnet`, ...) or a timm model name
+(`resnetaa50d`, `resnetblur50`, `seresnextaa101d_32x8d`, ...). CHECKPOINT
+is a `.pth` / `.pth.tar` file in either torch format, or a `.safetensors`
+file (timm's `model.safetensors` from the Hugging Face Hub), read without
+PyTorch. The filter size is read from the checkpoint's BlurPool `filt`
+buffers unless given (timm's networks: 3, as its `BlurPool2d`; the
+anti-aliased network is built, which loads the same checkpoint as its
+plain twin). The model built is the builder's default (1000 classes unless the
 checkpoint's classifier says otherwise, default `pool_only`). OUT is
 written atomically. When torch and `antialiased_cnns` are installed, the
 reference model is built too, both run on one random batch, and the
@@ -31,6 +34,7 @@ from keras_blurpool.applications._common import check_filter_size
 from keras_blurpool.applications.loading import infer_filter_size
 from keras_blurpool.applications.loading import load_torch_weights
 from keras_blurpool.applications.loading import read_checkpoint
+from keras_blurpool.applications.pretrained import TIMM_BLUR_FILTER_SIZE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {error}") from error
 
     filter_size = args.filter_size
+    if filter_size is None and spec.source == "timm":
+        # timm saves no blur filter; its BlurPool2d has 3 taps.
+        filter_size = TIMM_BLUR_FILTER_SIZE
     if filter_size is None:
         try:
             filter_size = infer_filter_size(state_dict)

@@ -104,7 +104,7 @@ def check_imagenet_available(
             the released network's.
     """
     spec = registry.get(arch)
-    if spec.hub_weights or not spec.weights:
+    if spec.source == "timm":
         _check_hub_available(
             arch,
             filter_size,
@@ -181,7 +181,7 @@ def imagenet_state_dict(
     ...     ResNet50(include_top=False), state)
     """
     spec = registry.get(arch)
-    if spec.hub_weights or not spec.weights:
+    if spec.source == "timm":
         tag = tag or spec.default_tag
         check_imagenet_available(
             arch,

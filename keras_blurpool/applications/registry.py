@@ -164,6 +164,8 @@ class Architecture:
             measured (the reference's, for its families).
         released_antialias: the builder's `antialias` of the released
             weights (`"blur"`, or `"avg"` for timm's `aa` networks).
+        source: whose network it is: `"reference"` (`antialiased_cnns`,
+            weights by filter size) or `"timm"` (weights by Hub tag).
     """
 
     name: str
@@ -185,6 +187,7 @@ class Architecture:
     default_tag: str | None = None
     preprocessing: Preprocessing = REFERENCE_PREPROCESSING
     released_antialias: str = "blur"
+    source: str = "reference"
 
     def __post_init__(self):
         if self.recipe not in RECIPES:

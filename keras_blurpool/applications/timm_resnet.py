@@ -565,6 +565,7 @@ registry.register_family(
     head_prefixes=("fc.",),
     released_pool_only=None,
     licence="Apache-2.0 (timm's)",
+    source="timm",
     hub_weights=_HUB_WEIGHTS,
     per_name={
         timm_name: {"released_antialias": config.antialias}
