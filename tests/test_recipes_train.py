@@ -119,7 +119,11 @@ def test_architectures_table_and_unknown_arch():
         "resnet152", "resnext50_32x4d", "resnext101_32x8d",
         "wide_resnet50_2", "wide_resnet101_2", "densenet121",
         "densenet161", "densenet169", "densenet201", "mobilenet_v2", "demo",
-    } | {f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")}
+    } | {f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")} | {
+        "resnetblur18", "resnetblur50", "resnetblur50d", "resnetblur101d",
+        "resnetaa34d", "resnetaa50", "resnetaa50d", "resnetaa101d",
+        "seresnetaa50d", "seresnextaa101d_32x8d", "seresnextaa201d_32x8d",
+    }
     assert set(models.ARCHITECTURES) == expected
     assert set(config_lib.RECIPES) == expected
     with pytest.raises(ValueError, match="arch='resnet51'.*resnet50"):
