@@ -10,24 +10,15 @@ prints one JSON line per job with the trainable parameter count.
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import timm
 import torch
 from safetensors.torch import save_file
 
-
-def _randomize(model, seed):
-    # Non-trivial BatchNorm statistics, and no zero-initialised scales.
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _torch_models import randomize_batchnorm  # noqa: E402
 
 
 def main():
@@ -36,7 +27,7 @@ def main():
         torch.manual_seed(seed)
         model = timm.create_model(job["name"], pretrained=False, **job["kwargs"])
         model.eval()
-        _randomize(model, seed)
+        randomize_batchnorm(torch, model, seed)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(state, job["out"] + ".safetensors")
         x = torch.randn(

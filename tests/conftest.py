@@ -3,6 +3,8 @@ import os
 import numpy as np
 import pytest
 
+from tests._torch_models import randomize_batchnorm  # noqa: F401  (re-exported)
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
@@ -46,20 +48,6 @@ def reference():
     if reason:
         pytest.skip(reason)
     return torch, aa
-
-
-def randomize_batchnorm(torch, torch_model, seed=0):
-    """Non-trivial BatchNorm statistics and affine parameters."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in torch_model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
-    return torch_model.eval()
 
 
 def numpy_state_dict(torch_model):
