@@ -72,6 +72,8 @@ def _assert_close(got, expected, tolerance=1e-5):
         (applications.DenseNet121, 64, {}),
         (applications.MobileNetV2, 64, {}),
         (applications.MobileNetV2, 64, {"antialias": None}),
+        (applications.ResNetBlur18, 64, {}),
+        (applications.SEResNetAA50D, 72, {}),
     ],
     ids=lambda v: getattr(v, "__name__", None) or str(v),
 )
