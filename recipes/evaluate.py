@@ -21,7 +21,11 @@ import os
 import re
 import sys
 
+from keras_blurpool.applications.registry import INTERPOLATIONS
 from recipes import _args
+
+# `--filter-size` left to the architecture.
+_DEFAULT = object()
 
 METRICS = ("accuracy", "consistency", "diagonal", "circular")
 _WNID = re.compile(r"n\d{8}")
@@ -44,12 +48,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--arch", required=True, help="e.g. resnet50, vgg16_bn, demo")
     p.add_argument(
-        "--filter-size", type=_args.filter_size, default=4,
-        help="1-7, or 'none' for the plain network (default 4)",
+        "--filter-size", type=_args.filter_size, default=_DEFAULT,
+        help="1-7, or 'none' for the plain network (default 4; 3 for "
+        "timm's networks)",
     )
     p.add_argument(
-        "--antialias", default="blur", choices=("blur", "avg", "aps", "lps"),
-        help="the anti-aliasing layer of the network (default blur)",
+        "--antialias", default=None, choices=("blur", "avg", "aps", "lps"),
+        help="the anti-aliasing layer of the network (default blur; timm's "
+        "networks: their released one, avg for resnetaa*)",
     )
     p.add_argument(
         "--padding", default="zero", choices=("zero", "circular"),
@@ -57,7 +63,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--weights", required=True,
-        help="'imagenet' or a .weights.h5 / PyTorch .pth checkpoint",
+        help="'imagenet', a released tag of a timm network (e.g. ah_in1k), "
+        "or a .weights.h5 / PyTorch .pth / .safetensors checkpoint",
     )
     p.add_argument(
         "--baseline-weights",
@@ -77,10 +84,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="evaluation", help="default: ./evaluation")
     p.add_argument("--batch-size", type=_args.positive_int, default=32)
     p.add_argument("--max-images", type=_args.positive_int, help="evaluate the first N only")
-    p.add_argument("--image-size", type=_args.positive_int, help="default: the data's (224)")
+    p.add_argument(
+        "--image-size", type=_args.positive_int,
+        help="default: the released weights' (timm's input_size), else the "
+        "data's (224)",
+    )
     p.add_argument(
         "--resize-size", type=_args.positive_int,
-        help="short side before the centre crop, default: the data's (256)",
+        help="short side before the centre crop, default: the released "
+        "weights' (floor(image size / crop_pct)), else the data's (256)",
+    )
+    p.add_argument(
+        "--interpolation", choices=INTERPOLATIONS,
+        help="of the resize; default: the released weights' (bicubic for "
+        "timm's), else bilinear",
+    )
+    p.add_argument(
+        "--test-size", action="store_true",
+        help="timm's networks: validate at their larger test_input_size",
     )
     p.add_argument(
         "--max-shift", type=_args.positive_int,
@@ -110,14 +131,53 @@ def _label(filter_size, antialias: str = "blur") -> str:
     return f"antialiased (filter {filter_size})"
 
 
-def evaluate_model(model, source, args, image_size, resize_size, max_shift) -> dict:
+def released_preprocessing(args):
+    """The registry's `Preprocessing` of the released weights evaluated.
+
+    None unless `--weights` is `"imagenet"` or a released tag of a
+    registry architecture: other weights were trained here, on the data's
+    own sizes.
+    """
+    from keras_blurpool.applications import registry
+
+    spec = registry.ARCHITECTURES.get(args.arch)
+    if spec is None or not (
+        args.weights == "imagenet" or args.weights in spec.hub_weights
+    ):
+        return None
+    config = spec.preprocessing_for(
+        None if args.weights == "imagenet" else args.weights
+    )
+    return config.at_test_size() if args.test_size else config
+
+
+def _network_defaults(args) -> None:
+    """`--antialias` and `--filter-size` default to the architecture's."""
+    from keras_blurpool.applications import registry
+    from keras_blurpool.applications.pretrained import TIMM_BLUR_FILTER_SIZE
+
+    spec = registry.ARCHITECTURES.get(args.arch)
+    timm = spec is not None and spec.source == "timm"
+    if args.antialias is None:
+        args.antialias = spec.released_antialias if timm else "blur"
+    if args.filter_size is _DEFAULT:
+        args.filter_size = TIMM_BLUR_FILTER_SIZE if timm else 4
+
+
+def evaluate_model(
+    model, source, args, image_size, resize_size, max_shift,
+    interpolation="bilinear",
+) -> dict:
     """Runs the requested metrics on one model; returns figures (and curves)."""
     from keras_blurpool import evaluation
 
     data = source.dataset
     if args.max_images:
         data = data.take(args.max_images)
-    common = dict(batch_size=args.batch_size, verbose=args.verbose)
+    common = dict(
+        batch_size=args.batch_size, verbose=args.verbose,
+        interpolation=interpolation,
+    )
     figures = {}
     if "accuracy" in args.metrics:
         top_k = (1, 5) if model.output_shape[-1] >= 5 else (1,)
@@ -194,15 +254,25 @@ def main(argv=None) -> int:
         )
     except (ValueError, FileNotFoundError) as error:
         parser().error(str(error))
-    image_size = args.image_size or source.image_size
-    resize_size = args.resize_size or source.resize_size_for(image_size)
+    _network_defaults(args)
+    config = released_preprocessing(args)
+    image_size = args.image_size or (
+        config.input_size if config else source.image_size
+    )
+    resize_size = args.resize_size or (
+        config.resize_size(image_size) if config
+        else source.resize_size_for(image_size)
+    )
+    interpolation = args.interpolation or (
+        config.interpolation if config else "bilinear"
+    )
     max_shift = args.max_shift or max(resize_size - image_size, 1)
 
     runs = {}
     if args.baseline_weights:
         runs[_label(None)] = (None, args.baseline_weights)
     runs[_label(args.filter_size, args.antialias)] = (args.filter_size, args.weights)
-    if "imagenet" in (args.weights, args.baseline_weights) and (
+    if (config is not None or args.baseline_weights == "imagenet") and (
         source.class_names != data_lib.IMAGENET_WNIDS
     ):
         # Scored against labels that are not ImageNet's, such weights
@@ -220,7 +290,10 @@ def main(argv=None) -> int:
     results = {}
     try:
         for label, (filter_size, weights) in runs.items():
-            classes = 1000 if weights == "imagenet" else source.num_classes
+            released = weights == "imagenet" or (
+                weights == args.weights and config is not None
+            )
+            classes = 1000 if released else source.num_classes
             with strategy.scope():
                 try:
                     model = models.build_model(
@@ -236,7 +309,8 @@ def main(argv=None) -> int:
                     parser().error(f"{label} model: {error}")
                 print(f"{args.arch}, {label}:", file=sys.stderr)
                 results[label] = evaluate_model(
-                    model, source, args, image_size, resize_size, max_shift
+                    model, source, args, image_size, resize_size, max_shift,
+                    interpolation,
                 )
     except tf.errors.OpError:
         # A file that cannot be decoded stops tf.data with an error that
@@ -256,7 +330,7 @@ def main(argv=None) -> int:
     summary = {
         "arch": args.arch, "data": args.data, "split": args.split,
         "image_size": image_size, "resize_size": resize_size,
-        "max_shift": max_shift, "models": {},
+        "interpolation": interpolation, "max_shift": max_shift, "models": {},
     }
     curves = {}
     for label, figures in results.items():

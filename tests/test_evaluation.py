@@ -314,6 +314,7 @@ def test_unknown_input_size_needs_image_size():
         ({"batch_size": 2.5}, "batch_size"),
         ({"image_size": -1}, "image_size"),
         ({"preprocess": "imagenet"}, "preprocess"),
+        ({"interpolation": "area"}, "interpolation"),
     ],
 )
 def test_bad_consistency_arguments(kwargs, match):
@@ -329,6 +330,7 @@ def test_bad_consistency_arguments(kwargs, match):
         ({"top_k": (1, 0)}, "top_k"),
         ({"top_k": (11,)}, "top-11 of a model with 10 classes"),
         ({"resize_size": 16}, "resize_size"),
+        ({"interpolation": "nearest"}, "interpolation.*bilinear"),
     ],
 )
 def test_bad_accuracy_arguments(kwargs, match):
@@ -410,3 +412,80 @@ def test_mirrored_strategy_gives_the_same_figures():
     assert replicas == 2
     assert single == mirrored and single["num_images"] == 37
     assert same
+
+
+# --- per-model preprocessing ----------------------------------------------
+
+
+def test_bicubic_resize():
+    from keras_blurpool.evaluation.preprocessing import resize_short_side
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (30, 40, 3)).astype("float32")
+    bicubic = resize_short_side(image, 24, "bicubic").numpy()
+    bilinear = resize_short_side(image, 24).numpy()
+    assert bicubic.shape == bilinear.shape == (24, 32, 3)
+    assert np.abs(bicubic - bilinear).max() > 1.0
+    # Bicubic's negative lobes overshoot a random image's range; bilinear
+    # never leaves it.
+    assert bicubic.max() > image.max() or bicubic.min() < image.min()
+    assert image.min() <= bilinear.min() and bilinear.max() <= image.max()
+    flat = np.full((30, 40, 3), 77.0, "float32")
+    np.testing.assert_allclose(resize_short_side(flat, 24, "bicubic"), 77.0, atol=1e-3)
+
+
+def test_metrics_pass_the_interpolation_to_the_resize(monkeypatch):
+    seen = []
+    original = _runner.resize_square
+
+    def spy(image, size, interpolation="bilinear"):
+        seen.append(interpolation)
+        return original(image, size, interpolation)
+
+    monkeypatch.setattr(_runner, "resize_square", spy)
+    data = random_dataset(4)
+    evaluation.accuracy(invariant_model(32), data, interpolation="bicubic", **QUIET)
+    evaluation.shift_consistency(
+        invariant_model(32), data, max_shift=4, passes=1,
+        interpolation="bicubic", **QUIET)
+    evaluation.circular_shift_consistency(
+        invariant_model(32), data, max_shift=4, passes=1,
+        interpolation="bicubic", **QUIET)
+    evaluation.diagonal_shift(
+        invariant_model(32), data, max_shift=2, interpolation="bicubic", **QUIET)
+    assert seen and set(seen) == {"bicubic"}
+
+
+def test_eval_settings_follow_the_released_weights():
+    timm = evaluation.eval_settings("resnetaa50d")
+    assert (timm["image_size"], timm["resize_size"], timm["interpolation"]) == (
+        224, 235, "bicubic")  # timm: floor(224 / 0.95)
+    test = evaluation.eval_settings("resnetaa50d", test_size=True)
+    assert (test["image_size"], test["resize_size"]) == (288, 288)
+    big = evaluation.eval_settings("seresnextaa101d_32x8d")
+    assert (big["image_size"], big["resize_size"]) == (288, 303)
+    other = evaluation.eval_settings("seresnextaa101d_32x8d", "sw_in12k_ft_in1k")
+    assert (other["image_size"], other["resize_size"]) == (224, 256)
+    reference = evaluation.eval_settings("resnet50")
+    assert (reference["image_size"], reference["resize_size"],
+            reference["interpolation"]) == (224, 256, "bilinear")
+    x = np.full((1, 2, 2, 3), 255.0 * 0.485, "float32")
+    assert abs(float(np.asarray(timm["preprocess"](x))[0, 0, 0, 0])) < 1e-5
+    with pytest.raises(ValueError, match="Released tags"):
+        evaluation.eval_settings("resnetaa50d", "in22k")
+    with pytest.raises(ValueError, match="Unknown architecture"):
+        evaluation.eval_settings("resnetaa51d")
+
+
+def test_eval_settings_other_statistics(monkeypatch):
+    import dataclasses
+
+    from keras_blurpool.applications import registry
+
+    spec = registry.get("resnet18")
+    config = dataclasses.replace(spec.preprocessing, mean=(0.5,) * 3, std=(0.5,) * 3)
+    monkeypatch.setitem(
+        registry._REGISTRY, "resnet18", dataclasses.replace(spec, preprocessing=config))
+    normalize = evaluation.eval_settings("resnet18")["preprocess"]
+    out = np.asarray(normalize(np.array([[[[0.0, 127.5, 255.0]]]], "float32")))
+    np.testing.assert_allclose(out, [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)

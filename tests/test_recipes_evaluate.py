@@ -45,6 +45,7 @@ def test_cli_end_to_end_on_a_jpeg_folder(tmp_path):
         sys.executable, "-m", "recipes.evaluate", "--arch", "demo",
         "--filter-size", "4", "--weights", anti, "--baseline-weights", base,
         "--data", data, "--image-size", "32", "--resize-size", "40",
+        "--interpolation", "bicubic",
         "--metrics", "accuracy,consistency,diagonal,circular", "--passes", "2",
         "--batch-size", "4", "--out-dir", str(out), "--verbose", "0",
     ]
@@ -68,6 +69,7 @@ def test_cli_end_to_end_on_a_jpeg_folder(tmp_path):
     assert os.path.getsize(out / "diagonal.png") > 10_000
     summary = json.loads((out / "results.json").read_text())
     assert summary["max_shift"] == 8 and summary["image_size"] == 32
+    assert summary["interpolation"] == "bicubic"
     figures = summary["models"]["antialiased (filter 4)"]
     assert figures["accuracy"]["num_images"] == 9
     assert len(figures["consistency"]["per_pass"]) == 2
@@ -175,3 +177,37 @@ def test_rows_are_labelled_by_kind():
     assert evaluate._label(4) == "antialiased (filter 4)"
     assert evaluate._label(4, "aps") == "APS (filter 4)"
     assert evaluate._label(2, "lps") == "LPS (filter 2)"
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        # timm's networks: their released weights' own validation.
+        (["--arch", "resnetaa50d", "--weights", "imagenet"],
+         ("avg", 3, 224, 235, "bicubic")),
+        (["--arch", "seresnextaa101d_32x8d", "--weights", "imagenet"],
+         ("avg", 3, 288, 303, "bicubic")),
+        (["--arch", "seresnextaa101d_32x8d", "--weights", "ah_in1k", "--test-size"],
+         ("avg", 3, 288, 288, "bicubic")),
+        (["--arch", "resnetblur50", "--weights", "imagenet"],
+         ("blur", 3, 224, 256, "bicubic")),
+        # The reference's: 256 -> 224, bilinear.
+        (["--arch", "resnet18", "--weights", "imagenet"],
+         ("blur", 4, 224, 256, "bilinear")),
+        # Weights trained here: the data's sizes (None: no config).
+        (["--arch", "resnetaa50d", "--weights", "mine.weights.h5"],
+         ("avg", 3, None, None, None)),
+        (["--arch", "resnetaa50d", "--weights", "imagenet", "--antialias", "blur",
+          "--filter-size", "5"], ("blur", 5, 224, 235, "bicubic")),
+    ],
+)
+def test_defaults_follow_the_architecture_and_its_weights(argv, expected):
+    args = evaluate.parser().parse_args([*argv, "--data", "demo"])
+    evaluate._network_defaults(args)
+    config = evaluate.released_preprocessing(args)
+    got = (args.antialias, args.filter_size)
+    if config is None:
+        got += (None, None, None)
+    else:
+        got += (config.input_size, config.resize_size(), config.interpolation)
+    assert got == expected

@@ -4,7 +4,8 @@
 (predictions along a diagonal shift, with `plot_diagonal_shift`) and
 `circular_shift_consistency` (two circular shifts agree). All stream the
 dataset in batches, run under the active `tf.distribute` strategy, and
-show a progress bar.
+show a progress bar. `eval_settings(arch, tag)` gives each released
+network's own validation preprocessing (timm's: bicubic, its crop_pct).
 """
 
 # The package streams datasets with tf.data (under any Keras backend), so it
@@ -24,12 +25,14 @@ from keras_blurpool.evaluation.consistency import shift_consistency
 from keras_blurpool.evaluation.diagonal import DiagonalShiftResult
 from keras_blurpool.evaluation.diagonal import diagonal_shift
 from keras_blurpool.evaluation.diagonal import plot_diagonal_shift
+from keras_blurpool.evaluation.settings import eval_settings
 
 __all__ = [
     "DiagonalShiftResult",
     "accuracy",
     "circular_shift_consistency",
     "diagonal_shift",
+    "eval_settings",
     "plot_diagonal_shift",
     "shift_consistency",
 ]

@@ -25,6 +25,7 @@ from keras import ops
 from keras_blurpool.applications.imagenet_utils import preprocess_input
 from keras_blurpool.evaluation._checks import check_positive_int
 from keras_blurpool.evaluation.preprocessing import center_crop
+from keras_blurpool.evaluation.preprocessing import check_interpolation
 from keras_blurpool.evaluation.preprocessing import resize_short_side
 
 # Columns of a view: where its crop starts, and how far it is then rolled.
@@ -121,13 +122,13 @@ def examples(dataset) -> tf.data.Dataset:
     return dataset.map(lambda image, label: (image, tf.cast(label, "int32")))
 
 
-def resize_square(image, size: int):
+def resize_square(image, size: int, interpolation: str = "bilinear"):
     """Short side to `size` (torchvision's `Resize`), then centre crop.
 
     uint8 images are rounded back to uint8 after resizing, as PIL does in
     the reference's pipeline; float images stay float.
     """
-    square = center_crop(resize_short_side(image, size), size)
+    square = center_crop(resize_short_side(image, size, interpolation), size)
     square = tf.ensure_shape(square, (size, size, None))
     if image.dtype == tf.uint8:
         return tf.cast(tf.round(tf.clip_by_value(square, 0, 255)), "uint8")
@@ -178,6 +179,8 @@ class ViewRunner:
         preprocess: callable on float32 batches in the image's range.
         batch_size: examples per batch (global, across replicas).
         verbose: 1 shows a progress bar.
+        seed: seed of the views.
+        interpolation: of the resize, `"bilinear"` or `"bicubic"`.
     """
 
     def __init__(
@@ -192,6 +195,7 @@ class ViewRunner:
         batch_size: int,
         verbose: int,
         seed: int = 0,
+        interpolation: str = "bilinear",
     ):
         self.model = model
         self.image_size = image_size
@@ -202,14 +206,17 @@ class ViewRunner:
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.verbose = verbose
         self.seed = int(seed)
+        self.interpolation = check_interpolation(interpolation)
 
     def _pipeline(self, dataset) -> tf.data.Dataset:
         dataset = examples(dataset)
         size, seed, view_fn = self.square_size, self.seed, self.view_fn
+        interpolation = self.interpolation
 
         def prepare(index, example):
             image, label = example
-            return resize_square(image, size), view_fn(index, seed), label
+            square = resize_square(image, size, interpolation)
+            return square, view_fn(index, seed), label
 
         dataset = dataset.enumerate().map(
             prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True

@@ -20,6 +20,7 @@ def accuracy(
     batch_size: int = 32,
     preprocess=_runner._DEFAULT,
     verbose: int = 1,
+    interpolation: str = "bilinear",
 ) -> dict:
     """Top-k accuracy of a classifier, in percent.
 
@@ -43,6 +44,8 @@ def accuracy(
             `keras_blurpool.applications.preprocess_input` (ImageNet mean
             and std); None feeds the pixels unchanged.
         verbose: 1 shows a progress bar, 0 is silent.
+        interpolation: of the resize, `"bilinear"` (the reference's) or
+            `"bicubic"` (timm's networks; see `eval_settings`).
 
     Returns:
         `{"top1": ..., "top5": ..., "num_images": n}`.
@@ -53,6 +56,9 @@ def accuracy(
     >>> val = tfds.load("imagenet2012", split="validation", as_supervised=True)  # doctest: +SKIP
     >>> accuracy(model, val)  # doctest: +SKIP
     {'top1': 77.4, 'top5': 93.6, 'num_images': 50000}
+    >>> timm_model = keras_blurpool.applications.ResNetAA50D(weights="imagenet")  # doctest: +SKIP
+    >>> from keras_blurpool.evaluation import eval_settings  # doctest: +SKIP
+    >>> accuracy(timm_model, val, **eval_settings("resnetaa50d"))  # doctest: +SKIP
     """
     if isinstance(top_k, int):
         top_k = (top_k,)
@@ -76,6 +82,7 @@ def accuracy(
         preprocess=_runner.resolve_preprocess(preprocess),
         batch_size=batch_size,
         verbose=verbose,
+        interpolation=interpolation,
     )
     largest = max(top_k)
     hits = dict.fromkeys(top_k, 0)

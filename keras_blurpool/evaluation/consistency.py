@@ -19,6 +19,7 @@ def shift_consistency(
     batch_size: int = 32,
     preprocess=_runner._DEFAULT,
     verbose: int = 1,
+    interpolation: str = "bilinear",
 ) -> dict:
     """How often two random crops of an image get the same top-1 class.
 
@@ -43,6 +44,8 @@ def shift_consistency(
         batch_size: images per batch (global across replicas).
         preprocess: as for `accuracy`.
         verbose: 1 shows a progress bar, 0 is silent.
+        interpolation: of the resize, `"bilinear"` (the reference's) or
+            `"bicubic"` (timm's networks; see `eval_settings`).
 
     Returns:
         `{"consistency": mean percent, "std": spread across passes (sample
@@ -71,6 +74,7 @@ def shift_consistency(
         batch_size=batch_size,
         preprocess=preprocess,
         verbose=verbose,
+        interpolation=interpolation,
     )
 
 
@@ -86,6 +90,7 @@ def circular_shift_consistency(
     batch_size: int = 32,
     preprocess=_runner._DEFAULT,
     verbose: int = 1,
+    interpolation: str = "bilinear",
 ) -> dict:
     """Agreement of top-1 under random circular shifts of the input.
 
@@ -108,6 +113,8 @@ def circular_shift_consistency(
         batch_size: images per batch (global across replicas).
         preprocess: as for `accuracy`.
         verbose: 1 shows a progress bar, 0 is silent.
+        interpolation: of the resize, `"bilinear"` (the reference's) or
+            `"bicubic"` (timm's networks; see `eval_settings`).
 
     Returns:
         The same keys as `shift_consistency`.
@@ -136,6 +143,7 @@ def circular_shift_consistency(
         batch_size=batch_size,
         preprocess=preprocess,
         verbose=verbose,
+        interpolation=interpolation,
     )
 
 

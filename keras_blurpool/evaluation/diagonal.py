@@ -71,6 +71,7 @@ def diagonal_shift(
     batch_size: int = 32,
     preprocess=_runner._DEFAULT,
     verbose: int = 1,
+    interpolation: str = "bilinear",
 ) -> DiagonalShiftResult:
     """Crops at offsets `(o, o)`, o = 0 ... max_shift, of every image.
 
@@ -89,6 +90,8 @@ def diagonal_shift(
         batch_size: images per batch (global across replicas).
         preprocess: as for `accuracy`.
         verbose: 1 shows a progress bar, 0 is silent.
+        interpolation: of the resize, `"bilinear"` (the reference's) or
+            `"bicubic"` (timm's networks; see `eval_settings`).
 
     Returns:
         A `DiagonalShiftResult`; `plot_diagonal_shift` draws it.
@@ -114,6 +117,7 @@ def diagonal_shift(
         preprocess=_runner.resolve_preprocess(preprocess),
         batch_size=batch_size,
         verbose=verbose,
+        interpolation=interpolation,
     )
     to_probabilities = _runner.Probabilities(from_logits)
     labels, probability, predicted = [], [], []

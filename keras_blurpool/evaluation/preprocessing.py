@@ -1,22 +1,35 @@
 """The reference's validation preprocessing, as TensorFlow image ops.
 
-torchvision's `Resize(size)` (short side, bilinear with antialiasing)
-and `CenterCrop(size)`, used by the metrics of this package and by the
-input pipelines of `recipes/`.
+torchvision's `Resize(size)` (short side, bilinear with antialiasing, or
+bicubic as timm validates its networks) and `CenterCrop(size)`, used by
+the metrics of this package and by the input pipelines of `recipes/`.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_blurpool.applications.registry import INTERPOLATIONS
 from keras_blurpool.evaluation._checks import check_positive_int
 
 
-def resize_short_side(image, size: int) -> tf.Tensor:
+def check_interpolation(interpolation) -> str:
+    """Raises unless `interpolation` is `"bilinear"` or `"bicubic"`."""
+    if not isinstance(interpolation, str) or interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"`interpolation` must be one of {INTERPOLATIONS}. Received: "
+            f"interpolation={interpolation!r}"
+        )
+    return interpolation
+
+
+def resize_short_side(
+    image, size: int, interpolation: str = "bilinear"
+) -> tf.Tensor:
     """Resizes an image so that its shorter side is `size` pixels.
 
-    Like torchvision's `Resize(size)` on PIL images: bilinear with
-    antialiasing, the longer side scaled by the same factor and rounded
+    Like torchvision's `Resize(size)` on PIL images: bilinear (or bicubic)
+    with antialiasing, the longer side scaled by the same factor and rounded
     down, and the image returned unchanged (as float32) when its shorter
     side already is `size`.
 
@@ -24,6 +37,8 @@ def resize_short_side(image, size: int) -> tf.Tensor:
         image: `[height, width, channels]` image (or a batch of equally
             sized images, `[batch, height, width, channels]`).
         size: the new shorter side, a positive int.
+        interpolation: `"bilinear"` (the reference's) or `"bicubic"`
+            (timm's networks).
 
     Returns:
         The resized image(s), float32.
@@ -34,6 +49,7 @@ def resize_short_side(image, size: int) -> tf.Tensor:
     TensorShape([256, 341, 3])
     """
     check_positive_int("size", size)
+    check_interpolation(interpolation)
     image = tf.convert_to_tensor(image)
     shape = tf.shape(image, out_type=tf.int64)
     height, width = shape[-3], shape[-2]
@@ -51,7 +67,7 @@ def resize_short_side(image, size: int) -> tf.Tensor:
         tf.equal(short, size),
         lambda: tf.cast(image, tf.float32),
         lambda: tf.image.resize(
-            image, new_shape, method="bilinear", antialias=True
+            image, new_shape, method=interpolation, antialias=True
         ),
     )
 
