@@ -5,8 +5,9 @@ network, or a callable making the layer), `filter_size` (1-7; None also
 builds the plain network) and `pad_type`, builds in
 `keras.config.image_data_format()`, and returns a functional
 `keras.Model` that equals the PyTorch reference layer for layer once its
-weights are loaded. Each family module registers its
-architectures in `registry`.
+weights are loaded; `timm_resnet` builds timm's anti-aliased ResNets
+(`ResNetAA50D`, `SEResNeXtAA101D_32x8d`, ...), equal to timm's. Each
+family module registers its architectures in `registry`.
 """
 
 from keras_blurpool.applications import alexnet
