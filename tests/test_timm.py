@@ -287,3 +287,21 @@ def test_layer_names_give_backbone_features():
     assert names_map["conv2_block1_se_expand"] == "layer1.0.se.fc2"
     plain = applications.ResNetAA50(include_top=False, input_shape=(64, 64, 3))
     assert timm_resnet._torch_names(plain)["conv3_block1_0_bn"] == "layer2.0.downsample.1"
+
+
+def test_benchmark_runs_at_a_tiny_size():
+    """benchmarks/timm_speed.py prints its whole table (CPU, tiny)."""
+    python, reason = _timm_python()
+    if python is None:
+        pytest.skip(reason)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    run = subprocess.run(
+        [sys.executable, str(_ROOT / "benchmarks" / "timm_speed.py"),
+         "--repeats", "1", "--warmup", "0", "--batch", "1", "--train-batch", "1",
+         "--size", "64", "--timm-python", python],
+        cwd=_ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| Res")]
+    assert len(rows) == 4, run.stdout
+    assert all(row.count("|") == 7 for row in rows)
