@@ -7,6 +7,10 @@ from tests._torch_models import randomize_batchnorm  # noqa: F401  (re-exported)
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+# Run by timm's own Python in a subprocess (tests/test_timm.py); importing
+# it here would import timm beside TensorFlow.
+collect_ignore = ["_timm_reference.py"]
+
 
 def pytest_addoption(parser):
     parser.addoption(
