@@ -11,6 +11,13 @@ network too, side by side, with the difference. `--weights imagenet` needs
 ImageNet's labels: a folder's class names must be WordNet ids
 (`n01440764`, ...). An image file that cannot be decoded is an error
 naming it, or, with `--skip-bad-images`, skipped and counted.
+
+Released weights (`--weights imagenet`, a timm tag as `--weights`, or a
+local copy of them with `--tag`) are validated as their authors did:
+`--image-size`, `--resize-size` and `--interpolation` default to the
+registry's `preprocessing_for(tag)` (the reference's 256 -> 224
+bilinear; timm's `floor(size / crop_pct)`, bicubic), `--test-size` to
+timm's larger test size; `results.json` records the interpolation.
 """
 
 from __future__ import annotations
@@ -65,6 +72,12 @@ def parser() -> argparse.ArgumentParser:
         "--weights", required=True,
         help="'imagenet', a released tag of a timm network (e.g. ah_in1k), "
         "or a .weights.h5 / PyTorch .pth / .safetensors checkpoint",
+    )
+    p.add_argument(
+        "--tag",
+        help="a released tag of a timm network (default: its default tag): "
+        "the weights '--weights imagenet' fetches, and whose preprocessing "
+        "applies, also to a local copy of them given as --weights",
     )
     p.add_argument(
         "--baseline-weights",
@@ -131,23 +144,58 @@ def _label(filter_size, antialias: str = "blur") -> str:
     return f"antialiased (filter {filter_size})"
 
 
-def released_preprocessing(args):
-    """The registry's `Preprocessing` of the released weights evaluated.
+def released_tag(args) -> str | None:
+    """The released tag evaluated: `--tag`, or `--weights` when it is one.
 
-    None unless `--weights` is `"imagenet"` or a released tag of a
-    registry architecture: other weights were trained here, on the data's
-    own sizes.
+    With `--weights imagenet` and no `--tag`, the architecture's default
+    tag (None for the reference's architectures, which have no tags).
+
+    Raises:
+        ValueError: when `--tag` and a tag given as `--weights` disagree,
+            or `--tag` is given for an architecture not in the registry.
     """
     from keras_blurpool.applications import registry
 
     spec = registry.ARCHITECTURES.get(args.arch)
-    if spec is None or not (
-        args.weights == "imagenet" or args.weights in spec.hub_weights
-    ):
+    tag = getattr(args, "tag", None)
+    if spec is None:
+        if tag is not None:
+            raise ValueError(
+                f"--tag {tag!r} names released weights, but --arch "
+                f"{args.arch!r} is not an architecture of the registry"
+            )
         return None
-    config = spec.preprocessing_for(
-        None if args.weights == "imagenet" else args.weights
-    )
+    if args.weights in spec.hub_weights:
+        if tag is not None and tag != args.weights:
+            raise ValueError(
+                f"--weights {args.weights!r} and --tag {tag!r} name "
+                "different released weights; give one of them"
+            )
+        return args.weights
+    if tag is None and args.weights == "imagenet":
+        return spec.default_tag
+    return tag
+
+
+def released_preprocessing(args):
+    """The registry's `Preprocessing` of the released weights evaluated.
+
+    `preprocessing_for(tag)` of `--arch` (at its test size with
+    `--test-size`) when `--weights` is `"imagenet"` or a released tag, or
+    `--tag` says which released weights a local file holds; None
+    otherwise: other weights were trained here, on the data's own sizes.
+
+    Raises:
+        ValueError: for a tag the architecture never released (see also
+            `released_tag`).
+    """
+    from keras_blurpool.applications import registry
+
+    tag = released_tag(args)
+    spec = registry.ARCHITECTURES.get(args.arch)
+    if spec is None or (args.weights != "imagenet" and tag is None):
+        return None
+    config = spec.preprocessing_for(tag)
     return config.at_test_size() if args.test_size else config
 
 
@@ -255,7 +303,14 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as error:
         parser().error(str(error))
     _network_defaults(args)
-    config = released_preprocessing(args)
+    try:
+        config = released_preprocessing(args)
+    except ValueError as error:
+        parser().error(str(error))
+    tag = released_tag(args)
+    main_weights = args.weights
+    if main_weights == "imagenet" and args.tag is not None:
+        main_weights = args.tag  # the builders fetch a released tag by name
     image_size = args.image_size or (
         config.input_size if config else source.image_size
     )
@@ -271,7 +326,8 @@ def main(argv=None) -> int:
     runs = {}
     if args.baseline_weights:
         runs[_label(None)] = (None, args.baseline_weights)
-    runs[_label(args.filter_size, args.antialias)] = (args.filter_size, args.weights)
+    main_label = _label(args.filter_size, args.antialias)
+    runs[main_label] = (args.filter_size, main_weights)
     if (config is not None or args.baseline_weights == "imagenet") and (
         source.class_names != data_lib.IMAGENET_WNIDS
     ):
@@ -291,7 +347,7 @@ def main(argv=None) -> int:
     try:
         for label, (filter_size, weights) in runs.items():
             released = weights == "imagenet" or (
-                weights == args.weights and config is not None
+                label == main_label and config is not None
             )
             classes = 1000 if released else source.num_classes
             with strategy.scope():
@@ -330,7 +386,8 @@ def main(argv=None) -> int:
     summary = {
         "arch": args.arch, "data": args.data, "split": args.split,
         "image_size": image_size, "resize_size": resize_size,
-        "interpolation": interpolation, "max_shift": max_shift, "models": {},
+        "interpolation": interpolation, "tag": tag, "max_shift": max_shift,
+        "models": {},
     }
     curves = {}
     for label, figures in results.items():

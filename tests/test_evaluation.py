@@ -489,3 +489,120 @@ def test_eval_settings_other_statistics(monkeypatch):
     normalize = evaluation.eval_settings("resnet18")["preprocess"]
     out = np.asarray(normalize(np.array([[[[0.0, 127.5, 255.0]]]], "float32")))
     np.testing.assert_allclose(out, [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)
+
+
+def test_resize_short_side_refuses_an_unknown_interpolation():
+    from keras_blurpool.evaluation.preprocessing import resize_short_side
+
+    with pytest.raises(ValueError) as info:
+        resize_short_side(np.zeros((8, 8, 3), "float32"), 4, "nearest")
+    message = str(info.value)
+    assert "`interpolation`" in message and "'nearest'" in message
+    assert "bilinear" in message and "bicubic" in message
+
+
+def test_bicubic_resize_shape_rules():
+    from keras_blurpool.evaluation.preprocessing import resize_short_side
+
+    rng = np.random.default_rng(3)
+    portrait = rng.uniform(0, 255, (50, 30, 3)).astype("float32")
+    assert resize_short_side(portrait, 20, "bicubic").shape == (33, 20, 3)
+    batch = rng.uniform(0, 255, (2, 30, 45, 3)).astype("float32")
+    assert resize_short_side(batch, 20, "bicubic").shape == (2, 20, 30, 3)
+    # Already the size: unchanged, whatever the interpolation.
+    np.testing.assert_array_equal(
+        resize_short_side(portrait, 30, "bicubic"), portrait)
+    # Upsampling too; bicubic interpolates, so a linear ramp stays linear
+    # away from the borders, as bilinear would.
+    ramp = np.tile(np.arange(20, dtype="float32")[None, :, None], (20, 1, 1))
+    up = resize_short_side(ramp, 40, "bicubic").numpy()[20, 8:32, 0]
+    np.testing.assert_allclose(np.diff(up), 0.5, atol=1e-3)
+
+
+def test_accuracy_with_bicubic_matches_a_manual_pipeline():
+    from keras_blurpool.applications.imagenet_utils import preprocess_input
+    from keras_blurpool.evaluation.preprocessing import center_crop
+
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (16, 30, 40, 3)).astype("uint8")
+    model = position_model(16, classes=10, seed=2)
+
+    def predictions(interpolation):
+        square = np.stack([
+            _runner.resize_square(image, 20, interpolation) for image in images])
+        crops = center_crop(square, 16).numpy().astype("float32")
+        return model.predict(preprocess_input(crops), verbose=0).argmax(-1)
+
+    bicubic, bilinear = predictions("bicubic"), predictions("bilinear")
+    assert (bicubic != bilinear).any()  # else the test could not fail
+    data = (images, bicubic.astype("int32"))
+    kwargs = dict(top_k=1, image_size=16, resize_size=20, batch_size=5, **QUIET)
+    got = evaluation.accuracy(model, data, interpolation="bicubic", **kwargs)
+    assert got == {"top1": 100.0, "num_images": 16}
+    plain = evaluation.accuracy(model, data, **kwargs)
+    assert plain["top1"] == pytest.approx(100.0 * (bicubic == bilinear).mean())
+
+
+def _bicubic_entry(monkeypatch, **preprocessing):
+    """A registry entry "fake" with one released tag measured bicubic."""
+    import dataclasses
+
+    from keras_blurpool.applications import registry
+
+    config = registry.Preprocessing(
+        crop_pct=0.95, interpolation="bicubic", **preprocessing)
+    spec = dataclasses.replace(
+        registry.get("resnet18"), name="fake", default_tag="t1",
+        hub_weights={
+            "t1": registry.HubWeights(config),
+            "t2": registry.HubWeights(registry.Preprocessing(
+                input_size=160, crop_pct=1.0, mean=(0.5,) * 3, std=(0.5,) * 3)),
+        })
+    monkeypatch.setitem(registry._REGISTRY, "fake", spec)
+    return spec
+
+
+def test_eval_settings_of_a_bicubic_entry(monkeypatch):
+    from keras_blurpool.applications.imagenet_utils import preprocess_input
+
+    _bicubic_entry(monkeypatch, test_input_size=256, test_crop_pct=1.0)
+    settings = evaluation.eval_settings("fake")
+    assert sorted(settings) == [
+        "image_size", "interpolation", "preprocess", "resize_size"]
+    assert (settings["image_size"], settings["resize_size"],
+            settings["interpolation"]) == (224, 235, "bicubic")
+    assert settings["preprocess"] is preprocess_input  # ImageNet statistics
+    test = evaluation.eval_settings("fake", test_size=True)
+    assert (test["image_size"], test["resize_size"], test["interpolation"]) == (
+        256, 256, "bicubic")
+    other = evaluation.eval_settings("fake", "t2")
+    assert (other["image_size"], other["resize_size"],
+            other["interpolation"]) == (160, 160, "bilinear")
+    # No test size recorded: test_size changes nothing.
+    assert evaluation.eval_settings("fake", "t2", test_size=True)[
+        "image_size"] == 160
+    x = np.array([[[[0.0, 127.5, 255.0]]]], "float32")
+    np.testing.assert_allclose(
+        np.asarray(other["preprocess"](x)), [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)
+    with pytest.raises(ValueError, match="'fake' has no released weights "
+                       "tagged 'in22k'. Released tags: \\['t1', 't2'\\]"):
+        evaluation.eval_settings("fake", "in22k")
+
+
+def test_eval_settings_feed_accuracy(monkeypatch):
+    _bicubic_entry(monkeypatch, input_size=16)  # resize floor(16 / 0.95) = 16
+    settings = evaluation.eval_settings("fake")
+    assert settings["resize_size"] == 16
+    seen = []
+    original = _runner.resize_square
+
+    def spy(image, size, interpolation="bilinear"):
+        seen.append((size, interpolation))
+        return original(image, size, interpolation)
+
+    monkeypatch.setattr(_runner, "resize_square", spy)
+    result = evaluation.accuracy(
+        invariant_model(), random_dataset(6, size=24), top_k=1, **settings,
+        **QUIET)
+    assert result["num_images"] == 6
+    assert seen and set(seen) == {(16, "bicubic")}

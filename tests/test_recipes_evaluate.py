@@ -211,3 +211,135 @@ def test_defaults_follow_the_architecture_and_its_weights(argv, expected):
     else:
         got += (config.input_size, config.resize_size(), config.interpolation)
     assert got == expected
+
+
+# --- the released weights' preprocessing, on a registry entry of the test ---
+
+
+def fake_entry(monkeypatch, t1, t2=None):
+    """Registers "fake" (for this test only) with released tags t1, t2."""
+    import dataclasses
+
+    from keras_blurpool.applications import registry
+
+    t2 = t2 or registry.Preprocessing(input_size=160, crop_pct=1.0)
+    spec = dataclasses.replace(
+        registry.get("resnet18"), name="fake", default_tag="t1",
+        hub_weights={"t1": registry.HubWeights(t1), "t2": registry.HubWeights(t2)})
+    monkeypatch.setitem(registry._REGISTRY, "fake", spec)
+    return spec
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--weights", "imagenet"], ("t1", 224, 235, "bicubic")),
+        (["--weights", "imagenet", "--test-size"], ("t1", 256, 256, "bicubic")),
+        (["--weights", "imagenet", "--tag", "t2"], ("t2", 160, 160, "bilinear")),
+        (["--weights", "t2"], ("t2", 160, 160, "bilinear")),
+        (["--weights", "t2", "--tag", "t2"], ("t2", 160, 160, "bilinear")),
+        # A local copy of released weights, said to be so by --tag.
+        (["--weights", "t1.safetensors", "--tag", "t1"], ("t1", 224, 235, "bicubic")),
+        # Weights trained here: the data's sizes.
+        (["--weights", "mine.weights.h5"], (None, None, None, None)),
+    ],
+)
+def test_tag_selects_the_released_preprocessing(monkeypatch, argv, expected):
+    from keras_blurpool.applications import registry
+
+    fake_entry(monkeypatch, registry.Preprocessing(
+        crop_pct=0.95, interpolation="bicubic", test_input_size=256,
+        test_crop_pct=1.0))
+    args = evaluate.parser().parse_args(["--arch", "fake", *argv, "--data", "demo"])
+    config = evaluate.released_preprocessing(args)
+    got = (evaluate.released_tag(args),)
+    if config is None:
+        got += (None, None, None)
+    else:
+        got += (config.input_size, config.resize_size(), config.interpolation)
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--arch", "fake", "--weights", "t1", "--tag", "t2"],
+         "--weights 't1' and --tag 't2' name different released weights"),
+        (["--arch", "fake", "--weights", "imagenet", "--tag", "in22k"],
+         "'fake' has no released weights tagged 'in22k'. Released tags: ['t1', 't2']"),
+        (["--arch", "resnet18", "--weights", "imagenet", "--tag", "t1"],
+         "'resnet18' has no released weights tagged 't1'"),
+        (["--arch", "demo", "--weights", "x.weights.h5", "--tag", "t1"],
+         "--arch 'demo' is not an architecture of the registry"),
+        (["--arch", "demo", "--weights", "x.weights.h5", "--interpolation", "area"],
+         "invalid choice: 'area'"),
+    ],
+)
+def test_bad_tags_are_clear_errors(monkeypatch, capsys, argv, message):
+    from keras_blurpool.applications import registry
+
+    fake_entry(monkeypatch, registry.Preprocessing(interpolation="bicubic"))
+    monkeypatch.setitem(models.ARCHITECTURES, "fake", models.ARCHITECTURES["demo"])
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main([*argv, "--data", "demo", "--verbose", "0"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_validates_released_weights_as_their_authors(tmp_path, monkeypatch):
+    """--arch of the registry: its tag's size, crop and interpolation."""
+    import keras
+
+    from keras_blurpool.applications import registry
+    from keras_blurpool.evaluation import _runner
+
+    fake_entry(monkeypatch, registry.Preprocessing(
+        input_size=32, crop_pct=0.8, interpolation="bicubic"))
+    built = []
+
+    def builder(filter_size, *, classes, input_shape, weights, antialias, padding):
+        built.append(dict(filter_size=filter_size, classes=classes,
+                          input_shape=input_shape, weights=weights,
+                          antialias=antialias))
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input(input_shape)
+        x = keras.layers.GlobalAveragePooling2D()(inputs)
+        return keras.Model(inputs, keras.layers.Dense(classes)(x))
+
+    monkeypatch.setitem(models.ARCHITECTURES, "fake", builder)
+    resized = []
+    original = _runner.resize_square
+
+    def spy(image, size, interpolation="bilinear"):
+        resized.append((size, interpolation))
+        return original(image, size, interpolation)
+
+    monkeypatch.setattr(_runner, "resize_square", spy)
+    data = jpeg_folder(tmp_path / "images", ["n01440764", "n01443537"], per_class=2)
+
+    def run(*argv):
+        built.clear()
+        resized.clear()
+        out = tmp_path / f"out{len(os.listdir(tmp_path))}"
+        code = evaluate.main(["--arch", "fake", "--data", data, "--metrics",
+                              "accuracy", "--out-dir", str(out), "--verbose", "0",
+                              *argv])
+        assert code == 0
+        return json.loads((out / "results.json").read_text())
+
+    summary = run("--weights", "imagenet")
+    assert (summary["image_size"], summary["resize_size"],
+            summary["interpolation"], summary["tag"]) == (32, 40, "bicubic", "t1")
+    assert built == [dict(filter_size=4, classes=1000, input_shape=(32, 32, 3),
+                          weights="imagenet", antialias="blur")]
+    assert set(resized) == {(40, "bicubic")}
+    (figures,) = summary["models"].values()
+    assert figures["accuracy"]["num_images"] == 4
+
+    # --tag fetches that release; flags override its values.
+    summary = run("--weights", "imagenet", "--tag", "t2", "--image-size", "24",
+                  "--interpolation", "bicubic")
+    assert (summary["image_size"], summary["resize_size"],
+            summary["interpolation"], summary["tag"]) == (24, 24, "bicubic", "t2")
+    assert built[0]["weights"] == "t2" and built[0]["input_shape"] == (24, 24, 3)
+    assert set(resized) == {(24, "bicubic")}
