@@ -371,7 +371,7 @@ def _builder(builder: str, title: str, timm_name: str, plain: str, config: _Conf
 
     hub = _HUB_WEIGHTS.get(timm_name, {})
     if hub:
-        default = f"timm's `{timm_name}.{_DEFAULT_TAGS[timm_name]}`"
+        default = f"timm's `{timm_name}.{next(iter(hub))}`"
         tags = ", ".join(f"`{tag!r}`" for tag in hub)
         released = (
             " Released ImageNet weights (Apache-2.0): "
@@ -440,7 +440,6 @@ _HUB_WEIGHTS: dict[str, dict[str, HubWeights]] = {
         "sw_in12k_ft_in1k_384": HubWeights(_bicubic(384, 1.0), top1=87.30),
     },
 }
-_DEFAULT_TAGS = {name: next(iter(tags)) for name, tags in _HUB_WEIGHTS.items()}
 
 _D = dict(stem_width=32, avg_down=True)
 _R50, _R101 = (3, 4, 6, 3), (3, 4, 23, 3)
@@ -540,22 +539,11 @@ def _torch_name(keras_name: str, present: set[str]) -> str | None:
         return f"{prefix}.se.{'fc1' if se == 'reduce' else 'fc2'}"
     if index != "0":
         return f"{prefix}.{kind}{index}"
-    # The shortcut: Sequential([pool,] conv, bn); timm's average-pool
-    # shortcut holds an Identity at index 0 where it does not stride.
-    avg_down = f"conv{stage}_block{block}_0_pool" in present or _avg_down_stride1(
-        stage, block, present
-    )
-    offset = 1 if avg_down else 0
+    # The shortcut: Sequential([pool,] conv, bn). In a network with
+    # average-pool shortcuts (stage 3 has a pool), index 0 is the pool, an
+    # Identity where the shortcut does not stride.
+    offset = 1 if "conv3_block1_0_pool" in present else 0
     return f"{prefix}.downsample.{offset + (kind == 'bn')}"
-
-
-def _avg_down_stride1(stage: str, block: str, present: set[str]) -> bool:
-    """Whether a stride-1 shortcut sits in an average-pool-shortcut net.
-
-    Only the first block of stage 2 has one (more channels, same size);
-    the network has average-pool shortcuts iff stage 3's first has a pool.
-    """
-    return stage == "2" and "conv3_block1_0_pool" in present
 
 
 registry.register_family(

@@ -238,7 +238,8 @@ def cached_state_dict(
         return cached
 
     fd, checkpoint = tempfile.mkstemp(
-        prefix=f".{stem}-", suffix=f"{suffix}.part", dir=directory
+        # Partial, and named so that `read_checkpoint` picks its reader.
+        prefix=f".{stem}-", suffix=f".part{suffix}", dir=directory
     )
     os.close(fd)
     try:
@@ -249,10 +250,6 @@ def cached_state_dict(
                 f"The file fetched from {origin} is corrupted: its SHA-256 "
                 f"is {actual}, {where} says {expected}..."
             )
-        if suffix == ".safetensors":
-            # The reader picks its format by the name.
-            os.replace(checkpoint, checkpoint[: -len(".part")])
-            checkpoint = checkpoint[: -len(".part")]
         try:
             state_dict = read_checkpoint(checkpoint)
         except ValueError as error:
