@@ -18,6 +18,7 @@ import numpy as np
 
 from keras_blurpool.applications import pretrained
 from keras_blurpool.applications import registry
+from keras_blurpool.applications.arguments import antialias_spec
 from keras_blurpool.layers import is_antialiasing
 from keras_blurpool.weights import CHECKPOINT_SUFFIXES
 from keras_blurpool.weights import assign_state_dict
@@ -106,6 +107,89 @@ def load_torch_weights(
     return assign_state_dict(model, _candidates(model, dict(state_dict)))
 
 
+def check_weights(
+    weights,
+    *,
+    arch: str,
+    include_top: bool,
+    classes,
+    antialias,
+    filter_size,
+    pad_type: str = "reflect",
+    pool_only: bool | None = None,
+    padding: str = "zero",
+) -> None:
+    """Early, named errors for a builder's `weights` argument.
+
+    Args:
+        weights: the builder's `weights`: None, `"imagenet"`, a released
+            tag of `arch`, or the path of a Keras `.weights.h5` file, of a
+            PyTorch checkpoint (`.pth`, `.pth.tar`, `.pt`) or of a
+            `.safetensors` file.
+        arch: the registry name of the architecture (`"resnet50"`,
+            `"vgg16_bn"`, ...), which picks the released weights; never
+            the user's model `name`.
+        include_top: the builder's `include_top`.
+        classes: the builder's `classes`.
+        antialias: the builder's `antialias`.
+        filter_size: the builder's `filter_size`.
+        pad_type: the builder's `pad_type`.
+        pool_only: the builder's `pool_only`, where it has one.
+        padding: the builder's `padding`, where it has one.
+
+    Raises:
+        ValueError: naming the argument, the value and what is allowed,
+            also when the released weights do not fit the other arguments.
+    """
+    if weights is None:
+        return
+    tags = list(registry.get(arch).hub_weights)
+    allowed = (
+        "None, 'imagenet', "
+        + (f"a released tag ({', '.join(map(repr, tags))}), " if tags else "")
+        + "or the path of a Keras `.weights.h5` file or of "
+        "a PyTorch checkpoint (`.pth`, `.pth.tar`, `.pt`) or `.safetensors` "
+        "file"
+    )
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(
+            f"`weights` must be {allowed}. Received: weights={weights!r}"
+        )
+    tag = pretrained.hub_tag(arch, weights)
+    if weights == "imagenet" or tag is not None:
+        if padding != "zero":
+            raise ValueError(
+                "With `weights='imagenet'`: the released ImageNet weights "
+                "are for zero-padded convolutions. Received: "
+                f"padding={padding!r}"
+            )
+        if include_top and classes != 1000:
+            raise ValueError(
+                "With `weights='imagenet'` and `include_top=True`, `classes` "
+                "must be 1000 (the ImageNet classifier). Received: "
+                f"classes={classes!r}"
+            )
+        aa = antialias_spec(antialias, filter_size, pad_type)
+        pretrained.check_imagenet_available(
+            arch,
+            None if aa is None else filter_size,
+            pool_only=pool_only,
+            antialias=None if aa is None else aa.antialias,
+            pad_type=pad_type,
+            tag=tag,
+        )
+        return
+    path = os.fspath(weights)
+    if not path.endswith((".weights.h5",) + CHECKPOINT_SUFFIXES):
+        raise ValueError(
+            f"`weights` must be {allowed}. Received: weights={weights!r}"
+        )
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"`weights` file does not exist. Received: weights={weights!r}"
+        )
+
+
 def load_weights(model: keras.Model, weights, *, arch: str, filter_size) -> None:
     """Loads a builder's `weights` argument into its model.
 
@@ -113,7 +197,7 @@ def load_weights(model: keras.Model, weights, *, arch: str, filter_size) -> None
         model: the builder's model.
         weights: `"imagenet"`, a released timm tag of `arch`, or the path
             of a PyTorch checkpoint, a `.safetensors` file or a Keras
-            `.weights.h5` file (checked by `validate_builder_args`).
+            `.weights.h5` file (checked by `check_weights`).
         arch: the registry name of the architecture.
         filter_size: the model's filter size.
     """
