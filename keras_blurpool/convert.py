@@ -30,7 +30,7 @@ import numpy as np
 
 from keras_blurpool._utils import atomic_path
 from keras_blurpool.applications import registry
-from keras_blurpool.applications._common import check_filter_size
+from keras_blurpool.applications.arguments import check_filter_size
 from keras_blurpool.applications.loading import infer_filter_size
 from keras_blurpool.applications.loading import load_torch_weights
 from keras_blurpool.applications.loading import read_checkpoint

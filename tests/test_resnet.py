@@ -8,7 +8,7 @@ import pytest
 
 import keras_blurpool
 from keras_blurpool.applications import resnet
-from keras_blurpool.applications._common import AntiAlias
+from keras_blurpool.applications.arguments import AntialiasSpec
 from tests.conftest import assert_same_logits
 from tests.conftest import numpy_state_dict
 from tests.conftest import randomize_batchnorm
@@ -209,7 +209,7 @@ def test_minimum_input_size(reference, filter_size, pool_only):
     torch, aa = reference
     torch_model = aa.resnet18(filter_size=filter_size, pool_only=pool_only)
     torch_model.eval()
-    smallest = resnet._min_input_size(AntiAlias("blur", filter_size), pool_only)
+    smallest = resnet._min_input_size(AntialiasSpec("blur", filter_size), pool_only)
     with torch.no_grad():
         torch_model(torch.zeros(1, 3, smallest, smallest))
         if smallest > 32:  # the reference cannot reflect-pad below it

@@ -25,8 +25,9 @@ from keras_blurpool.applications import VGG19
 from keras_blurpool.applications import VGG19BN
 from keras_blurpool.applications import AlexNet
 from keras_blurpool.applications import alexnet
+from keras_blurpool.applications import layer_specs
 from keras_blurpool.applications import vgg
-from keras_blurpool.applications._common import AntiAlias
+from keras_blurpool.applications.arguments import AntialiasSpec
 from tests.conftest import assert_same_logits
 from tests.conftest import numpy_state_dict
 from tests.conftest import randomize_batchnorm
@@ -253,15 +254,15 @@ def test_minimum_input_size_agrees_with_reference(reference):
         for features, spec in (
             (
                 reference_vgg_features(reference, 11, False, filter_size),
-                vgg._vgg_features(11, False, AntiAlias("blur", filter_size)),
+                vgg._vgg_features(11, False, AntialiasSpec("blur", filter_size)),
             ),
             (
                 aa.alexnet(filter_size=filter_size),
-                alexnet._alexnet_features(AntiAlias("blur", filter_size), False),
+                alexnet._alexnet_features(AntialiasSpec("blur", filter_size), False),
             ),
         ):
             features = features.features
-            size = vgg._min_input_size(spec)
+            size = layer_specs.min_input_size(spec)
             with torch.no_grad():
                 features(torch.zeros(1, 3, size, size))
                 with pytest.raises(RuntimeError):

@@ -1,13 +1,15 @@
 """Anti-aliased architectures, keras.applications style.
 
-Every builder takes `antialias` (`"blur"`, `"avg"`, None for the plain
-network, or a callable making the layer), `filter_size` (1-7; None also
-builds the plain network) and `pad_type`, builds in
-`keras.config.image_data_format()`, and returns a functional
-`keras.Model` that equals the PyTorch reference layer for layer once its
-weights are loaded; `timm_resnet` builds timm's anti-aliased ResNets
-(`ResNetAA50D`, `SEResNeXtAA101D_32x8d`, ...), equal to timm's. Each
-family module registers its architectures in `registry`.
+Every builder (`ResNet50`, `VGG16BN`, `ResNetAA50D`, ...) is made by
+`builder.Family.builder` from its family's named variant, so all of them
+share one signature (`arguments.ARGUMENTS`: the keras.applications
+arguments, then `antialias`, `filter_size`, `pad_type` and, where the
+family has them, `pool_only` and `padding`), one set of argument checks
+and one docstring text per argument. They build in
+`keras.config.image_data_format()` and return a functional `keras.Model`
+equal, layer for layer, to the PyTorch reference (`antialiased_cnns`) or,
+for `timm_resnet`, to timm once its weights are loaded. Each family
+module registers its architectures in `registry`.
 """
 
 from keras_blurpool.applications import alexnet

@@ -283,8 +283,8 @@ ARGUMENTS = (
         "weights",
         None,
         "str | os.PathLike | None",
-        "`None` (random initialization), `\"imagenet\"` ({imagenet}; "
-        "fetched once, verified and cached){tags}, or the path of a Keras "
+        "`None` (random initialization), `\"imagenet\"` ({imagenet})"
+        "{tags}, or the path of a Keras "
         "`.weights.h5` file, a PyTorch checkpoint (`.pth`, `.pth.tar`, "
         "`.pt`) or a `.safetensors` file of this network.",
     ),

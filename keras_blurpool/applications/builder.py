@@ -58,6 +58,9 @@ class Family:
 
     Attributes:
         name: the family's name, for messages (`"ResNet"`).
+        module: the module that makes the family's builders (its
+            `__name__`): their `__module__`, where `help()`, doctest and
+            the API docs find them.
         network: `(inputs, variant, options) -> outputs`: the whole network
             on the input tensor, head included (`blocks.pooling_head` is
             the keras.applications head).
@@ -79,6 +82,7 @@ class Family:
     """
 
     name: str
+    module: str
     network: Callable[..., Any]
     min_input_size: Callable[..., int]
     doc: str
@@ -145,7 +149,8 @@ class Family:
 
         Returns:
             The builder: a function with the signature of `signature` that
-            returns a `keras.Model`.
+            returns a `keras.Model`; its `arch` and `variant` attributes
+            are the arguments above.
         """
         signature = self.signature(variant)
         family = self
@@ -156,12 +161,14 @@ class Family:
             return family.build(variant, arch=arch, **bound.arguments)
 
         build.__name__ = build.__qualname__ = name
+        build.__module__ = self.module
         build.__signature__ = signature
         build.__doc__ = self._docstring(
             signature, variant, builder=name, arch=arch, title=title,
             **doc_fields,
         )
         build.arch = arch
+        build.variant = variant
         return build
 
     def build(self, variant, *, arch: str, **arguments) -> keras.Model:
@@ -238,7 +245,7 @@ class Family:
         fields = {
             "top": "global average pooling and a Dense classifier",
             "imagenet": "the reference's released ImageNet weights, "
-            "CC BY-NC-SA 4.0",
+            "CC BY-NC-SA 4.0, fetched once, verified and cached",
             "tags": "",
             "where": "every strided layer runs at stride 1, then is "
             "low-pass filtered and subsampled",
@@ -262,7 +269,7 @@ class Family:
             if argument.name in signature.parameters
         )
         return (
-            self.doc.format(**fields).strip()
+            _filled(self.doc.format(**fields))
             + "\n\nArgs:\n"
             + args
             + "\n\nReturns:\n    A `keras.Model`, in "
@@ -270,6 +277,21 @@ class Family:
             f">>> model = keras_blurpool.applications.{fields['builder']}()\n"
             ">>> model.output_shape\n(None, 1000)\n"
         )
+
+
+def _filled(text: str, width: int = 76) -> str:
+    """`text` with each prose paragraph refilled to `width` (lists kept)."""
+    paragraphs = []
+    for paragraph in text.strip().split("\n\n"):
+        if not paragraph.lstrip().startswith("-"):
+            paragraph = textwrap.fill(
+                " ".join(paragraph.split()),
+                width=width,
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
+        paragraphs.append(paragraph)
+    return "\n\n".join(paragraphs)
 
 
 def _indented(paragraph: str, width: int = 76) -> str:
@@ -280,6 +302,7 @@ def _indented(paragraph: str, width: int = 76) -> str:
         initial_indent="    ",
         subsequent_indent="        ",
         break_on_hyphens=False,
+        break_long_words=False,
     )
 
 

@@ -15,38 +15,26 @@ in `_blur`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
-import keras
 from keras import layers
 
 from keras_blurpool.applications import registry
-from keras_blurpool.applications._common import MIN_INPUT_SIZE
-from keras_blurpool.applications._common import AntiAlias
-from keras_blurpool.applications._common import anti_alias
-from keras_blurpool.applications._common import antialias_spec
-from keras_blurpool.applications._common import batch_norm
-from keras_blurpool.applications._common import channel_axis
-from keras_blurpool.applications._common import channels
-from keras_blurpool.applications._common import conv
-from keras_blurpool.applications._common import finish_model
-from keras_blurpool.applications._common import min_size_reason
-from keras_blurpool.applications._common import model_input
-from keras_blurpool.applications._common import pooling_head
-from keras_blurpool.applications._common import validate_builder_args
+from keras_blurpool.applications.arguments import MIN_INPUT_SIZE
+from keras_blurpool.applications.arguments import AntialiasSpec
+from keras_blurpool.applications.arguments import Options
+from keras_blurpool.applications.blocks import apply_antialias
+from keras_blurpool.applications.blocks import batch_norm
+from keras_blurpool.applications.blocks import channel_axis
+from keras_blurpool.applications.blocks import channels
+from keras_blurpool.applications.blocks import conv
+from keras_blurpool.applications.blocks import pooling_head
+from keras_blurpool.applications.builder import Family
 
 _BN_SIZE = 4  # the bottleneck has `_BN_SIZE * growth_rate` channels
 
-# Layers per dense block, growth rate, stem filters.
-_VARIANTS = {
-    "densenet121": ((6, 12, 24, 16), 32, 64),
-    "densenet161": ((6, 12, 36, 24), 48, 96),
-    "densenet169": ((6, 12, 32, 32), 32, 64),
-    "densenet201": ((6, 12, 48, 32), 32, 64),
-}
-
-
-def _min_input_size(aa: AntiAlias | None) -> int:
+def _min_input_size(aa: AntialiasSpec | None) -> int:
     # The last transition anti-aliases the input downsampled 4 times
     # (rounding up), which must be at least `aa.min_map_size` (larger than
     # the pad for reflect padding).
@@ -67,59 +55,37 @@ def _dense_layer(x, growth_rate: int, *, name: str):
     )
 
 
-def _transition(x, aa: AntiAlias | None, *, name: str):
+def _transition(x, aa: AntialiasSpec | None, *, name: str):
     x = batch_norm(x, name=f"{name}_bn")
     x = layers.ReLU(name=f"{name}_relu")(x)
     x = conv(x, channels(x) // 2, 1, name=f"{name}_conv")
     if aa is None:
         return layers.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)
-    return anti_alias(x, aa, name=f"{name}_blur")
+    return apply_antialias(x, aa, name=f"{name}_blur")
 
 
-def _densenet(
-    variant: str,
-    *,
-    include_top,
-    weights,
-    input_tensor,
-    input_shape,
-    pooling,
-    classes,
-    classifier_activation,
-    antialias,
-    filter_size,
-    pad_type,
-    pool_only,
-    synchronized_batch_norm,
-    name,
-):
-    validate_builder_args(
-        weights=weights,
-        filter_size=filter_size,
-        include_top=include_top,
-        pooling=pooling,
-        classes=classes,
-        arch=variant,
-        pool_only=pool_only,
-        antialias=antialias,
-        pad_type=pad_type,
-        synchronized_batch_norm=synchronized_batch_norm,
-    )
-    if not isinstance(pool_only, bool):
-        raise ValueError(
-            f"`pool_only` must be a bool. Received: pool_only={pool_only!r}"
-        )
-    aa = antialias_spec(antialias, filter_size, pad_type)
-    min_size = _min_input_size(aa)
-    img_input, inputs = model_input(
-        input_tensor,
-        input_shape,
-        min_size=min_size,
-        why=min_size_reason(aa, min_size),
-    )
-    blocks, growth_rate, stem_filters = _VARIANTS[variant]
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DenseNetVariant:
+    """One DenseNet-BC.
+
+    Attributes:
+        blocks: layers in each of the four dense blocks.
+        growth_rate: channels each dense layer adds.
+        stem_filters: channels of the stem convolution.
+    """
+
+    blocks: tuple[int, int, int, int]
+    growth_rate: int = 32
+    stem_filters: int = 64
+
+
+def _network(img_input, variant: DenseNetVariant, options: Options):
+    aa = options.aa
+    blocks = variant.blocks
+    growth_rate = variant.growth_rate
+    stem_filters = variant.stem_filters
     antialiased = aa is not None
-    blur_stem_conv = antialiased and not pool_only
+    blur_stem_conv = antialiased and not options.pool_only
 
     x = conv(
         img_input,
@@ -132,14 +98,14 @@ def _densenet(
     x = batch_norm(x, name="conv1_bn")
     x = layers.ReLU(name="conv1_relu")(x)
     if blur_stem_conv:
-        x = anti_alias(x, aa, name="conv1_blur")
+        x = apply_antialias(x, aa, name="conv1_blur")
     # Zero padding equals PyTorch's -inf padding here: the input is a ReLU.
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(
         3, strides=1 if antialiased else 2, name="pool1"
     )(x)
     if antialiased:
-        x = anti_alias(x, aa, name="pool1_blur")
+        x = apply_antialias(x, aa, name="pool1_blur")
 
     for stage, num_layers in enumerate(blocks, start=2):
         for i in range(1, num_layers + 1):
@@ -149,133 +115,61 @@ def _densenet(
 
     x = batch_norm(x, name="bn")
     x = layers.ReLU(name="relu")(x)
-    x = pooling_head(
-        x,
-        include_top=include_top,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-    )
-    return finish_model(
-        inputs,
-        x,
-        name=name or variant,
-        weights=weights,
-        arch=variant,
-        filter_size=filter_size,
-        synchronized_batch_norm=synchronized_batch_norm,
-    )
+    return pooling_head(x, options)
 
 
-_DOC = """Instantiates the anti-aliased {title} architecture.
+DENSENET = Family(
+    name="DenseNet",
+    module=__name__,
+    network=_network,
+    min_input_size=lambda variant, options: _min_input_size(options.aa),
+    arguments=("pool_only",),
+    doc="""Instantiates the anti-aliased {title} architecture.
 
-    Reference:
-    - [Making Convolutional Networks Shift-Invariant Again](
-        https://arxiv.org/abs/1904.11486) (ICML 2019)
-    - [Densely Connected Convolutional Networks](
-        https://arxiv.org/abs/1608.06993) (CVPR 2017)
+Reference:
+- [Making Convolutional Networks Shift-Invariant Again](
+    https://arxiv.org/abs/1904.11486) (ICML 2019)
+- [Densely Connected Convolutional Networks](
+    https://arxiv.org/abs/1608.06993) (CVPR 2017)
 
-    Equals `antialiased_cnns.{ref}(filter_size=..., pool_only=...)` once
-    its weights are loaded with `keras_blurpool.load_torch_weights`
-    (PyTorch names such as `features.denseblock1.denselayer1.norm1`;
-    the released checkpoints spell these `norm.1`, which the reference's
-    `_load_state_dict` renames before loading: do the same).
-    Inputs are RGB images normalised as for torchvision, in
-    `keras.config.image_data_format()`.
+Equals `antialiased_cnns.{arch}(filter_size=..., pool_only=...)` once
+its weights are loaded with `keras_blurpool.load_torch_weights`
+(PyTorch names such as `features.denseblock1.denselayer1.norm1`; the
+released checkpoints' old spelling `norm.1` is renamed as torchvision's
+`_load_state_dict` does). Inputs are RGB images normalised as for
+torchvision, in `keras.config.image_data_format()`.
+""",
+    doc_fields={
+        "where": "after the stem's max pool, run at stride 1, and in place "
+        "of each transition's 2x2 average pool",
+        "first_conv": "the 7x7 stem convolution",
+    },
+)
 
-    Args:
-        include_top: whether to include the classifier on top.
-        weights: `None` (random initialization), `"imagenet"` (the
-            reference's released ImageNet weights, fetched once, verified and
-            cached), or the path of a Keras `.weights.h5` file or a PyTorch
-            `.pth`/`.pth.tar` checkpoint.
-        input_tensor: optional Keras tensor to use as the image input.
-        input_shape: optional `(height, width, 3)` (`(3, height, width)`
-            under channels_first); each size at least 32 (with
-            `pad_type="reflect"`, at least 33 for `filter_size` 4 or 5, 49
-            for 6 or 7, where the last blur must be able to reflect-pad
-            its map).
-        pooling: with `include_top=False`: `None` (4-D feature map),
-            `"avg"` or `"max"` (global pooling to 2-D).
-        classes: number of classes, with `include_top=True`.
-        classifier_activation: activation of the `predictions` layer,
-            e.g. `"softmax"` or `None` for logits.
-        antialias: the anti-aliasing layer: `"blur"` (the reference's
-            `BlurPool2D`), `"avg"` (2x2 average pool of stride 2), `None`
-            (torchvision's non-antialiased DenseNet: stride-2 max pool,
-            2x2 average pools) or a callable
-            `(channels, strides, name) -> keras.layers.Layer`.
-        filter_size: 1-7, taps of the binomial blur filter (1 = plain
-            subsampling), or `None` for the plain network (as
-            `antialias=None`).
-        pad_type: padding of the blur: `"reflect"` (the reference's),
-            `"replicate"` or `"zero"` (these take smaller inputs).
-        pool_only: `True` antialiases the pools only. `False` also
-            evaluates the 7x7 stem convolution at stride 1 and blurs
-            after it (costly). Ignored by the plain network.
-        synchronized_batch_norm: if `True`, BatchNormalization computes
-            its batch statistics over all replicas of a `tf.distribute`
-            strategy (Keras's `BatchNormalization(synchronized=True)`;
-            TensorFlow backend only), so every replica holds the same
-            moving statistics. See docs/training.md, "model.fit on GPUs".
-        name: model name, `"{ref}"` by default.
-
-    Returns:
-        A `keras.Model`.
-
-    Example:
-
-    >>> model = keras_blurpool.applications.{func}(filter_size=4)
-    >>> model.output_shape
-    (None, 1000)
-"""
-
-
-def _builder(builder: str, title: str):
-    """Makes the public builder of one DenseNet of the table."""
-    variant = builder.lower()
-
-    def build(
-        include_top: bool = True,
-        weights: str | None = None,
-        input_tensor=None,
-        input_shape: tuple | None = None,
-        pooling: str | None = None,
-        classes: int = 1000,
-        classifier_activation="softmax",
-        antialias="blur",
-        filter_size: int | None = 4,
-        pad_type: str = "reflect",
-        pool_only: bool = True,
-        synchronized_batch_norm: bool = False,
-        name: str | None = None,
-    ) -> keras.Model:
-        return _densenet(
-            variant,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            antialias=antialias,
-            filter_size=filter_size,
-            pad_type=pad_type,
-            pool_only=pool_only,
-            synchronized_batch_norm=synchronized_batch_norm,
-            name=name,
-        )
-
-    build.__name__ = build.__qualname__ = builder
-    build.__doc__ = _DOC.format(title=title, ref=variant, func=builder)
-    return build
-
-
-DenseNet121 = _builder("DenseNet121", "DenseNet-121")
-DenseNet161 = _builder("DenseNet161", "DenseNet-161")
-DenseNet169 = _builder("DenseNet169", "DenseNet-169")
-DenseNet201 = _builder("DenseNet201", "DenseNet-201")
+DenseNet121 = DENSENET.builder(
+    "DenseNet121",
+    arch="densenet121",
+    title="DenseNet-121",
+    variant=DenseNetVariant(blocks=(6, 12, 24, 16)),
+)
+DenseNet161 = DENSENET.builder(
+    "DenseNet161",
+    arch="densenet161",
+    title="DenseNet-161",
+    variant=DenseNetVariant(blocks=(6, 12, 36, 24), growth_rate=48, stem_filters=96),
+)
+DenseNet169 = DENSENET.builder(
+    "DenseNet169",
+    arch="densenet169",
+    title="DenseNet-169",
+    variant=DenseNetVariant(blocks=(6, 12, 32, 32)),
+)
+DenseNet201 = DENSENET.builder(
+    "DenseNet201",
+    arch="densenet201",
+    title="DenseNet-201",
+    variant=DenseNetVariant(blocks=(6, 12, 48, 32)),
+)
 
 
 _FIXED_NAMES = {

@@ -16,22 +16,18 @@ from __future__ import annotations
 
 import re
 
-import keras
 from keras import layers
 
 from keras_blurpool.applications import registry
-from keras_blurpool.applications._common import MIN_INPUT_SIZE
-from keras_blurpool.applications._common import AntiAlias
-from keras_blurpool.applications._common import anti_alias
-from keras_blurpool.applications._common import antialias_spec
-from keras_blurpool.applications._common import batch_norm
-from keras_blurpool.applications._common import channels
-from keras_blurpool.applications._common import conv
-from keras_blurpool.applications._common import finish_model
-from keras_blurpool.applications._common import min_size_reason
-from keras_blurpool.applications._common import model_input
-from keras_blurpool.applications._common import pooling_head
-from keras_blurpool.applications._common import validate_builder_args
+from keras_blurpool.applications.arguments import MIN_INPUT_SIZE
+from keras_blurpool.applications.arguments import AntialiasSpec
+from keras_blurpool.applications.arguments import Options
+from keras_blurpool.applications.blocks import apply_antialias
+from keras_blurpool.applications.blocks import batch_norm
+from keras_blurpool.applications.blocks import channels
+from keras_blurpool.applications.blocks import conv
+from keras_blurpool.applications.blocks import pooling_head
+from keras_blurpool.applications.builder import Family
 from keras_blurpool.layers import is_antialiasing
 
 # Expansion factor, output channels, repeats, stride of the first repeat.
@@ -50,7 +46,7 @@ _LAST_FILTERS = 1280
 _BASELINE_DROPOUT = 0.2
 
 
-def _min_input_size(aa: AntiAlias | None) -> int:
+def _min_input_size(aa: AntialiasSpec | None) -> int:
     # The last stride-2 block anti-aliases the input downsampled 4 times
     # (rounding up), which must be at least `aa.min_map_size` (larger than
     # the pad for reflect padding).
@@ -83,7 +79,7 @@ def _inverted_res_block(x, expansion, filters, stride, aa, block_id):
     y = batch_norm(y, name=f"{prefix}depthwise_BN")
     y = _relu6(y, f"{prefix}depthwise_relu")
     if blur:
-        y = anti_alias(y, aa, strides=stride, name=f"{prefix}blur")
+        y = apply_antialias(y, aa, strides=stride, name=f"{prefix}blur")
     y = conv(y, filters, 1, name=f"{prefix}project")
     # Linear bottleneck: no activation after the projection.
     y = batch_norm(y, name=f"{prefix}project_BN")
@@ -92,99 +88,9 @@ def _inverted_res_block(x, expansion, filters, stride, aa, block_id):
     return y
 
 
-def MobileNetV2(
-    include_top: bool = True,
-    weights: str | None = None,
-    input_tensor=None,
-    input_shape: tuple | None = None,
-    pooling: str | None = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    antialias="blur",
-    filter_size: int | None = 4,
-    pad_type: str = "reflect",
-    synchronized_batch_norm: bool = False,
-    name: str | None = None,
-) -> keras.Model:
-    """Instantiates the anti-aliased MobileNetV2 architecture.
-
-    Reference:
-    - [Making Convolutional Networks Shift-Invariant Again](
-        https://arxiv.org/abs/1904.11486) (ICML 2019)
-    - [MobileNetV2: Inverted Residuals and Linear Bottlenecks](
-        https://arxiv.org/abs/1801.04381) (CVPR 2018)
-
-    Equals `antialiased_cnns.mobilenet_v2(filter_size=...)` (width
-    multiplier 1.0) once its weights are loaded with
-    `keras_blurpool.load_torch_weights`. Like the reference, the
-    antialiased model has no dropout before its classifier
-    (`classifier.0`); with `filter_size=None` it is torchvision's
-    `mobilenet_v2`, with dropout 0.2 and classifier `classifier.1`.
-    Inputs are RGB images normalised as for torchvision, in
-    `keras.config.image_data_format()`.
-
-    Args:
-        include_top: whether to include the classifier on top.
-        weights: `None` (random initialization), `"imagenet"` (the
-            reference's released ImageNet weights, fetched once, verified and
-            cached), or the path of a Keras `.weights.h5` file or a PyTorch
-            `.pth`/`.pth.tar` checkpoint.
-        input_tensor: optional Keras tensor to use as the image input.
-        input_shape: optional `(height, width, 3)` (`(3, height, width)`
-            under channels_first); each size at least 32 (with
-            `pad_type="reflect"`, at least 33 for `filter_size` 4 or 5, 49
-            for 6 or 7, where the last blur must be able to reflect-pad
-            its map).
-        pooling: with `include_top=False`: `None` (4-D feature map),
-            `"avg"` or `"max"` (global pooling to 2-D).
-        classes: number of classes, with `include_top=True`.
-        classifier_activation: activation of the `predictions` layer,
-            e.g. `"softmax"` or `None` for logits.
-        antialias: the anti-aliasing layer: `"blur"` (the reference's
-            `BlurPool2D`), `"avg"` (2x2 average pool of stride 2), `None`
-            (torchvision's non-antialiased MobileNetV2, with strided
-            depthwise convolutions) or a callable
-            `(channels, strides, name) -> keras.layers.Layer`.
-        filter_size: 1-7, taps of the binomial blur filter (1 = plain
-            subsampling), or `None` for the plain network (as
-            `antialias=None`).
-        pad_type: padding of the blur: `"reflect"` (the reference's),
-            `"replicate"` or `"zero"` (these take smaller inputs).
-        synchronized_batch_norm: if `True`, BatchNormalization computes
-            its batch statistics over all replicas of a `tf.distribute`
-            strategy (Keras's `BatchNormalization(synchronized=True)`;
-            TensorFlow backend only), so every replica holds the same
-            moving statistics. See docs/training.md, "model.fit on GPUs".
-        name: model name, `"mobilenet_v2"` by default.
-
-    Returns:
-        A `keras.Model`.
-
-    Example:
-
-    >>> model = keras_blurpool.applications.MobileNetV2(filter_size=3)
-    >>> model.output_shape
-    (None, 1000)
-    """
-    validate_builder_args(
-        weights=weights,
-        filter_size=filter_size,
-        include_top=include_top,
-        pooling=pooling,
-        classes=classes,
-        arch="mobilenet_v2",
-        antialias=antialias,
-        pad_type=pad_type,
-        synchronized_batch_norm=synchronized_batch_norm,
-    )
-    aa = antialias_spec(antialias, filter_size, pad_type)
-    min_size = _min_input_size(aa)
-    img_input, inputs = model_input(
-        input_tensor,
-        input_shape,
-        min_size=min_size,
-        why=min_size_reason(aa, min_size),
-    )
+def _network(img_input, variant, options: Options):
+    del variant  # the family has one member
+    aa = options.aa
     x = conv(img_input, _STEM_FILTERS, 3, strides=2, padding=1, name="Conv1")
     x = batch_norm(x, name="bn_Conv1")
     x = _relu6(x, "Conv1_relu")
@@ -205,29 +111,48 @@ def MobileNetV2(
     x = conv(x, _LAST_FILTERS, 1, name="Conv_1")
     x = batch_norm(x, name="Conv_1_bn")
     x = _relu6(x, "out_relu")
-    if include_top and aa is None:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dropout(_BASELINE_DROPOUT, name="dropout")(x)
-        x = layers.Dense(
-            classes, activation=classifier_activation, name="predictions"
-        )(x)
-    else:
-        x = pooling_head(
-            x,
-            include_top=include_top,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-        )
-    return finish_model(
-        inputs,
-        x,
-        name=name or "mobilenet_v2",
-        weights=weights,
-        arch="mobilenet_v2",
-        filter_size=filter_size,
-        synchronized_batch_norm=synchronized_batch_norm,
-    )
+    if not (options.include_top and aa is None):
+        return pooling_head(x, options)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = layers.Dropout(_BASELINE_DROPOUT, name="dropout")(x)
+    return layers.Dense(
+        options.classes,
+        activation=options.classifier_activation,
+        name="predictions",
+    )(x)
+
+
+MOBILENET_V2 = Family(
+    name="MobileNetV2",
+    module=__name__,
+    network=_network,
+    min_input_size=lambda variant, options: _min_input_size(options.aa),
+    doc="""Instantiates the anti-aliased MobileNetV2 architecture.
+
+Reference:
+- [Making Convolutional Networks Shift-Invariant Again](
+    https://arxiv.org/abs/1904.11486) (ICML 2019)
+- [MobileNetV2: Inverted Residuals and Linear Bottlenecks](
+    https://arxiv.org/abs/1801.04381) (CVPR 2018)
+
+Equals `antialiased_cnns.mobilenet_v2(filter_size=...)` (width
+multiplier 1.0) once its weights are loaded with
+`keras_blurpool.load_torch_weights`. Like the reference, the
+antialiased model has no dropout before its classifier
+(`classifier.0`); with `filter_size=None` it is torchvision's
+`mobilenet_v2`, with dropout 0.2 and classifier `classifier.1`.
+Inputs are RGB images normalised as for torchvision, in
+`keras.config.image_data_format()`.
+""",
+    doc_fields={
+        "where": "after the depthwise convolution of every stride-2 "
+        "block, run at stride 1",
+    },
+)
+
+MobileNetV2 = MOBILENET_V2.builder(
+    "MobileNetV2", arch="mobilenet_v2", title="MobileNetV2", variant=None
+)
 
 
 # Sub-modules of a PyTorch InvertedResidual's `conv` Sequential, in order.

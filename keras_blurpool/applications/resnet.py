@@ -29,23 +29,19 @@ from __future__ import annotations
 import dataclasses
 import re
 
-import keras
 from keras import layers
 
 from keras_blurpool.applications import registry
-from keras_blurpool.applications._common import MIN_INPUT_SIZE
-from keras_blurpool.applications._common import AntiAlias
-from keras_blurpool.applications._common import anti_alias
-from keras_blurpool.applications._common import antialias_spec
-from keras_blurpool.applications._common import batch_norm
-from keras_blurpool.applications._common import channels
-from keras_blurpool.applications._common import conv
-from keras_blurpool.applications._common import finish_model
-from keras_blurpool.applications._common import follow_choice
-from keras_blurpool.applications._common import min_size_reason
-from keras_blurpool.applications._common import model_input
-from keras_blurpool.applications._common import pooling_head
-from keras_blurpool.applications._common import validate_builder_args
+from keras_blurpool.applications.arguments import MIN_INPUT_SIZE
+from keras_blurpool.applications.arguments import AntialiasSpec
+from keras_blurpool.applications.arguments import Options
+from keras_blurpool.applications.blocks import apply_antialias
+from keras_blurpool.applications.blocks import batch_norm
+from keras_blurpool.applications.blocks import channels
+from keras_blurpool.applications.blocks import conv
+from keras_blurpool.applications.blocks import follow_choice
+from keras_blurpool.applications.blocks import pooling_head
+from keras_blurpool.applications.builder import Family
 from keras_blurpool.layers import CircularPadding2D
 from keras_blurpool.layers import is_antialiasing
 
@@ -61,7 +57,7 @@ def _residual_block(
     bottleneck: bool,
     groups: int,
     width_per_group: int,
-    aa: AntiAlias | None,
+    aa: AntialiasSpec | None,
     circular: bool,
     name: str,
 ):
@@ -83,7 +79,7 @@ def _residual_block(
     y, choice = x, None
     for i, (kernel_size, filters, conv_groups) in enumerate(convs, start=1):
         if antialiased and i == strided + 1:
-            y = anti_alias(
+            y = apply_antialias(
                 y,
                 aa,
                 strides=strides,
@@ -117,7 +113,7 @@ def _residual_block(
                 shortcut, aa, choice, strides=strides, name=f"{name}_0_blur"
             )
         elif antialiased:
-            shortcut = anti_alias(
+            shortcut = apply_antialias(
                 shortcut, aa, strides=strides, name=f"{name}_0_blur"
             )
         shortcut = conv(
@@ -132,7 +128,7 @@ def _residual_block(
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def _stem(x, *, aa: AntiAlias | None, pool_only: bool, circular: bool):
+def _stem(x, *, aa: AntialiasSpec | None, pool_only: bool, circular: bool):
     """7x7 convolution and max pool: 4x downsampling.
 
     APS and LPS run the convolution at stride 1 whatever `pool_only`: a
@@ -158,17 +154,17 @@ def _stem(x, *, aa: AntiAlias | None, pool_only: bool, circular: bool):
     if antialias_conv:
         # LPS's authors do not blur before their first LPS layer.
         first = dataclasses.replace(aa, filter_size=1) if aa.antialias == "lps" else aa
-        x = anti_alias(x, first, name="conv1_blur")
+        x = apply_antialias(x, first, name="conv1_blur")
     if circular or aa.polyphase:
         # As APS and LPS: the stride-1 2x2 max pool keeps the size.
         pad = CircularPadding2D if circular else layers.ZeroPadding2D
         x = pad(((0, 1), (0, 1)), name="pool1_pad")(x)
     x = layers.MaxPooling2D(2, strides=1, name="pool1_pool")(x)
-    return anti_alias(x, aa, name="pool1_blur")
+    return apply_antialias(x, aa, name="pool1_blur")
 
 
 def _min_input_size(
-    aa: AntiAlias | None, pool_only: bool, circular: bool = False
+    aa: AntialiasSpec | None, pool_only: bool, circular: bool = False
 ) -> int:
     """Smallest input side for which every anti-aliasing layer fits.
 
@@ -195,268 +191,137 @@ def _min_input_size(
         size += 1
 
 
-def _resnet(
-    *,
-    bottleneck: bool,
-    repeats: tuple[int, int, int, int],
-    groups: int = 1,
-    width_per_group: int = 64,
-    default_name: str,
-    include_top: bool,
-    weights,
-    input_tensor,
-    input_shape,
-    pooling,
-    classes: int,
-    classifier_activation,
-    antialias,
-    filter_size: int | None,
-    pad_type: str,
-    pool_only: bool,
-    padding: str,
-    synchronized_batch_norm: bool,
-    name: str | None,
-) -> keras.Model:
-    """Builds any member of the family; see the public builders."""
-    validate_builder_args(
-        weights=weights,
-        filter_size=filter_size,
-        include_top=include_top,
-        pooling=pooling,
-        classes=classes,
-        arch=default_name,
-        pool_only=pool_only,
-        antialias=antialias,
-        pad_type=pad_type,
-        synchronized_batch_norm=synchronized_batch_norm,
-        padding=padding,
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ResNetVariant:
+    """One torchvision ResNet: its blocks, depth and width.
+
+    Attributes:
+        bottleneck: bottleneck blocks (1x1, 3x3, 1x1) or basic ones (two
+            3x3 convolutions).
+        repeats: blocks in each of the four stages.
+        groups: groups of the 3x3 convolutions (ResNeXt's cardinality).
+        width_per_group: channels per group of the 3x3 convolutions at the
+            first stage (64; 128 for Wide ResNets).
+    """
+
+    bottleneck: bool
+    repeats: tuple[int, int, int, int]
+    groups: int = 1
+    width_per_group: int = 64
+
+
+def _network(inputs, variant: ResNetVariant, options: Options):
+    aa = options.aa
+    x = _stem(
+        inputs, aa=aa, pool_only=options.pool_only, circular=options.circular
     )
-    aa = antialias_spec(antialias, filter_size, pad_type, padding)
-    circular = padding == "circular"
-    min_size = _min_input_size(aa, pool_only, circular)
-    img_input, inputs = model_input(
-        input_tensor,
-        input_shape,
-        min_size=min_size,
-        why=min_size_reason(aa, min_size),
-    )
-    x = _stem(img_input, aa=aa, pool_only=pool_only, circular=circular)
-    for stage, (planes, blocks) in enumerate(zip(_STAGE_FILTERS, repeats)):
+    for stage, (planes, blocks) in enumerate(zip(_STAGE_FILTERS, variant.repeats)):
         for block in range(blocks):
             x = _residual_block(
                 x,
                 planes,
                 strides=2 if stage > 0 and block == 0 else 1,
-                bottleneck=bottleneck,
-                groups=groups,
-                width_per_group=width_per_group,
+                bottleneck=variant.bottleneck,
+                groups=variant.groups,
+                width_per_group=variant.width_per_group,
                 aa=aa,
-                circular=circular,
+                circular=options.circular,
                 name=f"conv{stage + 2}_block{block + 1}",
             )
-    x = pooling_head(
-        x,
-        include_top=include_top,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-    )
-    return finish_model(
-        inputs,
-        x,
-        name=name or default_name,
-        weights=weights,
-        arch=default_name,
-        filter_size=filter_size,
-        synchronized_batch_norm=synchronized_batch_norm,
-    )
+    return pooling_head(x, options)
 
 
-_DOCSTRING = """Instantiates the anti-aliased {title} architecture.
+RESNET = Family(
+    name="ResNet",
+    module=__name__,
+    network=_network,
+    min_input_size=lambda variant, options: _min_input_size(
+        options.aa, options.pool_only, options.circular
+    ),
+    arguments=("pool_only", "padding"),
+    doc="""Instantiates the anti-aliased {title} architecture.
 
-Equals `antialiased_cnns.{reference}` of the PyTorch reference: with its
-state_dict loaded by `keras_blurpool.load_torch_weights`, the logits
-match. With `antialias=None` (or `filter_size=None`) it is torchvision's
-`{reference}` and loads torchvision state_dicts, as does the
-`antialias="avg"` network.
-
-Args:
-    include_top: whether to include the global average pooling and the
-        fully-connected classifier at the top of the network.
-    weights: `None` (random initialization), `"imagenet"` (the
-        reference's released ImageNet weights, fetched once, verified and
-        cached), or the path of a Keras `.weights.h5` file or a PyTorch
-        `.pth`/`.pth.tar` checkpoint.
-    input_tensor: optional Keras tensor (output of `keras.Input()`) to use
-        as image input for the model.
-    input_shape: optional `(height, width, 3)` tuple (`(3, height,
-        width)` when `keras.config.image_data_format()` is
-        `"channels_first"`); the default accepts any size. Sides must be
-        at least 32; with `pad_type="reflect"`, 35 for `filter_size` 4-5
-        and 51 for 6-7 (the reflect padding of the last blur needs a
-        feature map larger than the padding).
-    pooling: feature pooling when `include_top=False`: `None` (the 4-D
-        output of the last block), `"avg"` or `"max"` (global pooling,
-        2-D output).
-    classes: number of classes, when `include_top=True`.
-    classifier_activation: activation of the top layer, a `str` or
-        callable; `None` returns the logits.
-    antialias: the anti-aliasing layer after each stride-1 layer:
-        `"blur"` (the reference's `BlurPool2D`), `"avg"` (a 2x2 average
-        pool of stride 2, as timm's `resnetaa`), `"aps"` / `"lps"`
-        (adaptive / learnable polyphase sampling, `APSPool2D` /
-        `LPSPool2D` after a blur of `filter_size`, the shortcut keeping the
-        main branch's component: with `padding="circular"`, exactly
-        invariant to circular shifts), `None` (the plain network with
-        strided convolutions and pools), or a callable `(channels,
-        strides, name) -> keras.layers.Layer`.
-    filter_size: taps of the binomial anti-aliasing filter, 1 to 7 (the
-        paper uses 4; 1 means plain subsampling at the new positions, or
-        no blur before APS/LPS), or `None` for the plain network (as
-        `antialias=None`).
-    pad_type: padding of the blur: `"reflect"` (the reference's),
-        `"replicate"`, `"zero"` or `"circular"`; the last three take
-        inputs down to 32 pixels (CIFAR).
-    pool_only: if `True` (the reference's default), only the max pool of
-        the stem is anti-aliased and the 7x7 convolution keeps its stride;
-        `False` also anti-aliases that convolution, at about 4x its cost.
-        No effect on the plain network; APS and LPS always anti-alias the
-        convolution (as their authors: a strided one breaks invariance).
-    padding: padding of every convolution and of the stem's max pool:
-        `"zero"` (PyTorch's, the default) or `"circular"` (the map wraps
-        around, as APS's and LPS's shift-invariant networks; the blur then
-        pads circularly too).
-    synchronized_batch_norm: if `True`, BatchNormalization computes its
-        batch statistics over all replicas of a `tf.distribute` strategy
-        (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
-        only), so every replica holds the same moving statistics. See
-        docs/training.md, "model.fit on GPUs".
-    name: name of the model; defaults to `"{reference}"`.
-
-Returns:
-    A `keras.Model` instance, in `keras.config.image_data_format()`.
-
-Example:
-
->>> model = keras_blurpool.applications.{builder}(filter_size=4)
->>> model.output_shape
-(None, 1000)
-"""
-
-
-def _builder(
-    builder: str,
-    title: str,
-    reference: str,
-    *,
-    bottleneck: bool,
-    repeats: tuple[int, int, int, int],
-    groups: int = 1,
-    width_per_group: int = 64,
-):
-    """Makes the public builder of one architecture of the table."""
-
-    def build(
-        include_top: bool = True,
-        weights: str | None = None,
-        input_tensor=None,
-        input_shape: tuple[int | None, int | None, int] | None = None,
-        pooling: str | None = None,
-        classes: int = 1000,
-        classifier_activation="softmax",
-        antialias="blur",
-        filter_size: int | None = 4,
-        pad_type: str = "reflect",
-        pool_only: bool = True,
-        padding: str = "zero",
-        synchronized_batch_norm: bool = False,
-        name: str | None = None,
-    ) -> keras.Model:
-        return _resnet(
-            bottleneck=bottleneck,
-            repeats=repeats,
-            groups=groups,
-            width_per_group=width_per_group,
-            default_name=reference,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            antialias=antialias,
-            filter_size=filter_size,
-            pad_type=pad_type,
-            pool_only=pool_only,
-            padding=padding,
-            synchronized_batch_norm=synchronized_batch_norm,
-            name=name,
-        )
-
-    build.__name__ = build.__qualname__ = builder
-    build.__doc__ = _DOCSTRING.format(
-        title=title, reference=reference, builder=builder
-    )
-    return build
-
-
-ResNet18 = _builder(
-    "ResNet18", "ResNet-18", "resnet18", bottleneck=False, repeats=(2, 2, 2, 2)
+Equals `antialiased_cnns.{arch}` of the PyTorch reference: with its
+state_dict loaded by `keras_blurpool.load_torch_weights` (or passed as
+`weights=`), the logits match. With `antialias=None` (or
+`filter_size=None`) it is torchvision's `{arch}` and loads torchvision
+state_dicts, as does the `antialias="avg"` network.
+""",
+    doc_fields={
+        "where": "in the stem, then in the first block of stages 3-5 "
+        "after the strided 3x3 convolution and on the shortcut",
+        "polyphase": '`"aps"` / `"lps"` (adaptive / learnable polyphase '
+        "sampling, `APSPool2D` / `LPSPool2D` after a blur of "
+        "`filter_size`, the shortcut keeping the main branch's "
+        'component: with `padding="circular"`, exactly invariant to '
+        "circular shifts), ",
+        "first_conv": "the 7x7 stem convolution",
+        "pool_only_note": " APS and LPS always anti-alias it (as their "
+        "authors: a strided convolution breaks their invariance).",
+    },
 )
-ResNet34 = _builder(
-    "ResNet34", "ResNet-34", "resnet34", bottleneck=False, repeats=(3, 4, 6, 3)
+
+ResNet18 = RESNET.builder(
+    "ResNet18",
+    arch="resnet18",
+    title="ResNet-18",
+    variant=ResNetVariant(bottleneck=False, repeats=(2, 2, 2, 2)),
 )
-ResNet50 = _builder(
-    "ResNet50", "ResNet-50", "resnet50", bottleneck=True, repeats=(3, 4, 6, 3)
+ResNet34 = RESNET.builder(
+    "ResNet34",
+    arch="resnet34",
+    title="ResNet-34",
+    variant=ResNetVariant(bottleneck=False, repeats=(3, 4, 6, 3)),
 )
-ResNet101 = _builder(
+ResNet50 = RESNET.builder(
+    "ResNet50",
+    arch="resnet50",
+    title="ResNet-50",
+    variant=ResNetVariant(bottleneck=True, repeats=(3, 4, 6, 3)),
+)
+ResNet101 = RESNET.builder(
     "ResNet101",
-    "ResNet-101",
-    "resnet101",
-    bottleneck=True,
-    repeats=(3, 4, 23, 3),
+    arch="resnet101",
+    title="ResNet-101",
+    variant=ResNetVariant(bottleneck=True, repeats=(3, 4, 23, 3)),
 )
-ResNet152 = _builder(
+ResNet152 = RESNET.builder(
     "ResNet152",
-    "ResNet-152",
-    "resnet152",
-    bottleneck=True,
-    repeats=(3, 8, 36, 3),
+    arch="resnet152",
+    title="ResNet-152",
+    variant=ResNetVariant(bottleneck=True, repeats=(3, 8, 36, 3)),
 )
-ResNeXt50_32x4d = _builder(
+ResNeXt50_32x4d = RESNET.builder(
     "ResNeXt50_32x4d",
-    "ResNeXt-50 (32x4d)",
-    "resnext50_32x4d",
-    bottleneck=True,
-    repeats=(3, 4, 6, 3),
-    groups=32,
-    width_per_group=4,
+    arch="resnext50_32x4d",
+    title="ResNeXt-50 (32x4d)",
+    variant=ResNetVariant(
+        bottleneck=True, repeats=(3, 4, 6, 3), groups=32, width_per_group=4
+    ),
 )
-ResNeXt101_32x8d = _builder(
+ResNeXt101_32x8d = RESNET.builder(
     "ResNeXt101_32x8d",
-    "ResNeXt-101 (32x8d)",
-    "resnext101_32x8d",
-    bottleneck=True,
-    repeats=(3, 4, 23, 3),
-    groups=32,
-    width_per_group=8,
+    arch="resnext101_32x8d",
+    title="ResNeXt-101 (32x8d)",
+    variant=ResNetVariant(
+        bottleneck=True, repeats=(3, 4, 23, 3), groups=32, width_per_group=8
+    ),
 )
-WideResNet50_2 = _builder(
+WideResNet50_2 = RESNET.builder(
     "WideResNet50_2",
-    "Wide ResNet-50-2",
-    "wide_resnet50_2",
-    bottleneck=True,
-    repeats=(3, 4, 6, 3),
-    width_per_group=128,
+    arch="wide_resnet50_2",
+    title="Wide ResNet-50-2",
+    variant=ResNetVariant(
+        bottleneck=True, repeats=(3, 4, 6, 3), width_per_group=128
+    ),
 )
-WideResNet101_2 = _builder(
+WideResNet101_2 = RESNET.builder(
     "WideResNet101_2",
-    "Wide ResNet-101-2",
-    "wide_resnet101_2",
-    bottleneck=True,
-    repeats=(3, 4, 23, 3),
-    width_per_group=128,
+    arch="wide_resnet101_2",
+    title="Wide ResNet-101-2",
+    variant=ResNetVariant(
+        bottleneck=True, repeats=(3, 4, 23, 3), width_per_group=128
+    ),
 )
 
 

@@ -38,24 +38,20 @@ from __future__ import annotations
 import dataclasses
 import re
 
-import keras
 from keras import layers
 
 from keras_blurpool.applications import registry
-from keras_blurpool.applications._common import MIN_INPUT_SIZE
-from keras_blurpool.applications._common import POLYPHASE
-from keras_blurpool.applications._common import AntiAlias
-from keras_blurpool.applications._common import anti_alias
-from keras_blurpool.applications._common import antialias_spec
-from keras_blurpool.applications._common import batch_norm
-from keras_blurpool.applications._common import channels
-from keras_blurpool.applications._common import conv
-from keras_blurpool.applications._common import data_format
-from keras_blurpool.applications._common import finish_model
-from keras_blurpool.applications._common import min_size_reason
-from keras_blurpool.applications._common import model_input
-from keras_blurpool.applications._common import pooling_head
-from keras_blurpool.applications._common import validate_builder_args
+from keras_blurpool.applications.arguments import MIN_INPUT_SIZE
+from keras_blurpool.applications.arguments import POLYPHASE
+from keras_blurpool.applications.arguments import AntialiasSpec
+from keras_blurpool.applications.arguments import Options
+from keras_blurpool.applications.blocks import apply_antialias
+from keras_blurpool.applications.blocks import batch_norm
+from keras_blurpool.applications.blocks import channels
+from keras_blurpool.applications.blocks import conv
+from keras_blurpool.applications.blocks import data_format
+from keras_blurpool.applications.blocks import pooling_head
+from keras_blurpool.applications.builder import Family
 from keras_blurpool.applications.registry import HubWeights
 from keras_blurpool.applications.registry import Preprocessing
 
@@ -65,16 +61,30 @@ _BOTTLENECK_EXPANSION = 4
 _SE_RATIO, _SE_DIVISOR = 1 / 16, 8
 
 
-@dataclasses.dataclass(frozen=True)
-class _Config:
-    """One timm architecture: `timm.models.resnet.ResNet`'s arguments."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TimmResNetVariant:
+    """One timm architecture: `timm.models.resnet.ResNet`'s arguments.
+
+    Attributes:
+        bottleneck: bottleneck blocks (1x1, 3x3, 1x1) or basic ones.
+        repeats: blocks in each of the four stages.
+        antialias: the released network's anti-aliasing, `"blur"` or
+            `"avg"` (the builder's default).
+        plain: timm's name of the plain twin (`antialias=None`).
+        cardinality: groups of the 3x3 convolutions.
+        base_width: channels per group at the first stage.
+        stem_width: the deep stem's width; None for the 7x7 stem.
+        avg_down: the average-pool shortcut of the "D" networks.
+        se: squeeze-and-excitation in every block.
+    """
 
     bottleneck: bool
     repeats: tuple[int, int, int, int]
-    antialias: str  # the released network's: "blur" or "avg"
+    antialias: str
+    plain: str
     cardinality: int = 1
     base_width: int = 64
-    stem_width: int | None = None  # the deep stem's width; None: 7x7 stem
+    stem_width: int | None = None
     avg_down: bool = False
     se: bool = False
 
@@ -98,7 +108,7 @@ def _squeeze_excite(x, *, name: str):
     return layers.Multiply(name=f"{name}_se_excite")([x, s])
 
 
-def _block(x, planes: int, *, strides: int, config: _Config, aa, name: str):
+def _block(x, planes: int, *, strides: int, config: TimmResNetVariant, aa, name: str):
     """timm's `Bottleneck` or `BasicBlock`."""
     if config.bottleneck:
         width = int(planes * config.base_width / 64) * config.cardinality
@@ -115,7 +125,7 @@ def _block(x, planes: int, *, strides: int, config: _Config, aa, name: str):
     y = x
     for i, (kernel_size, filters, groups) in enumerate(convs, start=1):
         if antialiased and i == strided + 1:
-            y = anti_alias(y, aa, strides=strides, name=f"{name}_{i}_blur")
+            y = apply_antialias(y, aa, strides=strides, name=f"{name}_{i}_blur")
         y = conv(
             y,
             filters,
@@ -154,7 +164,7 @@ def _block(x, planes: int, *, strides: int, config: _Config, aa, name: str):
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def _stem(x, *, config: _Config, aa: AntiAlias | None):
+def _stem(x, *, config: TimmResNetVariant, aa: AntialiasSpec | None):
     """The 7x7 or deep stem, then the (anti-aliased) pool: 4x downsampling."""
     if config.stem_width is None:
         x = conv(x, 64, 7, strides=2, padding=3, name="stem_conv")
@@ -184,10 +194,10 @@ def _stem(x, *, config: _Config, aa: AntiAlias | None):
     x = layers.MaxPooling2D(
         3, strides=1, data_format=data_format(), name="stem_pool"
     )(x)
-    return anti_alias(x, aa, name="stem_blur")
+    return apply_antialias(x, aa, name="stem_blur")
 
 
-def _min_input_size(aa: AntiAlias | None) -> int:
+def _min_input_size(aa: AntialiasSpec | None) -> int:
     """Smallest input side for which every anti-aliasing layer fits."""
     if aa is None or aa.antialias == "avg":
         return MIN_INPUT_SIZE
@@ -203,200 +213,32 @@ def _min_input_size(aa: AntiAlias | None) -> int:
         size += 1
 
 
-def _check_antialias(antialias, arch: str) -> None:
+def _check(variant: TimmResNetVariant, options: Options) -> None:
+    antialias = options.antialias
     if isinstance(antialias, str) and antialias in POLYPHASE:
         raise ValueError(
-            f"{arch!r} anti-aliases its main branch only (timm's design); "
-            "APS and LPS need the shortcut to keep the main branch's "
-            "component: use the reference ResNets "
+            "timm's ResNets anti-alias their main branch only (timm's "
+            "design); APS and LPS need the shortcut to keep the main "
+            "branch's component: use the reference ResNets "
             "(`keras_blurpool.applications.ResNet50(antialias='aps')`). "
             f"Received: antialias={antialias!r}"
         )
 
 
-def _timm_resnet(
-    config: _Config,
-    *,
-    default_name: str,
-    include_top: bool,
-    weights,
-    input_tensor,
-    input_shape,
-    pooling,
-    classes: int,
-    classifier_activation,
-    antialias,
-    filter_size: int | None,
-    pad_type: str,
-    synchronized_batch_norm: bool,
-    name: str | None,
-) -> keras.Model:
-    """Builds any member of the family; see the public builders."""
-    validate_builder_args(
-        weights=weights,
-        filter_size=filter_size,
-        include_top=include_top,
-        pooling=pooling,
-        classes=classes,
-        arch=default_name,
-        antialias=antialias,
-        pad_type=pad_type,
-        synchronized_batch_norm=synchronized_batch_norm,
-    )
-    _check_antialias(antialias, default_name)
-    aa = antialias_spec(antialias, filter_size, pad_type)
-    min_size = _min_input_size(aa)
-    img_input, inputs = model_input(
-        input_tensor,
-        input_shape,
-        min_size=min_size,
-        why=min_size_reason(aa, min_size),
-    )
-    x = _stem(img_input, config=config, aa=aa)
-    for stage, (planes, blocks) in enumerate(zip(_STAGE_PLANES, config.repeats)):
+def _network(img_input, variant: TimmResNetVariant, options: Options):
+    aa = options.aa
+    x = _stem(img_input, config=variant, aa=aa)
+    for stage, (planes, blocks) in enumerate(zip(_STAGE_PLANES, variant.repeats)):
         for block in range(blocks):
             x = _block(
                 x,
                 planes,
                 strides=2 if stage > 0 and block == 0 else 1,
-                config=config,
+                config=variant,
                 aa=aa,
                 name=f"conv{stage + 2}_block{block + 1}",
             )
-    x = pooling_head(
-        x,
-        include_top=include_top,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-    )
-    return finish_model(
-        inputs,
-        x,
-        name=name or default_name,
-        weights=weights,
-        arch=default_name,
-        filter_size=filter_size,
-        synchronized_batch_norm=synchronized_batch_norm,
-    )
-
-
-_DOCSTRING = """Instantiates timm's {title}.
-
-Equals timm's `{timm}` (`timm.create_model("{timm}")`): a timm state dict
-(`.safetensors` or `.pth`) loaded through `weights=` gives the same
-logits. With `antialias=None` it is timm's plain `{plain}`, the network
-to fine-tune from.{released}
-
-Args:
-    include_top: whether to include the global average pooling and the
-        fully-connected classifier at the top of the network.
-    weights: `None` (random initialization), `"imagenet"` ({default}),
-        the tag of another released weight ({tags}), or the path of a
-        Keras `.weights.h5` file, a `.safetensors` file or a PyTorch
-        checkpoint (`.pth`, `.pth.tar`, `.pt`) of timm's `{timm}`.
-        Released weights are fetched once from the Hugging Face Hub,
-        checked and cached; `registry.get("{timm}").preprocessing_for(tag)`
-        says how to preprocess for them.
-    input_tensor: optional Keras tensor (output of `keras.Input()`) to use
-        as image input for the model.
-    input_shape: optional `(height, width, 3)` tuple (`(3, height,
-        width)` when `keras.config.image_data_format()` is
-        `"channels_first"`); the default accepts any size from 32.
-    pooling: feature pooling when `include_top=False`: `None` (the 4-D
-        output of the last block), `"avg"` or `"max"` (global pooling,
-        2-D output).
-    classes: number of classes, when `include_top=True`.
-    classifier_activation: activation of the top layer, a `str` or
-        callable; `None` returns the logits.
-    antialias: `"{antialias}"` (the released network's), `"blur"` (timm's
-        `BlurPool2d`: stride-1 max pool and blur in the stem, blur after
-        the strided 3x3 convolutions), `"avg"` (a 2x2 average pool in
-        their place, timm's `aa_layer=nn.AvgPool2d`), `None` (the plain
-        network), or a callable `(channels, strides, name) ->
-        keras.layers.Layer`.
-    filter_size: taps of the blur filter, 1 to 7 (timm's 3); odd sizes
-        pad as timm's `BlurPool2d`, even ones as the reference's.
-    pad_type: padding of the blur: `"reflect"` (timm's), `"replicate"`,
-        `"zero"` or `"circular"`.
-    synchronized_batch_norm: if `True`, BatchNormalization computes its
-        batch statistics over all replicas of a `tf.distribute` strategy
-        (TensorFlow backend only).
-    name: name of the model; defaults to `"{timm}"`.
-
-Returns:
-    A `keras.Model` instance, in `keras.config.image_data_format()`.
-
-Example:
-
->>> model = keras_blurpool.applications.{builder}()
->>> model.output_shape
-(None, 1000)
-"""
-
-
-def _builder(builder: str, title: str, timm_name: str, plain: str, config: _Config):
-    """Makes the public builder of one architecture of the table."""
-
-    def build(
-        include_top: bool = True,
-        weights: str | None = None,
-        input_tensor=None,
-        input_shape: tuple[int | None, int | None, int] | None = None,
-        pooling: str | None = None,
-        classes: int = 1000,
-        classifier_activation="softmax",
-        antialias=config.antialias,
-        filter_size: int | None = 3,
-        pad_type: str = "reflect",
-        synchronized_batch_norm: bool = False,
-        name: str | None = None,
-    ) -> keras.Model:
-        return _timm_resnet(
-            config,
-            default_name=timm_name,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            antialias=antialias,
-            filter_size=filter_size,
-            pad_type=pad_type,
-            synchronized_batch_norm=synchronized_batch_norm,
-            name=name,
-        )
-
-    hub = _HUB_WEIGHTS.get(timm_name, {})
-    if hub:
-        default = f"timm's `{timm_name}.{next(iter(hub))}`"
-        tags = ", ".join(f"`{tag!r}`" for tag in hub)
-        released = (
-            " Released ImageNet weights (Apache-2.0): "
-            + ", ".join(
-                f"`{tag}`" + (f" ({w.top1}% top-1)" if w.top1 else "")
-                for tag, w in hub.items()
-            )
-            + "."
-        )
-    else:
-        default = "timm released none for this network: it raises"
-        tags = "none"
-        released = " timm released no ImageNet weights for it."
-    build.__name__ = build.__qualname__ = builder
-    build.__doc__ = _DOCSTRING.format(
-        title=title,
-        timm=timm_name,
-        plain=plain,
-        builder=builder,
-        antialias=config.antialias,
-        default=default,
-        tags=tags,
-        released=released,
-    )
-    return build
+    return pooling_head(x, options)
 
 
 def _bicubic(input_size, crop_pct, test_input_size=None, test_crop_pct=None):
@@ -441,54 +283,212 @@ _HUB_WEIGHTS: dict[str, dict[str, HubWeights]] = {
     },
 }
 
-_D = dict(stem_width=32, avg_down=True)
-_R50, _R101 = (3, 4, 6, 3), (3, 4, 23, 3)
-# builder name, title, timm name, plain twin, config
-_TABLE = (
-    ("ResNetBlur18", "ResNet-18 with blur pooling", "resnetblur18", "resnet18",
-     _Config(False, (2, 2, 2, 2), "blur")),
-    ("ResNetBlur50", "ResNet-50 with blur pooling", "resnetblur50", "resnet50",
-     _Config(True, _R50, "blur")),
-    ("ResNetBlur50D", "ResNet-50-D with blur pooling", "resnetblur50d",
-     "resnet50d", _Config(True, _R50, "blur", **_D)),
-    ("ResNetBlur101D", "ResNet-101-D with blur pooling", "resnetblur101d",
-     "resnet101d", _Config(True, _R101, "blur", **_D)),
-    ("ResNetAA34D", "ResNet-34-D with average-pool anti-aliasing",
-     "resnetaa34d", "resnet34d", _Config(False, _R50, "avg", **_D)),
-    ("ResNetAA50", "ResNet-50 with average-pool anti-aliasing", "resnetaa50",
-     "resnet50", _Config(True, _R50, "avg")),
-    ("ResNetAA50D", "ResNet-50-D with average-pool anti-aliasing",
-     "resnetaa50d", "resnet50d", _Config(True, _R50, "avg", **_D)),
-    ("ResNetAA101D", "ResNet-101-D with average-pool anti-aliasing",
-     "resnetaa101d", "resnet101d", _Config(True, _R101, "avg", **_D)),
-    ("SEResNetAA50D", "SE-ResNet-50-D with average-pool anti-aliasing",
-     "seresnetaa50d", "seresnet50d", _Config(True, _R50, "avg", se=True, **_D)),
-    ("SEResNeXtAA101D_32x8d",
-     "SE-ResNeXt-101-D (32x8d) with average-pool anti-aliasing",
-     "seresnextaa101d_32x8d", "seresnext101d_32x8d",
-     _Config(True, _R101, "avg", cardinality=32, base_width=8, se=True, **_D)),
-    ("SEResNeXtAA201D_32x8d",
-     "SE-ResNeXt-201-D (32x8d) with average-pool anti-aliasing",
-     "seresnextaa201d_32x8d", "seresnext201d_32x8d",
-     _Config(True, (3, 24, 36, 4), "avg", cardinality=32, base_width=8,
-             se=True, stem_width=64, avg_down=True)),
-)
-_BUILDERS = {
-    timm_name: _builder(builder, title, timm_name, plain, config)
-    for builder, title, timm_name, plain, config in _TABLE
-}
+TIMM_RESNET = Family(
+    name="timm ResNet",
+    module=__name__,
+    network=_network,
+    min_input_size=lambda variant, options: _min_input_size(options.aa),
+    defaults=lambda variant: {"antialias": variant.antialias, "filter_size": 3},
+    check=_check,
+    doc="""Instantiates timm's {title}.
 
-ResNetBlur18 = _BUILDERS["resnetblur18"]
-ResNetBlur50 = _BUILDERS["resnetblur50"]
-ResNetBlur50D = _BUILDERS["resnetblur50d"]
-ResNetBlur101D = _BUILDERS["resnetblur101d"]
-ResNetAA34D = _BUILDERS["resnetaa34d"]
-ResNetAA50 = _BUILDERS["resnetaa50"]
-ResNetAA50D = _BUILDERS["resnetaa50d"]
-ResNetAA101D = _BUILDERS["resnetaa101d"]
-SEResNetAA50D = _BUILDERS["seresnetaa50d"]
-SEResNeXtAA101D_32x8d = _BUILDERS["seresnextaa101d_32x8d"]
-SEResNeXtAA201D_32x8d = _BUILDERS["seresnextaa201d_32x8d"]
+Equals timm's `{arch}` (`timm.create_model("{arch}")`): a timm state dict
+(`.safetensors` or `.pth`) loaded through `weights=` gives the same
+logits. With `antialias=None` it is timm's plain `{plain}`, the network
+to fine-tune from.{released} `registry.get("{arch}").preprocessing_for(tag)`
+says how to preprocess for released weights. Filter sizes: odd ones pad
+as timm's `BlurPool2d`, even ones as the reference's.
+""",
+    doc_fields={
+        "where": "with `\"blur\"`: the stem's max pool, run at stride 1, and "
+        "the strided 3x3 convolution of the first block of stages 3-5; "
+        "`\"avg\"` replaces the stem's max pool; the shortcut keeps its "
+        "stride, as in timm",
+        "imagenet": "timm's released weights of the default tag, "
+        "Apache-2.0, fetched once from the Hugging Face Hub, verified and "
+        "cached",
+    },
+)
+
+
+def _timm_builder(name: str, *, arch: str, title: str, variant: TimmResNetVariant):
+    """`TIMM_RESNET.builder`, with the released weights in the docstring."""
+    hub = _HUB_WEIGHTS.get(arch, {})
+    if hub:
+        released = (
+            " Released ImageNet weights (Apache-2.0): "
+            + ", ".join(
+                f"`{tag}`" + (f" ({w.top1}% top-1)" if w.top1 else "")
+                for tag, w in hub.items()
+            )
+            + f"; `\"imagenet\"` is `{next(iter(hub))}`."
+        )
+        tags = ", a released tag (" + ", ".join(f"`{tag!r}`" for tag in hub) + ")"
+    else:
+        released = " timm released no ImageNet weights for it."
+        tags = ""
+    return TIMM_RESNET.builder(
+        name,
+        arch=arch,
+        title=title,
+        variant=variant,
+        plain=variant.plain,
+        released=released,
+        tags=tags,
+        **({} if hub else {"imagenet": "timm released none for this network: it raises"}),
+    )
+
+
+_R50, _R101 = (3, 4, 6, 3), (3, 4, 23, 3)
+
+ResNetBlur18 = _timm_builder(
+    "ResNetBlur18",
+    arch="resnetblur18",
+    title="ResNet-18 with blur pooling",
+    variant=TimmResNetVariant(
+        bottleneck=False, repeats=(2, 2, 2, 2), antialias="blur", plain="resnet18"
+    ),
+)
+ResNetBlur50 = _timm_builder(
+    "ResNetBlur50",
+    arch="resnetblur50",
+    title="ResNet-50 with blur pooling",
+    variant=TimmResNetVariant(
+        bottleneck=True, repeats=_R50, antialias="blur", plain="resnet50"
+    ),
+)
+ResNetBlur50D = _timm_builder(
+    "ResNetBlur50D",
+    arch="resnetblur50d",
+    title="ResNet-50-D with blur pooling",
+    variant=TimmResNetVariant(
+        bottleneck=True,
+        repeats=_R50,
+        antialias="blur",
+        plain="resnet50d",
+        stem_width=32,
+        avg_down=True,
+    ),
+)
+ResNetBlur101D = _timm_builder(
+    "ResNetBlur101D",
+    arch="resnetblur101d",
+    title="ResNet-101-D with blur pooling",
+    variant=TimmResNetVariant(
+        bottleneck=True,
+        repeats=_R101,
+        antialias="blur",
+        plain="resnet101d",
+        stem_width=32,
+        avg_down=True,
+    ),
+)
+ResNetAA34D = _timm_builder(
+    "ResNetAA34D",
+    arch="resnetaa34d",
+    title="ResNet-34-D with average-pool anti-aliasing",
+    variant=TimmResNetVariant(
+        bottleneck=False,
+        repeats=_R50,
+        antialias="avg",
+        plain="resnet34d",
+        stem_width=32,
+        avg_down=True,
+    ),
+)
+ResNetAA50 = _timm_builder(
+    "ResNetAA50",
+    arch="resnetaa50",
+    title="ResNet-50 with average-pool anti-aliasing",
+    variant=TimmResNetVariant(
+        bottleneck=True, repeats=_R50, antialias="avg", plain="resnet50"
+    ),
+)
+ResNetAA50D = _timm_builder(
+    "ResNetAA50D",
+    arch="resnetaa50d",
+    title="ResNet-50-D with average-pool anti-aliasing",
+    variant=TimmResNetVariant(
+        bottleneck=True,
+        repeats=_R50,
+        antialias="avg",
+        plain="resnet50d",
+        stem_width=32,
+        avg_down=True,
+    ),
+)
+ResNetAA101D = _timm_builder(
+    "ResNetAA101D",
+    arch="resnetaa101d",
+    title="ResNet-101-D with average-pool anti-aliasing",
+    variant=TimmResNetVariant(
+        bottleneck=True,
+        repeats=_R101,
+        antialias="avg",
+        plain="resnet101d",
+        stem_width=32,
+        avg_down=True,
+    ),
+)
+SEResNetAA50D = _timm_builder(
+    "SEResNetAA50D",
+    arch="seresnetaa50d",
+    title="SE-ResNet-50-D with average-pool anti-aliasing",
+    variant=TimmResNetVariant(
+        bottleneck=True,
+        repeats=_R50,
+        antialias="avg",
+        plain="seresnet50d",
+        stem_width=32,
+        avg_down=True,
+        se=True,
+    ),
+)
+SEResNeXtAA101D_32x8d = _timm_builder(
+    "SEResNeXtAA101D_32x8d",
+    arch="seresnextaa101d_32x8d",
+    title="SE-ResNeXt-101-D (32x8d) with average-pool anti-aliasing",
+    variant=TimmResNetVariant(
+        bottleneck=True,
+        repeats=_R101,
+        antialias="avg",
+        plain="seresnext101d_32x8d",
+        cardinality=32,
+        base_width=8,
+        stem_width=32,
+        avg_down=True,
+        se=True,
+    ),
+)
+SEResNeXtAA201D_32x8d = _timm_builder(
+    "SEResNeXtAA201D_32x8d",
+    arch="seresnextaa201d_32x8d",
+    title="SE-ResNeXt-201-D (32x8d) with average-pool anti-aliasing",
+    variant=TimmResNetVariant(
+        bottleneck=True,
+        repeats=(3, 24, 36, 4),
+        antialias="avg",
+        plain="seresnext201d_32x8d",
+        cardinality=32,
+        base_width=8,
+        stem_width=64,
+        avg_down=True,
+        se=True,
+    ),
+)
+_BUILDERS = (
+    ResNetBlur18,
+    ResNetBlur50,
+    ResNetBlur50D,
+    ResNetBlur101D,
+    ResNetAA34D,
+    ResNetAA50,
+    ResNetAA50D,
+    ResNetAA101D,
+    SEResNetAA50D,
+    SEResNeXtAA101D_32x8d,
+    SEResNeXtAA201D_32x8d,
+)
 
 
 _STEM_NAMES = {
@@ -547,7 +547,7 @@ def _torch_name(keras_name: str, present: set[str]) -> str | None:
 
 
 registry.register_family(
-    _BUILDERS,
+    {builder.arch: builder for builder in _BUILDERS},
     weights={},
     torch_names=_torch_names,
     head_prefixes=("fc.",),
@@ -556,7 +556,7 @@ registry.register_family(
     source="timm",
     hub_weights=_HUB_WEIGHTS,
     per_name={
-        timm_name: {"released_antialias": config.antialias}
-        for _, _, timm_name, _, config in _TABLE
+        builder.arch: {"released_antialias": builder.variant.antialias}
+        for builder in _BUILDERS
     },
 )
