@@ -52,7 +52,7 @@ def test_mixed_float16_build():
     ({"classes": 0}, "classes=0"),
     ({"weights": "imagenet21k"}, "weights='imagenet21k'"),
     ({"weights": "/nonexistent/x.weights.h5"}, "weights='/nonexistent/x.weights.h5'"),
-    ({"input_shape": (224, 224, 4)}, "input_shape=(224, 224, 4)"),
+    ({"weights": "imagenet", "input_shape": (224, 224, 4)}, "input_shape=(224, 224, 4)"),
 ])
 def test_bad_builder_arguments(kwargs, argument):
     with pytest.raises(ValueError) as info:
@@ -122,3 +122,73 @@ def test_decode_predictions():
         decode_predictions(np.zeros((2, 10)))
     with pytest.raises(ValueError, match="top=0"):
         decode_predictions(preds, top=0)
+
+
+@pytest.mark.parametrize("builder,weights,suggestion", [
+    (applications.ResNet18, "imagnet", "'imagenet'"),
+    (applications.VGG11, "Imagenet", "'imagenet'"),
+    (applications.ResNetAA50D, "sw_in12k_ft_in1", "'sw_in12k_ft_in1k'"),
+])
+def test_a_weights_typo_suggests_the_closest_value(builder, weights, suggestion):
+    with pytest.raises(ValueError) as info:
+        builder(weights=weights)
+    assert f"Did you mean {suggestion}?" in str(info.value)
+    assert f"weights={weights!r}" in str(info.value)
+    with pytest.raises(ValueError) as info:
+        builder(weights="no_such_thing_at_all")
+    assert "Did you mean" not in str(info.value)
+
+
+def test_default_input_shape_is_keras_applications():
+    # 224x224 with the classifier, any size without; channels_first too.
+    assert applications.ResNet18().input_shape == (None, 224, 224, 3)
+    assert applications.MobileNetV2().input_shape == (None, 224, 224, 3)
+    headless = applications.DenseNet121(include_top=False)
+    assert headless.input_shape == (None, None, None, 3)
+    keras.config.set_image_data_format("channels_first")
+    try:
+        assert applications.ResNet18().input_shape == (None, 3, 224, 224)
+    finally:
+        keras.config.set_image_data_format("channels_last")
+
+
+@pytest.mark.parametrize("builder", [
+    applications.ResNet18, applications.VGG11BN, applications.DenseNet121,
+    applications.MobileNetV2, applications.AlexNet, applications.ResNetAA50D,
+])
+def test_any_channel_count_builds_without_weights(builder):
+    model = builder(input_shape=(96, 96, 1), include_top=False, pooling="avg")
+    out = model(np.ones((2, 96, 96, 1), "float32"))
+    assert out.shape[0] == 2
+    assert np.isfinite(keras.ops.convert_to_numpy(out)).all()
+
+
+def test_released_weights_need_three_channels_early():
+    # Refused before anything is fetched: no origin is reachable here.
+    with pytest.raises(ValueError) as info:
+        applications.ResNet18(weights="imagenet", input_shape=(224, 224, 1))
+    assert "3 channels" in str(info.value)
+    assert "input_shape=(224, 224, 1)" in str(info.value)
+    for bad in [(64, 64), (64, 64, 0), (64, 64, None)]:
+        with pytest.raises(ValueError, match="input_shape="):
+            applications.ResNet18(input_shape=bad)
+
+
+def test_a_three_channel_checkpoint_into_another_count_is_named(reference):
+    torch, aa = reference
+    state = numpy_state_dict(aa.resnet18(filter_size=4))
+    model = applications.ResNet18(input_shape=(64, 64, 1), classes=1000)
+    with pytest.raises(ValueError) as info:
+        keras_blurpool.load_torch_weights(model, state)
+    assert "'conv1.weight' has shape (64, 3, 7, 7)" in str(info.value)
+
+
+def test_preprocess_input_follows_the_image_data_format():
+    images = np.random.default_rng(1).integers(0, 256, (1, 3, 4, 4)).astype("uint8")
+    keras.config.set_image_data_format("channels_first")
+    try:
+        first = preprocess_input(images)
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    expected = preprocess_input(images.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(first, expected, atol=1e-6)

@@ -23,6 +23,7 @@ TABLE = {
 
 def _build(builder, **kwargs):
     module, _ = TABLE[builder]
+    kwargs.setdefault("input_shape", (None, None, 3))  # any size
     return getattr(module, builder)(classifier_activation=None, **kwargs)
 
 

@@ -606,3 +606,17 @@ def test_eval_settings_feed_accuracy(monkeypatch):
         **QUIET)
     assert result["num_images"] == 6
     assert seen and set(seen) == {(16, "bicubic")}
+
+
+def test_accuracy_of_a_builder_default_model_needs_no_image_size():
+    # The builders default to keras.applications' 224x224 input with the
+    # classifier, from which evaluation reads the crop.
+    from keras_blurpool import applications
+
+    model = applications.MobileNetV2(weights=None)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 240, 260, 3)).astype("uint8")
+    labels = np.array([1, 2])
+    result = evaluation.accuracy(model, (images, labels), verbose=0)
+    assert set(result) >= {"top1", "top5"}
+    assert 0 <= result["top1"] <= 100

@@ -83,6 +83,7 @@ def test_matches_reference(
         pool_only=pool_only,
         classes=classes,
         classifier_activation=None,
+        input_shape=(None, None, 3),
     )
     assert model.name == TABLE[builder]
     assert _trainable_params(model) == sum(
@@ -237,7 +238,7 @@ def test_minimum_input_size(reference, filter_size, pool_only):
         {"pooling": "mean", "include_top": False},
         {"classes": 0},
         {"weights": "imagenet"},
-        {"input_shape": (224, 224, 1)},
+        {"weights": "imagenet", "input_shape": (224, 224, 1)},
     ],
 )
 def test_invalid_arguments(kwargs):
@@ -246,7 +247,7 @@ def test_invalid_arguments(kwargs):
 
 
 def test_weights_file_and_input_tensor(tmp_path):
-    model = resnet.ResNet18(filter_size=2, classes=7)
+    model = resnet.ResNet18(filter_size=2, classes=7, input_shape=(None, None, 3))
     path = str(tmp_path / "resnet18.weights.h5")
     model.save_weights(path)
     inputs = keras.Input((64, 80, 3))

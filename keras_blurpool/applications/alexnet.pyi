@@ -38,12 +38,14 @@ def AlexNet(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default is 224x224 with `include_top=True` (the classifier needs a
-            fixed size) and any size otherwise. Sides must be at least 95 with
-            the default arguments; a larger reflect-padded filter needs larger
-            inputs (the error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` (the classifier needs a fixed size)
+            and any size otherwise. Sides must be at least 95 with the default
+            arguments; a larger reflect-padded filter needs larger inputs (the
+            error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).

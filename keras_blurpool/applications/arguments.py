@@ -299,8 +299,10 @@ ARGUMENTS = (
         "input_shape",
         None,
         "tuple[int | None, int | None, int] | None",
-        "optional `(height, width, 3)` tuple, `(3, height, width)` when "
-        "`keras.config.image_data_format()` is `\"channels_first\"`; "
+        "optional `(height, width, channels)` tuple, `(channels, height, "
+        "width)` when `keras.config.image_data_format()` is "
+        "`\"channels_first\"`; any number of channels builds with "
+        "`weights=None`, the released weights take 3 (RGB); "
         "{default_shape}. Sides must be at least {min_size} with the "
         "default arguments; a larger reflect-padded filter needs larger "
         "inputs (the error says how large).",

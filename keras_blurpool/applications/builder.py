@@ -31,6 +31,7 @@ from typing import Any
 import keras
 from keras import layers
 
+from keras_blurpool._utils import is_int
 from keras_blurpool.applications import loading
 from keras_blurpool.applications.arguments import ARGUMENT_NAMES
 from keras_blurpool.applications.arguments import ARGUMENTS
@@ -77,7 +78,8 @@ class Family:
             arguments the family cannot build (after the shared checks,
             before the weights are checked).
         fixed_size_with_top: whether the classifier needs a fixed input
-            size; the default input is then 224x224 with `include_top`.
+            size (an input of unknown size is then refused with
+            `include_top`).
         doc_fields: documentation fields shared by the family's builders.
     """
 
@@ -203,9 +205,9 @@ class Family:
             options.input_shape,
             min_size=min_size,
             why=min_size_reason(options.aa, min_size),
-            default_size=(
-                224 if self.fixed_size_with_top and options.include_top else None
-            ),
+            # keras.applications' default: 224x224 with the classifier.
+            default_size=224 if options.include_top else None,
+            rgb=loading.is_released(options.weights, arch),
         )
         if self.fixed_size_with_top and options.include_top and (
             None in spatial_shape(img_input)
@@ -254,10 +256,9 @@ class Family:
             "pool_only_note": "",
             "bn_note": "",
             "default_shape": (
-                "the default is 224x224 with `include_top=True` (the "
-                "classifier needs a fixed size) and any size otherwise"
-                if self.fixed_size_with_top
-                else "the default accepts any size"
+                "the default is 224x224 with `include_top=True`"
+                + (" (the classifier needs a fixed size)" if self.fixed_size_with_top else "")
+                + " and any size otherwise"
             ),
             "min_size": str(self.min_input_size(variant, options)),
             **self.doc_fields,
@@ -313,25 +314,29 @@ def model_input(
     min_size: int = MIN_INPUT_SIZE,
     why: str = "",
     default_size: int | None = None,
+    rgb: bool = False,
 ):
     """Returns `(img_input, model_inputs)` as keras.applications does.
 
     Args:
         input_tensor: the builder's `input_tensor`.
-        input_shape: the builder's `input_shape`: `(height, width, 3)`, or
-            `(3, height, width)` under channels_first.
+        input_shape: the builder's `input_shape`: `(height, width,
+            channels)`, or `(channels, height, width)` under
+            channels_first.
         min_size: smallest spatial size the network takes.
         why: what sets `min_size`, appended to its error message.
         default_size: the input side when neither `input_tensor` nor
             `input_shape` is given; None accepts any size.
+        rgb: whether the input must have 3 channels (the released
+            ImageNet weights' first convolution takes RGB).
 
     Returns:
         `(img_input, model_inputs)`: the tensor the network starts from
         and the model's inputs.
 
     Raises:
-        ValueError: for a shape of the wrong layout, other than 3 RGB
-            channels, or smaller than `min_size`.
+        ValueError: for a shape of the wrong layout, other than 3 channels
+            with `rgb`, or smaller than `min_size`.
     """
     channels_first = data_format() == "channels_first"
     if input_shape is None and input_tensor is None:
@@ -339,11 +344,21 @@ def model_input(
         input_shape = (3, *sides) if channels_first else (*sides, 3)
     if input_shape is not None:
         input_shape = tuple(input_shape)
-        layout = "(3, height, width)" if channels_first else "(height, width, 3)"
-        if len(input_shape) != 3 or input_shape[0 if channels_first else -1] != 3:
+        layout = (
+            "(channels, height, width)" if channels_first else "(height, width, channels)"
+        )
+        channels = input_shape[0 if channels_first else -1] if input_shape else None
+        if len(input_shape) != 3 or not (is_int(channels) and channels >= 1):
             raise ValueError(
-                f"`input_shape` must be {layout} (RGB, {data_format()}, "
-                "the image data format of keras.config). Received: "
+                f"`input_shape` must be {layout} ({data_format()}, the image "
+                "data format of keras.config), with a known number of "
+                f"channels. Received: input_shape={input_shape!r}"
+            )
+        if rgb and channels != 3:
+            raise ValueError(
+                "The released ImageNet weights take RGB images: `input_shape` "
+                f"must have 3 channels with them (any number builds with "
+                "`weights=None`). Received: "
                 f"input_shape={input_shape!r}"
             )
         spatial = input_shape[1:] if channels_first else input_shape[:2]

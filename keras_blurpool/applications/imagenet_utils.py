@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -24,8 +25,10 @@ def preprocess_input(x, data_format: str | None = None):
 
     Args:
         x: RGB images, values in [0, 255]; NumPy array or tensor, float or
-            uint8, with channels last (or first, see `data_format`).
-        data_format: `"channels_last"` (default) or `"channels_first"`.
+            uint8, with channels last or first (see `data_format`).
+        data_format: `"channels_last"` or `"channels_first"`; None (the
+            default) follows `keras.config.image_data_format()`, as the
+            builders do.
 
     Returns:
         float32 array (a NumPy array when `x` is one) of the same shape.
@@ -41,6 +44,8 @@ def preprocess_input(x, data_format: str | None = None):
             "`data_format` must be None, 'channels_last' or 'channels_first'."
             f" Received: data_format={data_format!r}"
         )
+    if data_format is None:
+        data_format = keras.config.image_data_format()
     channel_axis = 1 if data_format == "channels_first" else -1
     if x.shape[channel_axis] != 3:
         raise ValueError(

@@ -10,6 +10,7 @@ them), and the classifier dropped when the model has none.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 
@@ -107,6 +108,14 @@ def load_torch_weights(
     return assign_state_dict(model, _candidates(model, dict(state_dict)))
 
 
+def is_released(weights, arch: str) -> bool:
+    """Whether a builder's `weights` asks for released ImageNet weights
+    (`"imagenet"` or a released tag of `arch`)."""
+    if not isinstance(weights, str):
+        return False
+    return weights == "imagenet" or pretrained.hub_tag(arch, weights) is not None
+
+
 def check_weights(
     weights,
     *,
@@ -143,7 +152,8 @@ def check_weights(
     """
     if weights is None:
         return
-    tags = list(registry.get(arch).hub_weights)
+    spec = registry.ARCHITECTURES.get(arch)  # None: a family not registered
+    tags = list(spec.hub_weights) if spec is not None else []
     allowed = (
         "None, 'imagenet', "
         + (f"a released tag ({', '.join(map(repr, tags))}), " if tags else "")
@@ -156,7 +166,7 @@ def check_weights(
             f"`weights` must be {allowed}. Received: weights={weights!r}"
         )
     tag = pretrained.hub_tag(arch, weights)
-    if weights == "imagenet" or tag is not None:
+    if is_released(weights, arch):
         if padding != "zero":
             raise ValueError(
                 "With `weights='imagenet'`: the released ImageNet weights "
@@ -181,8 +191,10 @@ def check_weights(
         return
     path = os.fspath(weights)
     if not path.endswith((".weights.h5",) + CHECKPOINT_SUFFIXES):
+        close = difflib.get_close_matches(path, ["imagenet", *tags], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"`weights` must be {allowed}. Received: weights={weights!r}"
+            f"`weights` must be {allowed}.{hint} Received: weights={weights!r}"
         )
     if not os.path.isfile(path):
         raise ValueError(

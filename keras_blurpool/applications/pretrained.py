@@ -30,10 +30,10 @@ def hub_tag(arch: str, weights) -> str | None:
 
     `"imagenet"` is the architecture's default tag; any released tag of
     the architecture names itself. None for the reference's architectures
-    and for every other `weights`.
+    and for every other `weights`, and for an architecture not registered.
     """
-    spec = registry.get(arch)
-    if not spec.hub_weights or not isinstance(weights, str):
+    spec = registry.ARCHITECTURES.get(arch)
+    if spec is None or not spec.hub_weights or not isinstance(weights, str):
         return None
     if weights == "imagenet":
         return spec.default_tag

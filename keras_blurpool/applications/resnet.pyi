@@ -40,11 +40,13 @@ def ResNet18(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 35 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 35 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -126,11 +128,13 @@ def ResNet34(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 35 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 35 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -212,11 +216,13 @@ def ResNet50(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 35 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 35 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -298,11 +304,13 @@ def ResNet101(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 35 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 35 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -384,11 +392,13 @@ def ResNet152(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 35 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 35 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -470,11 +480,13 @@ def ResNeXt50_32x4d(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 35 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 35 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -556,11 +568,13 @@ def ResNeXt101_32x8d(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 35 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 35 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -642,11 +656,13 @@ def WideResNet50_2(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 35 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 35 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -728,11 +744,13 @@ def WideResNet101_2(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 35 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 35 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).

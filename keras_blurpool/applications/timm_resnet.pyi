@@ -39,11 +39,13 @@ def ResNetBlur18(
             or a `.safetensors` file of this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 32 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 32 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -117,11 +119,13 @@ def ResNetBlur50(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 32 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 32 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -192,11 +196,13 @@ def ResNetBlur50D(
             or a `.safetensors` file of this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 32 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 32 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -267,11 +273,13 @@ def ResNetBlur101D(
             or a `.safetensors` file of this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 32 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 32 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -342,11 +350,13 @@ def ResNetAA34D(
             or a `.safetensors` file of this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 32 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 32 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -420,11 +430,13 @@ def ResNetAA50(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 32 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 32 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -498,11 +510,13 @@ def ResNetAA50D(
             file of this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 32 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 32 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -576,11 +590,13 @@ def ResNetAA101D(
             file of this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 32 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 32 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -651,11 +667,13 @@ def SEResNetAA50D(
             or a `.safetensors` file of this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 32 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 32 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -733,11 +751,13 @@ def SEResNeXtAA101D_32x8d(
             network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 32 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 32 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -814,11 +834,13 @@ def SEResNeXtAA201D_32x8d(
             `.safetensors` file of this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default accepts any size. Sides must be at least 32 with the default
-            arguments; a larger reflect-padded filter needs larger inputs (the
-            error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` and any size otherwise. Sides must
+            be at least 32 with the default arguments; a larger reflect-padded
+            filter needs larger inputs (the error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).

@@ -38,12 +38,14 @@ def VGG11(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default is 224x224 with `include_top=True` (the classifier needs a
-            fixed size) and any size otherwise. Sides must be at least 64 with
-            the default arguments; a larger reflect-padded filter needs larger
-            inputs (the error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` (the classifier needs a fixed size)
+            and any size otherwise. Sides must be at least 64 with the default
+            arguments; a larger reflect-padded filter needs larger inputs (the
+            error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -112,12 +114,14 @@ def VGG11BN(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default is 224x224 with `include_top=True` (the classifier needs a
-            fixed size) and any size otherwise. Sides must be at least 64 with
-            the default arguments; a larger reflect-padded filter needs larger
-            inputs (the error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` (the classifier needs a fixed size)
+            and any size otherwise. Sides must be at least 64 with the default
+            arguments; a larger reflect-padded filter needs larger inputs (the
+            error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -185,12 +189,14 @@ def VGG13(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default is 224x224 with `include_top=True` (the classifier needs a
-            fixed size) and any size otherwise. Sides must be at least 64 with
-            the default arguments; a larger reflect-padded filter needs larger
-            inputs (the error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` (the classifier needs a fixed size)
+            and any size otherwise. Sides must be at least 64 with the default
+            arguments; a larger reflect-padded filter needs larger inputs (the
+            error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -259,12 +265,14 @@ def VGG13BN(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default is 224x224 with `include_top=True` (the classifier needs a
-            fixed size) and any size otherwise. Sides must be at least 64 with
-            the default arguments; a larger reflect-padded filter needs larger
-            inputs (the error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` (the classifier needs a fixed size)
+            and any size otherwise. Sides must be at least 64 with the default
+            arguments; a larger reflect-padded filter needs larger inputs (the
+            error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -332,12 +340,14 @@ def VGG16(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default is 224x224 with `include_top=True` (the classifier needs a
-            fixed size) and any size otherwise. Sides must be at least 64 with
-            the default arguments; a larger reflect-padded filter needs larger
-            inputs (the error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` (the classifier needs a fixed size)
+            and any size otherwise. Sides must be at least 64 with the default
+            arguments; a larger reflect-padded filter needs larger inputs (the
+            error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -406,12 +416,14 @@ def VGG16BN(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default is 224x224 with `include_top=True` (the classifier needs a
-            fixed size) and any size otherwise. Sides must be at least 64 with
-            the default arguments; a larger reflect-padded filter needs larger
-            inputs (the error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` (the classifier needs a fixed size)
+            and any size otherwise. Sides must be at least 64 with the default
+            arguments; a larger reflect-padded filter needs larger inputs (the
+            error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -479,12 +491,14 @@ def VGG19(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default is 224x224 with `include_top=True` (the classifier needs a
-            fixed size) and any size otherwise. Sides must be at least 64 with
-            the default arguments; a larger reflect-padded filter needs larger
-            inputs (the error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` (the classifier needs a fixed size)
+            and any size otherwise. Sides must be at least 64 with the default
+            arguments; a larger reflect-padded filter needs larger inputs (the
+            error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
@@ -553,12 +567,14 @@ def VGG19BN(
             this network.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the image input of the model.
-        input_shape: optional `(height, width, 3)` tuple, `(3, height, width)`
-            when `keras.config.image_data_format()` is `"channels_first"`; the
-            default is 224x224 with `include_top=True` (the classifier needs a
-            fixed size) and any size otherwise. Sides must be at least 64 with
-            the default arguments; a larger reflect-padded filter needs larger
-            inputs (the error says how large).
+        input_shape: optional `(height, width, channels)` tuple, `(channels,
+            height, width)` when `keras.config.image_data_format()` is
+            `"channels_first"`; any number of channels builds with
+            `weights=None`, the released weights take 3 (RGB); the default is
+            224x224 with `include_top=True` (the classifier needs a fixed size)
+            and any size otherwise. Sides must be at least 64 with the default
+            arguments; a larger reflect-padded filter needs larger inputs (the
+            error says how large).
         pooling: feature pooling when `include_top=False`: `None` (the 4-D
             output of the last block), `"avg"` or `"max"` (global pooling, 2-D
             output).
