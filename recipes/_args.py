@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 
-from keras_blurpool.applications._common import MAX_FILTER_SIZE
-from keras_blurpool.applications._common import MIN_FILTER_SIZE
-from keras_blurpool.applications._common import check_filter_size
+from keras_blurpool.applications.arguments import MAX_BUILDER_FILTER_SIZE
+from keras_blurpool.applications.arguments import MIN_BUILDER_FILTER_SIZE
+from keras_blurpool.applications.arguments import check_filter_size
 
 
 def filter_size(text: str):
@@ -19,7 +19,7 @@ def filter_size(text: str):
         check_filter_size(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected an int from {MIN_FILTER_SIZE} to {MAX_FILTER_SIZE} "
+            f"expected an int from {MIN_BUILDER_FILTER_SIZE} to {MAX_BUILDER_FILTER_SIZE} "
             f"or 'none', got {text!r}"
         ) from None
     return value

@@ -25,9 +25,9 @@ import keras
 from keras import layers
 
 from keras_blurpool.applications import registry
-from keras_blurpool.applications._common import BN_EPSILON
-from keras_blurpool.applications._common import BN_MOMENTUM
-from keras_blurpool.applications._common import check_filter_size
+from keras_blurpool.applications.arguments import check_filter_size
+from keras_blurpool.applications.blocks import BN_EPSILON
+from keras_blurpool.applications.blocks import BN_MOMENTUM
 from keras_blurpool.layers import APSPool2D
 from keras_blurpool.layers import BlurPool2D
 from keras_blurpool.layers import CircularPadding2D
