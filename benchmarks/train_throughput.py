@@ -69,8 +69,8 @@ def _pipeline_rates(dataset_fn, repeats):
 def _trainer_rates(strategy, args, out_dir):
     import keras
 
+    from recipes.config import TrainConfig
     from recipes.models import build_model
-    from recipes.trainer import TrainConfig
     from recipes.trainer import Trainer
 
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""The reference's training hyper-parameters, in one table.
+"""How to train: the reference's hyper-parameters, the schedule, `TrainConfig`.
 
 Zhang (ICML 2019) trains every ImageNet network as the PyTorch ImageNet
 example does: SGD with momentum 0.9, weight decay 1e-4, batch 256, 90
@@ -9,7 +9,9 @@ Fine-tuning an antialiased network from its baseline runs the last two
 thirds of the schedule (for the step schedule: lr/10 for 60 epochs).
 
 The learning rate is a function of the global step only, so a resumed run
-follows the schedule exactly.
+follows the schedule exactly. `TrainConfig` gathers a run's settings; the
+fields marked `metadata={"resume": ...}` fix the run's trajectory, and
+`recipes.run_dir` refuses to resume a run when one of them changes.
 """
 
 from __future__ import annotations
@@ -176,3 +178,168 @@ class LearningRate:
                 1.0 + tf.cos(math.pi * epoch / float(self.schedule_epochs))
             )
         return tf.constant(self.lr, tf.float32) * factor
+
+
+RESUME = "resume"
+"""The `dataclasses.field` metadata key of `TrainConfig`'s resume markers."""
+
+FIXED = "fixed"
+"""Marker of a setting that must not change when a run resumes."""
+
+EXTENDABLE = "extendable"
+"""Marker of a setting that must not change when a run resumes, but for
+more epochs of a step schedule (whose rate does not depend on the run's
+length, so that the steps already taken stay those of the longer run)."""
+
+
+def _marked(marker: str, **kwargs):
+    """A `dataclasses.field` carrying `{RESUME: marker}` as metadata."""
+    return dataclasses.field(metadata={RESUME: marker}, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train; everything but the model and the data.
+
+    The fields marked `_marked(FIXED)` or `_marked(EXTENDABLE)` (metadata
+    `{"resume": "fixed"}`, `{"resume": "extendable"}`) fix the run's
+    trajectory (the images of each step, the rate, the dtype): they are
+    recorded in `run.json`, and a run resumes only with the same values
+    (see `resume_fields` and `recipes.run_dir`). The others (where to
+    write, how often, how verbosely) may change from one resume to the
+    next.
+
+    Attributes:
+        out_dir: directory of checkpoints, logs and saved models.
+        epochs: epochs of this run (the end of the schedule).
+        steps_per_epoch: optimizer steps per epoch.
+        global_batch_size: images per micro-batch over all replicas.
+        lr: learning rate at epoch 0 of the schedule, for the effective
+            batch `accum_steps * global_batch_size`.
+        accum_steps: micro-batches per optimizer step.
+        momentum: SGD momentum (PyTorch's).
+        weight_decay: L2 coefficient on every trainable weight (PyTorch's).
+        schedule: `"step"` or `"cosine"`.
+        schedule_epochs: length of the schedule (cosine period).
+        epoch_offset: schedule epoch at which epoch 0 of this run sits
+            (fine-tuning starts a third into the schedule).
+        lr_step_epochs: period of the step schedule.
+        lr_gamma: factor of the step schedule.
+        mixed_precision: float16 compute with loss scaling (bfloat16 on
+            TPU).
+        checkpoint_every: save a checkpoint every this many steps (0: only
+            at the end of each epoch).
+        keep_checkpoints: how many checkpoints to keep.
+        log_every: write training scalars to TensorBoard every this many
+            steps.
+        seed: seed of the data order (and, set by the caller, of the
+            initial weights).
+        verbose: 1 shows a progress bar per epoch, 0 nothing.
+        run_info: more facts about the run for `run.json` (arch, data...);
+            like the marked fields, they must not change when a run
+            resumes (but for `strategy`).
+        overwrite: start afresh where `out_dir` holds a run that this one
+            cannot resume (other settings, or finished models without a
+            checkpoint), deleting its files; by default that is an error.
+            A checkpoint of the same settings still resumes.
+    """
+
+    out_dir: str
+    epochs: int = _marked(EXTENDABLE)
+    steps_per_epoch: int = _marked(FIXED)
+    global_batch_size: int = _marked(FIXED)
+    lr: float = _marked(FIXED)
+    accum_steps: int = _marked(FIXED, default=1)
+    momentum: float = _marked(FIXED, default=0.9)
+    weight_decay: float = _marked(FIXED, default=1e-4)
+    schedule: str = _marked(FIXED, default="step")
+    schedule_epochs: int | None = _marked(EXTENDABLE, default=None)
+    epoch_offset: int = _marked(FIXED, default=0)
+    lr_step_epochs: int = _marked(FIXED, default=30)
+    lr_gamma: float = _marked(FIXED, default=0.1)
+    mixed_precision: bool = _marked(FIXED, default=False)
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 20
+    seed: int = _marked(FIXED, default=0)
+    verbose: int = 1
+    run_info: dict = dataclasses.field(default_factory=dict)
+    overwrite: bool = False
+
+    def __post_init__(self):
+        for field in ("epochs", "steps_per_epoch", "global_batch_size",
+                      "accum_steps", "keep_checkpoints", "log_every"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or (
+                value < 1
+            ):
+                raise ValueError(
+                    f"`{field}` must be a positive int. "
+                    f"Received: {field}={value!r}"
+                )
+        if self.checkpoint_every < 0:
+            raise ValueError(
+                "`checkpoint_every` must be >= 0 (0: at epoch ends only). "
+                f"Received: checkpoint_every={self.checkpoint_every!r}"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"`lr` must be > 0. Received: lr={self.lr!r}")
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Images per optimizer step."""
+        return self.global_batch_size * self.accum_steps
+
+    @property
+    def total_steps(self) -> int:
+        """The global step at which the run ends."""
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def schedule_length(self) -> int:
+        """`schedule_epochs`, or by default the schedule that ends with the run."""
+        return self.schedule_epochs or self.epoch_offset + self.epochs
+
+    def learning_rate(self) -> LearningRate:
+        """The schedule, as a function of the global step."""
+        return LearningRate(
+            lr=self.lr,
+            steps_per_epoch=self.steps_per_epoch,
+            schedule=self.schedule,
+            schedule_epochs=self.schedule_length,
+            epoch_offset=self.epoch_offset,
+            lr_step_epochs=self.lr_step_epochs,
+            lr_gamma=self.lr_gamma,
+        )
+
+
+def resume_fields(*markers: str) -> tuple[str, ...]:
+    """The `TrainConfig` fields marked with one of `markers`.
+
+    Args:
+        *markers: `FIXED`, `EXTENDABLE`, or both; none means both.
+
+    Returns:
+        The names of the marked fields, in declaration order.
+
+    Raises:
+        ValueError: for a marker other than `FIXED` and `EXTENDABLE`.
+
+    Example:
+
+    >>> resume_fields(EXTENDABLE)
+    ('epochs', 'schedule_epochs')
+    """
+    known = (FIXED, EXTENDABLE)
+    for marker in markers:
+        if marker not in known:
+            raise ValueError(
+                f"markers: {marker!r} is not a resume marker; expected "
+                f"{' or '.join(map(repr, known))}"
+            )
+    wanted = markers or known
+    return tuple(
+        field.name
+        for field in dataclasses.fields(TrainConfig)
+        if field.metadata.get(RESUME) in wanted
+    )

@@ -374,8 +374,8 @@ def _train_one(
     import keras
 
     from recipes import data as data_lib
+    from recipes.config import TrainConfig
     from recipes.models import build_model
-    from recipes.trainer import TrainConfig
     from recipes.trainer import Trainer
 
     recipe = recipe or recipe_for(arch)

@@ -32,17 +32,16 @@ Rerunning the same command restores it and skips the images of the
 epoch already seen, so the run continues where it stopped. Settings that
 would change the trajectory are compared with the run's `run.json` first
 and a change is refused, as is a directory holding models of a run that
-no checkpoint can resume (`TrainConfig.overwrite` starts afresh). A
+no checkpoint can resume (`TrainConfig.overwrite` starts afresh): that
+policy, and the layout of the run directory, are `recipes.run_dir`'s. A
 non-finite loss stops the run, and non-finite weights are never saved.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -56,13 +55,10 @@ from tensorflow.core.framework import summary_pb2
 from keras_blurpool._utils import atomic_path
 from keras_blurpool.callbacks import average_over_replicas
 from keras_blurpool.callbacks import batch_norm_statistics
+from recipes import run_dir
 from recipes import strategy as strategy_lib
-from recipes.config import LearningRate
+from recipes.config import TrainConfig
 from recipes.optimizer import TorchSGD
-
-CHECKPOINT_DIR = "checkpoints"
-LOG_DIR = "logs"
-RUN_FILE = "run.json"
 
 # What `tf.summary.scalar` writes; spelled out because that function needs
 # the tensorboard package, which TensorBoard's reader does not need here.
@@ -70,125 +66,6 @@ _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
     data_class=summary_pb2.DATA_CLASS_SCALAR,
 ).SerializeToString()
-
-# Fields of run.json that may change when a run resumes (on another
-# machine, say): the change is printed and recorded in run.json. Every
-# other field fixes the trajectory (the images of each step, the rate,
-# the dtype), so a change is refused, but for more epochs of a step
-# schedule (`Trainer._extends`).
-_RESUMABLE_CHANGES = ("strategy", "num_replicas")
-# What a run leaves in its --out-dir besides checkpoints/ and logs/.
-_RUN_FILES = (
-    RUN_FILE,
-    "final.keras",
-    "final.weights.h5",
-    "best.keras",
-    "best.weights.h5",
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How to train; everything but the model and the data.
-
-    Attributes:
-        out_dir: directory of checkpoints, logs and saved models.
-        epochs: epochs of this run (the end of the schedule).
-        steps_per_epoch: optimizer steps per epoch.
-        global_batch_size: images per micro-batch over all replicas.
-        lr: learning rate at epoch 0 of the schedule, for the effective
-            batch `accum_steps * global_batch_size`.
-        accum_steps: micro-batches per optimizer step.
-        momentum: SGD momentum (PyTorch's).
-        weight_decay: L2 coefficient on every trainable weight (PyTorch's).
-        schedule: `"step"` or `"cosine"`.
-        schedule_epochs: length of the schedule (cosine period).
-        epoch_offset: schedule epoch at which epoch 0 of this run sits
-            (fine-tuning starts a third into the schedule).
-        lr_step_epochs: period of the step schedule.
-        lr_gamma: factor of the step schedule.
-        mixed_precision: float16 compute with loss scaling (bfloat16 on
-            TPU).
-        checkpoint_every: save a checkpoint every this many steps (0: only
-            at the end of each epoch).
-        keep_checkpoints: how many checkpoints to keep.
-        log_every: write training scalars to TensorBoard every this many
-            steps.
-        seed: seed of the data order (and, set by the caller, of the
-            initial weights).
-        verbose: 1 shows a progress bar per epoch, 0 nothing.
-        run_info: more facts about the run for `run.json` (arch, data...);
-            like the fields above, they must not change when a run
-            resumes (but for `strategy`).
-        overwrite: start afresh where `out_dir` holds a run that this one
-            cannot resume (other settings, or finished models without a
-            checkpoint), deleting its files; by default that is an error.
-            A checkpoint of the same settings still resumes.
-    """
-
-    out_dir: str
-    epochs: int
-    steps_per_epoch: int
-    global_batch_size: int
-    lr: float
-    accum_steps: int = 1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "step"
-    schedule_epochs: int | None = None
-    epoch_offset: int = 0
-    lr_step_epochs: int = 30
-    lr_gamma: float = 0.1
-    mixed_precision: bool = False
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    log_every: int = 20
-    seed: int = 0
-    verbose: int = 1
-    run_info: dict = dataclasses.field(default_factory=dict)
-    overwrite: bool = False
-
-    def __post_init__(self):
-        for field in ("epochs", "steps_per_epoch", "global_batch_size",
-                      "accum_steps", "keep_checkpoints", "log_every"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or (
-                value < 1
-            ):
-                raise ValueError(
-                    f"`{field}` must be a positive int. "
-                    f"Received: {field}={value!r}"
-                )
-        if self.checkpoint_every < 0:
-            raise ValueError(
-                "`checkpoint_every` must be >= 0 (0: at epoch ends only). "
-                f"Received: checkpoint_every={self.checkpoint_every!r}"
-            )
-        if not self.lr > 0:
-            raise ValueError(f"`lr` must be > 0. Received: lr={self.lr!r}")
-
-    @property
-    def effective_batch_size(self) -> int:
-        """Images per optimizer step."""
-        return self.global_batch_size * self.accum_steps
-
-    @property
-    def total_steps(self) -> int:
-        """The global step at which the run ends."""
-        return self.epochs * self.steps_per_epoch
-
-    def learning_rate(self) -> LearningRate:
-        """The schedule, as a function of the global step."""
-        return LearningRate(
-            lr=self.lr,
-            steps_per_epoch=self.steps_per_epoch,
-            schedule=self.schedule,
-            schedule_epochs=self.schedule_epochs
-            or self.epoch_offset + self.epochs,
-            epoch_offset=self.epoch_offset,
-            lr_step_epochs=self.lr_step_epochs,
-            lr_gamma=self.lr_gamma,
-        )
 
 
 @dataclasses.dataclass
@@ -473,7 +350,7 @@ class Trainer:
     # Files
 
     def _checkpoint_dir(self) -> str:
-        return os.path.join(self.config.out_dir, CHECKPOINT_DIR)
+        return run_dir.checkpoint_dir(self.config.out_dir)
 
     def _check_finite(self, what: str) -> None:
         """Refuses to save weights or optimizer state that are not finite."""
@@ -537,167 +414,6 @@ class Trainer:
             strategy_lib.cleanup_write_dir(directory, self.strategy)
         return paths if self.is_chief else {}
 
-    def _run_info(self) -> dict:
-        """Every setting of the run, as run.json holds it."""
-        config = self.config
-        info = {
-            **config.run_info,
-            "global_batch_size": config.global_batch_size,
-            "accum_steps": config.accum_steps,
-            "steps_per_epoch": config.steps_per_epoch,
-            "seed": config.seed,
-            "epochs": config.epochs,
-            "lr": config.lr,
-            "momentum": config.momentum,
-            "weight_decay": config.weight_decay,
-            "schedule": config.schedule,
-            "schedule_epochs": config.schedule_epochs
-            or config.epoch_offset + config.epochs,
-            "epoch_offset": config.epoch_offset,
-            "lr_step_epochs": config.lr_step_epochs,
-            "lr_gamma": config.lr_gamma,
-            "mixed_precision": config.mixed_precision,
-            "num_replicas": self.strategy.num_replicas_in_sync,
-        }
-        # As JSON reads it back (tuples become lists), to compare.
-        return json.loads(json.dumps(info))
-
-    def _check_run_file(self) -> str | None:
-        """Checks --out-dir against this run; returns the checkpoint to resume.
-
-        A checkpoint made with the same settings resumes; anything else
-        that a run left in `out_dir` (another run's settings, finished
-        models without a checkpoint) is refused unless `overwrite`, which
-        deletes it. run.json is written for a fresh run only; a resumed
-        run appends the changes it may make (strategy) to its "resumes".
-
-        Raises:
-            ValueError: if `out_dir` is not a directory, or holds a run
-                that this one cannot resume and `overwrite` is False.
-        """
-        config = self.config
-        out_dir = config.out_dir
-        strategy_lib.check_out_dir(out_dir)
-        info = self._run_info()
-        path = os.path.join(out_dir, RUN_FILE)
-        saved, unreadable = None, None
-        if os.path.exists(path):
-            try:
-                with open(path, encoding="utf-8") as f:
-                    saved = json.load(f)
-                if not isinstance(saved, dict):
-                    raise ValueError("not a JSON object")
-            except (OSError, ValueError) as error:
-                saved, unreadable = None, f"{path} cannot be read ({error})"
-        changed = []
-        if saved is not None:
-            changed = [
-                f"{key}: {saved[key]!r} -> {info.get(key)!r}"
-                for key in saved
-                if key not in _RESUMABLE_CHANGES
-                and key != "resumes"
-                and (key in info or saved[key] is not None)
-                and saved[key] != info.get(key)
-            ]
-        latest = tf.train.latest_checkpoint(self._checkpoint_dir())
-        start_afresh = "start afresh in another --out-dir, or with --overwrite "
-        if latest and changed and self._extends(saved, info):
-            changed = []
-        if latest and not changed and not unreadable:
-            if saved is not None:
-                self._record_resume(path, saved, info, latest)
-            return latest
-        if latest:
-            problem = unreadable or (
-                "a run made with other settings, which cannot resume with "
-                "these (" + "; ".join(changed) + ")"
-            )
-            if not config.overwrite:
-                raise ValueError(
-                    f"--out-dir {out_dir!r} holds {problem}. Rerun with the "
-                    f"settings of {path}, or {start_afresh}(which deletes "
-                    "that run)."
-                )
-        else:
-            present = [
-                name for name in _RUN_FILES[1:]
-                if os.path.exists(os.path.join(out_dir, name))
-            ]
-            problem = None
-            if unreadable:
-                problem = unreadable
-            elif changed:
-                problem = "another run's run.json (" + "; ".join(changed) + ")"
-            elif present:
-                problem = "a run's " + ", ".join(present)
-            if problem and not config.overwrite:
-                raise ValueError(
-                    f"--out-dir {out_dir!r} holds {problem} and no checkpoint "
-                    f"to resume from; {start_afresh}(which replaces them)."
-                )
-        if self.is_chief:
-            if config.overwrite:
-                self._delete_run()
-            os.makedirs(out_dir, exist_ok=True)
-            self._write_json(path, info)
-        return None
-
-    @staticmethod
-    def _extends(saved: dict, info: dict) -> bool:
-        """Whether `info` only raises the epochs of a step-schedule run.
-
-        The step schedule's rate does not depend on the run's length, so
-        the steps already taken stay those of the longer run; a cosine
-        period or a fine-tuning offset would change.
-        """
-        differ = {key for key in saved if saved[key] != info.get(key)}
-        differ -= {*_RESUMABLE_CHANGES, "resumes"}
-        return (
-            info.get("schedule") == "step"
-            and differ <= {"epochs", "schedule_epochs"}
-            and "epochs" in differ
-            and isinstance(saved["epochs"], int)
-            and info["epochs"] > saved["epochs"]
-            and not info.get("epoch_offset")
-        )
-
-    def _record_resume(self, path, saved, info, latest) -> None:
-        """Prints and records the changes a resumed run may make."""
-        changes = {
-            key: [saved.get(key), info.get(key)]
-            for key in (*_RESUMABLE_CHANGES, "epochs", "schedule_epochs")
-            if key in saved and saved.get(key) != info.get(key)
-        }
-        if not changes:
-            return
-        self._print(
-            "resuming with "
-            + "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
-        )
-        if self.is_chief:
-            entry = {"checkpoint": os.path.basename(latest), **changes}
-            updated = {key: new for key, (_, new) in changes.items()}
-            resumes = [*saved.get("resumes", []), entry]
-            self._write_json(path, {**saved, **updated, "resumes": resumes})
-
-    def _delete_run(self) -> None:
-        """Deletes what a run left in --out-dir (for `overwrite`)."""
-        out_dir = self.config.out_dir
-        for name in (CHECKPOINT_DIR, LOG_DIR):
-            directory = os.path.join(out_dir, name)
-            if os.path.isdir(directory):
-                shutil.rmtree(directory)
-        for name in _RUN_FILES:
-            file = os.path.join(out_dir, name)
-            if os.path.isfile(file):
-                os.remove(file)
-
-    @staticmethod
-    def _write_json(path: str, value: dict) -> None:
-        with atomic_path(path) as partial:
-            with open(partial, "w", encoding="utf-8") as f:
-                json.dump(value, f, indent=2, sort_keys=True)
-
     # ------------------------------------------------------------------
     # Running
 
@@ -747,7 +463,12 @@ class Trainer:
         """
         config = self.config
         # Before building: a run that cannot resume is refused up front.
-        latest = self._check_run_file()
+        latest = run_dir.check_run_dir(
+            config,
+            self.strategy.num_replicas_in_sync,
+            is_chief=self.is_chief,
+            log=self._print,
+        )
         if not self._built:
             self._build()
         if self.is_chief:
@@ -835,7 +556,7 @@ class Trainer:
         if not self.is_chief:
             noop = tf.summary.create_noop_writer()
             return {"train": noop, "validation": noop}
-        logs = os.path.join(self.config.out_dir, LOG_DIR)
+        logs = os.path.join(self.config.out_dir, run_dir.LOG_DIR)
         return {
             name: tf.summary.create_file_writer(os.path.join(logs, name))
             for name in ("train", "validation")

@@ -1,0 +1,264 @@
+"""Tests of the command line `python -m recipes.train`, `recipes/train.py`.
+
+In process, but for `kill -9`, the default run and the keras.applications
+comparison, which run `python -m recipes.train` in subprocesses.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from recipes import models
+from recipes import train
+from tests._recipes_training import REPO
+from tests._recipes_training import make_env
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--arch", "resnet51"], "--arch: unknown architecture 'resnet51'"),
+        (["--data", "/some/folder"], "--arch is required with --data"),
+        (["--filter-size", "9"], "--filter-size: expected an int from 1 to 7"),
+        (["--arch", "resnet18", "--accum-steps", "3"], "does not divide"),
+        (["--arch", "resnet18", "--finetune-from", "missing.pth"],
+         "--finetune-from: no such file 'missing.pth'"),
+        (["--arch", "resnet18", "--finetune-from", "weights.npz"],
+         "neither a Keras .weights.h5"),
+        (["--strategy", "gpu"], "--strategy: invalid choice: 'gpu'"),
+        (["--batch-size", "0"], "--batch-size: expected a positive int"),
+        (["--lr", "-1"], "--lr: expected a positive number"),
+        (["--arch", "resnet18", "--with-lps"],
+         "--with-lps: only the demo comparison"),
+        (["--antialias", "aps"], "--antialias/--padding need --arch"),
+        (["--arch", "resnet18", "--antialias", "max"],
+         "--antialias: invalid choice: 'max'"),
+    ],
+)
+def test_cli_rejects_bad_input(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def _write_jpegs(root, splits=("train", "val"), classes=("cat", "dog"), count=8,
+                 size=48):
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+                image[..., label] = 255  # learnable: one channel saturated
+                data = tf.io.encode_jpeg(image).numpy()
+                (folder / f"{i}.jpg").write_bytes(data)
+    return root
+
+
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory):
+    return _write_jpegs(tmp_path_factory.mktemp("jpegs"))
+
+
+def test_cli_trains_on_a_folder_of_jpegs(jpeg_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = train.main([
+        "--arch", "demo", "--data", str(jpeg_folder), "--image-size", "32",
+        "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4",
+        "--out-dir", str(out), "--quiet",
+    ])
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["data"] == str(jpeg_folder) and run["steps_per_epoch"] == 2
+    model = keras.saving.load_model(out / "final.keras")
+    assert model.output_shape == (None, 2)
+    # Validated on val/ (16 images): best.* exist.
+    assert (out / "best.weights.h5").exists()
+    assert os.listdir(out / "logs" / "train")
+
+
+def test_cli_validation_labels_follow_training_classes(tmp_path, capsys):
+    root = _write_jpegs(tmp_path / "data", splits=("train",),
+                        classes=("cat", "dog", "owl"), count=1)
+    _write_jpegs(root, splits=("val",), classes=("cat", "owl"), count=1)
+    from recipes import data as data_lib
+
+    train_classes = data_lib.load_images(str(root), "train").class_names
+    with pytest.warns(UserWarning, match="lacks 1 of the 3 training classes: dog"):
+        val = train._open_validation(data_lib, str(root),
+                                     class_names=train_classes)
+    assert sorted(int(label) for _, label in val.dataset) == [0, 2]
+    _write_jpegs(root, splits=("val",), classes=("emu",), count=1)
+    code = train.main(["--arch", "demo", "--data", str(root), "--epochs", "1",
+                       "--steps-per-epoch", "1", "--batch-size", "2",
+                       "--out-dir", str(tmp_path / "run"), "--quiet"])
+    assert code == 2
+    assert "class(es) 'emu' that the training classes lack" in capsys.readouterr().err
+
+
+def test_cli_bad_image_is_named_or_skipped(jpeg_folder, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(jpeg_folder, root)
+    bad = root / "train" / "dog" / "3.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated
+    command = ["--arch", "demo", "--data", str(root), "--image-size", "32",
+               "--epochs", "1", "--steps-per-epoch", "4", "--batch-size", "4",
+               "--no-validation", "--quiet"]
+    assert train.main(command + ["--out-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read image file {str(bad)!r}" in err
+    assert "--skip-bad-images" in err and "Traceback" not in err
+    code = train.main(command + ["--out-dir", str(tmp_path / "b"),
+                                 "--skip-bad-images"])
+    assert code == 0
+    assert "skipped 1 unreadable train image file(s)" in capsys.readouterr().out
+
+
+def test_cli_trains_on_tfds_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    out = tmp_path / "run"
+    with tfds.testing.mock_data(num_examples=16):
+        code = train.main([
+            "--arch", "demo", "--data", "tfds:cifar10:train", "--image-size", "32",
+            "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4",
+            "--out-dir", str(out), "--quiet",
+        ])
+    assert code == 0
+    assert keras.saving.load_model(out / "final.keras").output_shape == (None, 10)
+    # Trained on the split of the spec, validated on cifar10's "test".
+    assert (out / "best.keras").exists()
+
+
+def test_finetune_from_baseline_weights_h5(tmp_path, capsys):
+    baseline = models.build_model("demo", None, num_classes=10, image_size=32)
+    rng = np.random.default_rng(1)
+    for w in baseline.trainable_weights:
+        w.assign(rng.standard_normal(w.shape).astype("float32") * 0.1)
+    path = str(tmp_path / "baseline.weights.h5")
+    baseline.save_weights(path)
+    out = tmp_path / "run"
+    code = train.main([
+        "--arch", "demo", "--filter-size", "4", "--finetune-from", path,
+        "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "8",
+        "--lr", "1e-12", "--no-validation", "--out-dir", str(out),
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"from baseline weights {path}" in printed
+    # The last epoch of the demo's 12-epoch schedule.
+    assert "from schedule epoch 11" in printed
+    tuned = models.build_model("demo", 4, num_classes=10, image_size=32)
+    tuned.load_weights(out / "final.weights.h5")
+    assert any(type(layer).__name__ == "BlurPool2D" for layer in tuned.layers)
+    for a, b in zip(baseline.trainable_weights, tuned.trainable_weights):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6)
+
+
+def test_finetune_from_torchvision_pth(reference, jpeg_folder, tmp_path, capsys):
+    import keras_blurpool
+    from tests.test_resnet import _as_torchvision
+
+    torch, aa = reference
+    torch.manual_seed(0)
+    tv_model = _as_torchvision(torch, aa.resnet18(filter_size=1, num_classes=2))
+    state = {k: v for k, v in tv_model.state_dict().items()}
+    assert "layer2.0.conv1.weight" in state and not any("filt" in k for k in state)
+    path = str(tmp_path / "resnet18_baseline.pth")
+    torch.save(state, path)
+    out = tmp_path / "run"
+    code = train.main([
+        "--arch", "resnet18", "--filter-size", "4", "--data", str(jpeg_folder),
+        "--image-size", "64", "--finetune-from", path, "--epochs", "1",
+        "--steps-per-epoch", "1", "--batch-size", "4", "--lr", "1e-12",
+        "--no-validation", "--out-dir", str(out), "--quiet",
+    ])
+    assert code == 0
+    expected = models.build_model("resnet18", 4, num_classes=2, image_size=64)
+    keras_blurpool.load_torch_weights(
+        expected, {k: v.numpy() for k, v in state.items()}
+    )
+    tuned = models.build_model("resnet18", 4, num_classes=2, image_size=64)
+    tuned.load_weights(out / "final.weights.h5")
+    for a, b in zip(expected.trainable_weights, tuned.trainable_weights):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6)
+
+
+def test_kill_9_then_rerun_resumes_and_finishes(tmp_path):
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "recipes.train", "--arch", "demo",
+        "--epochs", "2", "--steps-per-epoch", "100", "--batch-size", "16",
+        "--checkpoint-every", "5", "--no-validation", "--out-dir", str(out),
+    ]
+    state = out / "checkpoints" / "checkpoint"
+    process = subprocess.Popen(command, cwd=REPO, env=make_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not state.exists() and process.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL, "finished before the kill"
+    saved = int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"',
+                          state.read_text()).group(1))
+    assert 0 < saved < 200
+    result = subprocess.run(command, cwd=REPO, env=make_env(), capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"resuming from step {saved} " in result.stdout
+    assert "finished at step 200" in result.stdout
+    assert (out / "final.keras").exists()
+
+
+def test_default_command_compares_plain_and_antialiased(tmp_path):
+    """`python -m recipes.train`, with a budget small enough for CI."""
+    result = subprocess.run(
+        [sys.executable, "-m", "recipes.train", "--epochs", "1",
+         "--steps-per-epoch", "4", "--batch-size", "32", "--out-dir",
+         str(tmp_path)],
+        cwd=REPO, env=make_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout[result.stdout.index("top-1 (%)"):]
+    assert re.search(r"baseline\s+\d+\.\d\d\s+\d+\.\d\d ± \d", table)
+    assert re.search(r"antialiased \(filter 4\)\s+\d+\.\d\d\s+\d+\.\d\d ± \d", table)
+    # APS, with circular padding: every circular shift gets the same class.
+    assert re.search(r"APS \(filter 4\)\s+\d+\.\d\d\s+\d+\.\d\d ± \S+\s+100\.00", table)
+    for name in ("baseline", "lpf4", "aps4"):
+        assert (tmp_path / name / "final.keras").exists()
+        assert (tmp_path / name / "final.weights.h5").exists()
+
+
+def test_keras_arch_comparison_command(tmp_path):
+    """`python -m recipes.train --arch keras.MobileNetV2`, CI-sized."""
+    result = subprocess.run(
+        [sys.executable, "-m", "recipes.train", "--arch", "keras.MobileNetV2",
+         "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16",
+         "--out-dir", str(tmp_path)],
+        cwd=REPO, env=make_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout[result.stdout.index("keras.MobileNetV2 on the demo data"):]
+    assert "64x64 crops" in table
+    assert re.search(r"baseline\s+\d+\.\d\d\s+\d+\.\d\d ± \d", table)
+    assert re.search(r"antialiased \(filter 4\)\s+\d+\.\d\d\s+\d+\.\d\d ± \d", table)
+    for name in ("baseline", "lpf4"):
+        assert (tmp_path / name / "final.keras").exists()
