@@ -1,5 +1,6 @@
 """Anti-aliased downsampling layers."""
 
+from keras_blurpool.layers._padding import standardize_pad_type
 from keras_blurpool.layers.antialias import AntiAliasAvgPool2D
 from keras_blurpool.layers.antialias import AntiAliasing
 from keras_blurpool.layers.antialias import check_antialias
@@ -32,4 +33,5 @@ __all__ = [
     "create_antialias",
     "is_antialiasing",
     "register_antialiasing",
+    "standardize_pad_type",
 ]

@@ -25,12 +25,13 @@ import keras
 from keras import ops
 
 from keras_blurpool._utils import check_int
+from keras_blurpool.layers._checks import check_filter_size
+from keras_blurpool.layers._checks import known_channels
+from keras_blurpool.layers._checks import standardize_data_format
+from keras_blurpool.layers._checks import standardize_strides
+from keras_blurpool.layers._padding import pad_axes
+from keras_blurpool.layers._padding import standardize_pad_type
 from keras_blurpool.layers.blur_pool import BlurPool2D
-from keras_blurpool.layers.blur_pool import _known_channels
-from keras_blurpool.layers.blur_pool import _pad_axes
-from keras_blurpool.layers.blur_pool import _standardize_data_format
-from keras_blurpool.layers.blur_pool import _standardize_strides
-from keras_blurpool.layers.blur_pool import standardize_pad_type
 
 NORMS = ("l1", "l2", "linf")
 
@@ -126,9 +127,9 @@ class _PolyphasePool(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if filter_size is not None:
-            filter_size = check_int("filter_size", filter_size, 1, 64)
+            filter_size = check_filter_size(filter_size)
         self.filter_size = filter_size
-        self.strides = _standardize_strides(strides, 2)
+        self.strides = standardize_strides(strides, 2)
         self.padding = standardize_pad_type(padding)
         if not isinstance(return_index, bool):
             raise ValueError(
@@ -136,7 +137,7 @@ class _PolyphasePool(keras.layers.Layer):
                 f"return_index={return_index!r}"
             )
         self.return_index = return_index
-        self.data_format = _standardize_data_format(data_format)
+        self.data_format = standardize_data_format(data_format)
         self.num_components = self.strides[0] * self.strides[1]
         self._blur = None
         if filter_size is not None and filter_size > 1:
@@ -164,7 +165,7 @@ class _PolyphasePool(keras.layers.Layer):
         return -1 if self.data_format == "channels_last" else 1
 
     def build(self, input_shape):
-        channels = _known_channels(self, input_shape)
+        channels = known_channels(self, input_shape)
         if self._blur is not None:
             self._blur.build(input_shape)
         self.input_spec = keras.layers.InputSpec(
@@ -193,7 +194,7 @@ class _PolyphasePool(keras.layers.Layer):
                 # the layer's way (circular keeps the invariance).
                 widths[axis] = (0, s - n % s)
         if widths:
-            x = _pad_axes(x, self.padding, widths)
+            x = pad_axes(x, self.padding, widths)
         return polyphase_components(x, self.strides, self.data_format)
 
     def _pad_unknown(self, x, axis, s):
@@ -513,7 +514,7 @@ class LPSPool2D(_PolyphasePool):
         x = ops.reshape(components, (-1, *dims[2:]))
         one = {a: (1, 1) for a in self._spatial_axes}
         for i, conv in enumerate(self._score_convs):
-            x = conv(_pad_axes(x, self.padding, one))
+            x = conv(pad_axes(x, self.padding, one))
             if i == 0:
                 x = ops.relu(x)
         # In float64 where it can (see `accumulation_dtype`).
