@@ -20,11 +20,11 @@ DATA_FORMATS = ("channels_last", "channels_first")
 # useful blur (the paper uses 1-7); unbounded, 1,000 taps ran for a long
 # while before overflowing float64. The zoo's builders have their own,
 # smaller bound (`MAX_BUILDER_FILTER_SIZE` in applications/arguments.py).
-MAX_FILTER_SIZE = 64
+MAX_LAYER_FILTER_SIZE = 64
 
 
 def check_filter_size(filter_size) -> int:
-    """`filter_size` as an int from 1 to `MAX_FILTER_SIZE`, or raises.
+    """`filter_size` as an int from 1 to `MAX_LAYER_FILTER_SIZE`, or raises.
 
     Args:
         filter_size: taps of a binomial filter per axis.
@@ -36,7 +36,7 @@ def check_filter_size(filter_size) -> int:
         ValueError: `"`filter_size` must be an int from 1 to 64. Received:
             filter_size=..."`.
     """
-    return check_int("filter_size", filter_size, 1, MAX_FILTER_SIZE)
+    return check_int("filter_size", filter_size, 1, MAX_LAYER_FILTER_SIZE)
 
 
 def standardize_strides(strides, rank: int, name: str = "strides") -> tuple:

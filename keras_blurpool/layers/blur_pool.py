@@ -33,7 +33,7 @@ def binomial_filter(filter_size: int) -> np.ndarray:
     """Normalised 1-D binomial taps, e.g. `[1, 3, 3, 1] / 8` for size 4.
 
     Args:
-        filter_size: number of taps, an int from 1 to `MAX_FILTER_SIZE`
+        filter_size: number of taps, an int from 1 to `MAX_LAYER_FILTER_SIZE`
             (64).
 
     Returns:
