@@ -261,7 +261,7 @@ def create_antialias(
         return layer_class(
             filter_size=filter_size,
             strides=strides,
-            padding=pad_type,
+            pad_type=pad_type,
             data_format=data_format,
             name=name,
         )
