@@ -3,8 +3,10 @@
 from keras_blurpool import applications
 from keras_blurpool import callbacks
 from keras_blurpool.applications import load_torch_weights
-from keras_blurpool.layers import AntiAliasAvgPool2D
-from keras_blurpool.layers import AntiAliasing
+from keras_blurpool.layers import AntiAliasAvgPool2D  # deprecated alias
+from keras_blurpool.layers import AntialiasAvgPool2D
+from keras_blurpool.layers import AntiAliasing  # deprecated alias
+from keras_blurpool.layers import Antialiasing
 from keras_blurpool.layers import APSPool2D
 from keras_blurpool.layers import BlurPool1D
 from keras_blurpool.layers import BlurPool2D
@@ -27,8 +29,8 @@ __all__ = [
     "APSPool2D",
     "CircularPadding2D",
     "LPSPool2D",
-    "AntiAliasAvgPool2D",
-    "AntiAliasing",
+    "AntialiasAvgPool2D",
+    "Antialiasing",
     "AntialiasReport",
     "BlurPool1D",
     "BlurPool2D",
@@ -44,4 +46,7 @@ __all__ = [
     "load_torch_weights",
     "register_antialiasing",
     "transfer_weights",
+    # Deprecated aliases (the names before the spelling was made one).
+    "AntiAliasAvgPool2D",
+    "AntiAliasing",
 ]

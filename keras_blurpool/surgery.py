@@ -29,10 +29,10 @@ import keras
 
 from keras_blurpool._utils import check_int
 from keras_blurpool.layers import antialias as _antialias
+from keras_blurpool.layers import standardize_pad_type
 from keras_blurpool.layers.blur_pool import BlurPool1D
 from keras_blurpool.layers.blur_pool import BlurPool2D
 from keras_blurpool.layers.blur_pool import BlurPool3D
-from keras_blurpool.layers.blur_pool import standardize_pad_type
 from keras_blurpool.layers.blur_upsampling import BlurUpSampling2D
 
 _LOG = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class _Options:
 
 def antialias_model(
     model: keras.Model,
-    antialias: _antialias.AntiAliasChoice = "blur",
+    antialias: _antialias.AntialiasChoice = "blur",
     filter_size: int = 4,
     *,
     convs: bool = True,
@@ -186,7 +186,7 @@ def antialias_model(
         model: a built Functional or Sequential `keras.Model`.
         antialias: the anti-aliasing layer, as `create_antialias`:
             `"blur"` (`BlurPool1D/2D/3D` by the layer's rank), `"avg"`
-            (`AntiAliasAvgPool2D`; a "same" average pool in 1-D and 3-D) or
+            (`AntialiasAvgPool2D`; a "same" average pool in 1-D and 3-D) or
             a callable `(channels, strides, name) -> keras.layers.Layer`.
         filter_size: taps of the binomial filter per axis (`"blur"`).
         convs: anti-alias strided convolutions.

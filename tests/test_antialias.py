@@ -1,14 +1,15 @@
 """Pluggable anti-aliasing: the marker, the factory, the builders' options."""
 
 import inspect
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 
 import keras_blurpool
-from keras_blurpool import AntiAliasAvgPool2D
-from keras_blurpool import AntiAliasing
+from keras_blurpool import AntialiasAvgPool2D
+from keras_blurpool import Antialiasing
 from keras_blurpool import BlurPool2D
 from keras_blurpool import applications
 from keras_blurpool import create_antialias
@@ -35,7 +36,7 @@ def test_factory_outputs():
     assert (blur.filter_size, blur.strides, blur.pad_type, blur.name) == (
         3, (2, 2), "zero", "b")
     avg = create_antialias("avg", strides=3, name="a")
-    assert isinstance(avg, AntiAliasAvgPool2D)
+    assert isinstance(avg, AntialiasAvgPool2D)
     assert (avg.pool_size, avg.strides, avg.padding, avg.name) == (
         (3, 3), (3, 3), "same", "a")
     first = create_antialias("avg", data_format="channels_first")
@@ -78,14 +79,14 @@ def test_callable_must_return_a_layer():
         applications.ResNet18(antialias=lambda c, s, n: None)
 
 
-# --- AntiAliasAvgPool2D -----------------------------------------------------
+# --- AntialiasAvgPool2D -----------------------------------------------------
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_avg_pool_equals_torch_ceil_mode(reference, data_format):
     torch, _ = reference
     pool = torch.nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
-    layer = AntiAliasAvgPool2D(data_format=data_format)
+    layer = AntialiasAvgPool2D(data_format=data_format)
     x = np.random.default_rng(0).standard_normal((2, 5, 15, 14))
     x = x.astype("float32")
     expected = pool(torch.from_numpy(x)).numpy()  # (2, 5, 8, 7)
@@ -98,18 +99,65 @@ def test_avg_pool_equals_torch_ceil_mode(reference, data_format):
 
 
 def test_avg_pool_config_round_trip():
-    layer = AntiAliasAvgPool2D(strides=3, data_format="channels_first", name="p")
+    layer = AntialiasAvgPool2D(strides=3, data_format="channels_first", name="p")
     config = layer.get_config()
     assert config["strides"] == 3 and "pool_size" not in config
-    again = AntiAliasAvgPool2D.from_config(config)
+    again = AntialiasAvgPool2D.from_config(config)
     assert again.get_config() == config
     restored = keras.saving.deserialize_keras_object(
         keras.saving.serialize_keras_object(layer)
     )
-    assert type(restored) is AntiAliasAvgPool2D
+    assert type(restored) is AntialiasAvgPool2D
     assert restored.strides == (3, 3) and restored.data_format == "channels_first"
     with pytest.raises(ValueError, match="strides=0"):
-        AntiAliasAvgPool2D(strides=0)
+        AntialiasAvgPool2D(strides=0)
+
+
+def test_old_spellings_are_the_same_objects():
+    # Deprecated aliases, kept where the names were exported.
+    assert keras_blurpool.AntiAliasAvgPool2D is AntialiasAvgPool2D
+    assert keras_blurpool.AntiAliasing is Antialiasing
+    assert keras_blurpool.layers.AntiAliasAvgPool2D is AntialiasAvgPool2D
+    assert keras_blurpool.layers.AntiAliasing is Antialiasing
+    assert not hasattr(keras_blurpool.layers.antialias, "AntiAliasChoice")
+
+
+def test_avg_pool_saved_under_its_old_name_loads():
+    # A `.keras` file written before the rename names the layer
+    # "keras_blurpool>AntiAliasAvgPool2D".
+    layer = AntialiasAvgPool2D(strides=3, name="p")
+    serialized = keras.saving.serialize_keras_object(layer)
+    assert serialized["registered_name"] == "keras_blurpool>AntialiasAvgPool2D"
+    old = {**serialized, "class_name": "AntiAliasAvgPool2D",
+           "registered_name": "keras_blurpool>AntiAliasAvgPool2D"}
+    restored = keras.saving.deserialize_keras_object(old)
+    assert type(restored) is AntialiasAvgPool2D
+    assert restored.get_config() == layer.get_config()
+    # Saved again, it takes the new name.
+    again = keras.saving.serialize_keras_object(restored)
+    assert again["registered_name"] == "keras_blurpool>AntialiasAvgPool2D"
+
+
+def test_keras_file_saved_under_the_old_name_loads(tmp_path):
+    inputs = keras.Input((6, 6, 2))
+    model = keras.Model(inputs, AntialiasAvgPool2D(name="pool")(inputs))
+    model.save(tmp_path / "new.keras")
+    # The same file as written before the rename: its config.json names
+    # the old class and registered name.
+    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(
+        tmp_path / "old.keras", "w"
+    ) as old:
+        for item in new.infolist():
+            data = new.read(item)
+            if item.filename == "config.json":
+                assert b'"keras_blurpool>AntialiasAvgPool2D"' in data
+                data = data.replace(b"AntialiasAvgPool2D", b"AntiAliasAvgPool2D")
+            old.writestr(item, data)
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    assert type(loaded.get_layer("pool")) is AntialiasAvgPool2D
+    assert loaded.get_config() == model.get_config()
+    x = np.arange(72, dtype="float32").reshape(1, 6, 6, 2)
+    np.testing.assert_array_equal(_numpy(loaded(x)), _numpy(model(x)))
 
 
 # --- the marker -------------------------------------------------------------
@@ -119,12 +167,12 @@ def test_marker():
     assert is_antialiasing(BlurPool2D())
     assert is_antialiasing(keras_blurpool.BlurPool1D())
     assert is_antialiasing(keras_blurpool.MaxBlurPool2D())
-    assert is_antialiasing(AntiAliasAvgPool2D())
+    assert is_antialiasing(AntialiasAvgPool2D())
     assert not is_antialiasing(keras.layers.AveragePooling2D(2))
     assert not is_antialiasing(keras.layers.MaxPooling2D())
     assert not is_antialiasing("BlurPool2D")
 
-    class Own(AntiAliasing, keras.layers.Layer):
+    class Own(Antialiasing, keras.layers.Layer):
         pass
 
     assert is_antialiasing(Own())
@@ -207,7 +255,7 @@ def test_avg_resnet18_equals_torch_avg_pool_placement(reference, pool_only):
         antialias="avg", pool_only=pool_only, input_shape=(72, 72, 3),
         classifier_activation=None,
     )
-    names = {layer.name for layer in model.layers if isinstance(layer, AntiAliasAvgPool2D)}
+    names = {layer.name for layer in model.layers if isinstance(layer, AntialiasAvgPool2D)}
     assert names == {
         "pool1_blur", "conv3_block1_2_blur", "conv3_block1_0_blur",
         "conv4_block1_2_blur", "conv4_block1_0_blur",
@@ -306,7 +354,7 @@ _FAMILIES = [
 )
 def test_every_family_takes_every_antialias(builder, kwargs):
     weighted = None
-    for antialias, kind in (("blur", BlurPool2D), ("avg", AntiAliasAvgPool2D),
+    for antialias, kind in (("blur", BlurPool2D), ("avg", AntialiasAvgPool2D),
                             (None, None)):
         model = builder(antialias=antialias, pad_type="zero", **kwargs)
         marked = [layer for layer in model.layers if is_antialiasing(layer)]
@@ -361,7 +409,7 @@ def test_avg_model_round_trips_through_a_keras_file(tmp_path):
     path = tmp_path / "avg.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert isinstance(loaded.get_layer("pool1_blur"), AntiAliasAvgPool2D)
+    assert isinstance(loaded.get_layer("pool1_blur"), AntialiasAvgPool2D)
     x = np.random.default_rng(0).standard_normal((1, 64, 64, 3))
     x = x.astype("float32")
     np.testing.assert_allclose(_numpy(loaded(x)), _numpy(model(x)), atol=1e-6)

@@ -22,14 +22,14 @@ BACKEND = keras.backend.backend()
 # --- NumPy formulas ---------------------------------------------------------
 
 
-def numpy_prepare(x, filter_size, strides, padding):
+def numpy_prepare(x, filter_size, strides, pad_type):
     """Blur (stride 1), pad odd sizes at the end, split: `[P, B, h, w, C]`."""
     mode = {"circular": "wrap", "zero": "constant", "reflect": "reflect"}
     if filter_size and filter_size > 1:
-        x = _blur(x, filter_size, mode[padding])
+        x = _blur(x, filter_size, mode[pad_type])
     sh, sw = strides
     widths = [(0, 0), (0, -x.shape[1] % sh), (0, -x.shape[2] % sw), (0, 0)]
-    x = np.pad(x.astype("float64"), widths, mode=mode[padding])
+    x = np.pad(x.astype("float64"), widths, mode=mode[pad_type])
     return np.stack(
         [x[:, i::sh, j::sw] for i in range(sh) for j in range(sw)]
     )
@@ -50,8 +50,8 @@ def _blur(x, k, mode):
 
 
 def numpy_aps(x, filter_size=None, strides=(2, 2), norm="l2",
-              padding="circular"):
-    components = numpy_prepare(x, filter_size, strides, padding)
+              pad_type="circular"):
+    components = numpy_prepare(x, filter_size, strides, pad_type)
     flat = np.abs(components.reshape(components.shape[0],
                                      components.shape[1], -1))
     scores = {"l1": flat.sum(-1), "l2": np.sqrt((flat ** 2).sum(-1)),
@@ -108,11 +108,11 @@ def test_aps_matches_numpy(filter_size, strides, norm, hw):
     assert tuple(got.shape) == layer.compute_output_shape(x.shape)
 
 
-@pytest.mark.parametrize("padding", ["zero", "reflect"])
-def test_aps_other_paddings_match_numpy(padding):
+@pytest.mark.parametrize("pad_type", ["zero", "reflect"])
+def test_aps_other_paddings_match_numpy(pad_type):
     x = random_input((2, 9, 11, 3))
-    got = APSPool2D(3, padding=padding)(x)
-    expected, _ = numpy_aps(x, 3, (2, 2), "l2", padding)
+    got = APSPool2D(3, pad_type=pad_type)(x)
+    expected, _ = numpy_aps(x, 3, (2, 2), "l2", pad_type)
     np.testing.assert_allclose(to_numpy(got), expected, atol=1e-5)
 
 
@@ -227,13 +227,71 @@ def test_polyphase_layers_under_mixed_precision(policy):
 @pytest.mark.parametrize("kwargs,message", [
     ({"norm": "l3"}, "norm='l3'"),
     ({"strides": 0}, "strides=0"),
-    ({"padding": "wrap"}, "pad_type='wrap'"),
+    ({"pad_type": "wrap"}, "pad_type='wrap'"),
     ({"filter_size": 0}, "filter_size=0"),
     ({"return_index": "yes"}, "return_index='yes'"),
 ])
 def test_aps_bad_arguments_raise_early(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         APSPool2D(**kwargs)
+
+
+# --- `padding`, the deprecated alias of `pad_type` --------------------------
+
+
+def _lps(**kwargs):
+    return LPSPool2D(3, hidden_channels=2, seed=1, **kwargs)
+
+
+@pytest.mark.parametrize("make", [APSPool2D, _lps], ids=["aps", "lps"])
+def test_padding_is_a_deprecated_alias_of_pad_type(make):
+    with pytest.warns(DeprecationWarning, match="use `pad_type`") as record:
+        old = make(padding="zero")
+    assert len(record) == 1
+    # stacklevel=2: the warning points at the construction, not the library.
+    assert record[0].filename == __file__
+    new = make(pad_type="zero")
+    assert old.pad_type == new.pad_type == "zero"
+    assert old.get_config() == {**new.get_config(), "name": old.name}
+    assert "padding" not in old.get_config()
+    x = random_input((2, 9, 7, 4))
+    if isinstance(old, LPSPool2D):
+        old.build(x.shape)
+        new.build(x.shape)
+        new.set_weights(old.get_weights())
+    np.testing.assert_array_equal(to_numpy(old(x)), to_numpy(new(x)))
+
+
+@pytest.mark.parametrize("layer_class", [APSPool2D, LPSPool2D])
+@pytest.mark.parametrize("pad_type", ["circular", "zero"])
+def test_pad_type_and_padding_together_raise(layer_class, pad_type):
+    # Even when `pad_type` is its default value, passed explicitly.
+    with pytest.raises(ValueError, match="Received: pad_type=.*, padding='zero'"):
+        layer_class(pad_type=pad_type, padding="zero")
+
+
+def test_padding_alias_refuses_bad_values_as_pad_type():
+    with pytest.warns(DeprecationWarning):
+        with pytest.raises(ValueError, match="pad_type='wrap'"):
+            APSPool2D(padding="wrap")
+
+
+@pytest.mark.parametrize("layer_class", [APSPool2D, LPSPool2D])
+def test_configs_saved_with_padding_load_silently(layer_class, recwarn):
+    layer = layer_class(3, pad_type="reflect", name="pool")
+    config = layer.get_config()
+    old = {k: v for k, v in config.items() if k != "pad_type"}
+    old["padding"] = "refl"  # as saved before the rename (any alias)
+    restored = layer_class.from_config(old)
+    assert restored.pad_type == "reflect"
+    assert restored.get_config() == config
+    serialized = keras.saving.serialize_keras_object(layer)
+    assert serialized["registered_name"] == f"keras_blurpool>{layer_class.__name__}"
+    serialized["config"] = old
+    again = keras.saving.deserialize_keras_object(serialized)
+    assert type(again) is layer_class
+    assert again.get_config() == config
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
 
 
 def test_aps_bad_index_shape_is_a_clear_error():
@@ -426,12 +484,12 @@ def test_benchmark_runs_at_a_tiny_size():
 
 @pytest.mark.skipif(BACKEND != "tensorflow",
                     reason="unknown sizes at run time exist in TF graphs only")
-@pytest.mark.parametrize("padding", ["circular", "zero"])
-def test_unknown_spatial_sizes_in_a_relaxed_tf_graph(padding):
+@pytest.mark.parametrize("pad_type", ["circular", "zero"])
+def test_unknown_spatial_sizes_in_a_relaxed_tf_graph(pad_type):
     import tensorflow as tf
 
-    for layer in (APSPool2D(3, padding=padding),
-                  LPSPool2D(3, padding=padding, hidden_channels=2)):
+    for layer in (APSPool2D(3, pad_type=pad_type),
+                  LPSPool2D(3, pad_type=pad_type, hidden_channels=2)):
         traced = tf.function(
             lambda t, layer=layer: layer(t),
             input_signature=[tf.TensorSpec([None, None, None, 4])])
@@ -439,7 +497,7 @@ def test_unknown_spatial_sizes_in_a_relaxed_tf_graph(padding):
             x = random_input((2, *hw, 4))
             np.testing.assert_array_equal(traced(x).numpy(),
                                           to_numpy(layer(x)))
-    reflect = APSPool2D(3, padding="reflect")
+    reflect = APSPool2D(3, pad_type="reflect")
     traced = tf.function(lambda t: reflect(t), input_signature=[
         tf.TensorSpec([None, None, None, 4])])
     with pytest.raises(ValueError, match="needs known spatial sizes"):

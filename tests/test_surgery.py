@@ -257,7 +257,7 @@ def test_blur_first_avg_and_callable():
     assert new.output.shape == model.output.shape
 
     new = antialias_model(model, antialias="avg")
-    assert isinstance(new.get_layer("down_blur"), keras_blurpool.AntiAliasAvgPool2D)
+    assert isinstance(new.get_layer("down_blur"), keras_blurpool.AntialiasAvgPool2D)
     assert new.output.shape == model.output.shape
 
     calls = []

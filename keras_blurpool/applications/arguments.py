@@ -15,8 +15,8 @@ import keras
 
 from keras_blurpool._utils import is_int
 from keras_blurpool.layers import check_antialias
-from keras_blurpool.layers.antialias import AntiAliasChoice
-from keras_blurpool.layers.blur_pool import standardize_pad_type
+from keras_blurpool.layers import standardize_pad_type
+from keras_blurpool.layers.antialias import AntialiasChoice as AntiAliasChoice
 
 # The builders' `filter_size`: the reference's range (the layers take
 # larger filters).

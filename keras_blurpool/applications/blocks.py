@@ -113,7 +113,7 @@ def follow_choice(x, aa: AntialiasSpec, choice, *, strides: int = 2, name: str):
     layer = APSPool2D(
         filter_size=aa.filter_size,
         strides=strides,
-        padding=aa.pad_type,
+        pad_type=aa.pad_type,
         data_format=data_format(),
         name=name,
     )

@@ -18,7 +18,7 @@ fetched from the Hugging Face Hub; those are Apache-2.0.
 from __future__ import annotations
 
 from keras_blurpool.applications import registry
-from keras_blurpool.layers.blur_pool import standardize_pad_type
+from keras_blurpool.layers import standardize_pad_type
 from keras_blurpool.weights import download
 
 # timm's `BlurPool2d` filter size, the one of its released blur networks.

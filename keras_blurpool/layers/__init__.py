@@ -1,7 +1,10 @@
 """Anti-aliased downsampling layers."""
 
-from keras_blurpool.layers.antialias import AntiAliasAvgPool2D
-from keras_blurpool.layers.antialias import AntiAliasing
+from keras_blurpool.layers._padding import standardize_pad_type
+from keras_blurpool.layers.antialias import AntiAliasAvgPool2D  # deprecated alias
+from keras_blurpool.layers.antialias import AntialiasAvgPool2D
+from keras_blurpool.layers.antialias import AntiAliasing  # deprecated alias
+from keras_blurpool.layers.antialias import Antialiasing
 from keras_blurpool.layers.antialias import check_antialias
 from keras_blurpool.layers.antialias import create_antialias
 from keras_blurpool.layers.antialias import is_antialiasing
@@ -20,8 +23,8 @@ __all__ = [
     "APSPool2D",
     "LPSPool2D",
     "CircularPadding2D",
-    "AntiAliasAvgPool2D",
-    "AntiAliasing",
+    "AntialiasAvgPool2D",
+    "Antialiasing",
     "BlurPool1D",
     "BlurPool2D",
     "BlurPool3D",
@@ -32,4 +35,8 @@ __all__ = [
     "create_antialias",
     "is_antialiasing",
     "register_antialiasing",
+    "standardize_pad_type",
+    # Deprecated aliases (the names before the spelling was made one).
+    "AntiAliasAvgPool2D",
+    "AntiAliasing",
 ]

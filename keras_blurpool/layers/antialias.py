@@ -3,12 +3,12 @@
 Code that must tell anti-aliasing layers from the rest of a network (the
 PyTorch name maps, which hide them to give torchvision's names) asks
 `is_antialiasing(layer)` instead of testing for one class, so a new
-anti-aliasing layer needs no edits there: subclass `AntiAliasing`, or
+anti-aliasing layer needs no edits there: subclass `Antialiasing`, or
 register a class you do not own with `register_antialiasing`.
 
 `create_antialias` turns a builder's `antialias` argument into a layer, in
 the manner of timm's `create_aa`: `"blur"` (`BlurPool2D`), `"avg"`
-(`AntiAliasAvgPool2D`, the average pool of timm's `resnetaa` models),
+(`AntialiasAvgPool2D`, the average pool of timm's `resnetaa` models),
 `"aps"` / `"lps"` (`APSPool2D` / `LPSPool2D`, adaptive and learnable
 polyphase sampling), `None` (no layer: the plain network) or a callable
 that makes the layer.
@@ -31,7 +31,7 @@ from keras_blurpool.layers.polyphase import APSPool2D
 from keras_blurpool.layers.polyphase import LPSPool2D
 
 # What a builder's `antialias` may be.
-AntiAliasChoice = Union[str, Callable[..., keras.layers.Layer], None]
+AntialiasChoice = Union[str, Callable[..., keras.layers.Layer], None]
 _NAMED = ("blur", "avg", "aps", "lps")
 _ALLOWED = (
     "'blur', 'avg', 'aps', 'lps', None, or a callable (channels, strides, "
@@ -39,19 +39,20 @@ _ALLOWED = (
 )
 
 # Classes registered with `register_antialiasing` (besides subclasses of
-# `AntiAliasing`).
+# `Antialiasing`).
 _REGISTERED: list[type] = []
 
 
-class AntiAliasing:
+class Antialiasing:
     """Marker base class of anti-aliasing (low-pass, then subsample) layers.
 
     It has no behaviour: list it among the bases of a layer class so that
-    `is_antialiasing` recognises its instances.
+    `is_antialiasing` recognises its instances. `AntiAliasing`, its name
+    before the spelling was made one, is a deprecated alias.
 
     Example:
 
-    >>> class MyPool(AntiAliasing, keras.layers.Layer):
+    >>> class MyPool(Antialiasing, keras.layers.Layer):
     ...     pass
     >>> is_antialiasing(MyPool())
     True
@@ -98,7 +99,7 @@ def is_antialiasing(layer) -> bool:
         layer: any object, usually a layer of a model.
 
     Returns:
-        True for instances of `AntiAliasing` subclasses and of classes
+        True for instances of `Antialiasing` subclasses and of classes
         registered with `register_antialiasing`.
 
     Example:
@@ -108,7 +109,7 @@ def is_antialiasing(layer) -> bool:
     >>> is_antialiasing(keras.layers.MaxPooling2D())
     False
     """
-    return isinstance(layer, (AntiAliasing, *_REGISTERED))
+    return isinstance(layer, (Antialiasing, *_REGISTERED))
 
 
 for _cls in (
@@ -124,7 +125,7 @@ for _cls in (
 
 
 @keras.saving.register_keras_serializable(package="keras_blurpool")
-class AntiAliasAvgPool2D(AntiAliasing, keras.layers.AveragePooling2D):
+class AntialiasAvgPool2D(Antialiasing, keras.layers.AveragePooling2D):
     """Average-pool anti-aliasing: an `s`x`s` average pool of stride `s`.
 
     The `aa_layer=nn.AvgPool2d` of timm's `resnetaa` models: placed after
@@ -133,7 +134,9 @@ class AntiAliasAvgPool2D(AntiAliasing, keras.layers.AveragePooling2D):
     counts only the pixels inside the map, so an odd map of `n` pixels
     gives `ceil(n / s)` outputs. For `strides=2` this is PyTorch's
     `AvgPool2d(2, ceil_mode=True, count_include_pad=False)`, and on even
-    maps timm's `AvgPool2d(2)`.
+    maps timm's `AvgPool2d(2)`. `AntiAliasAvgPool2D`, its name before the
+    spelling was made one, is a deprecated alias; models saved under that
+    name load as this class.
 
     Args:
         strides: int >= 1, the window size and the subsampling factor.
@@ -147,7 +150,7 @@ class AntiAliasAvgPool2D(AntiAliasing, keras.layers.AveragePooling2D):
     Example:
 
     >>> x = keras.random.normal((1, 15, 15, 8))
-    >>> tuple(AntiAliasAvgPool2D()(x).shape)
+    >>> tuple(AntialiasAvgPool2D()(x).shape)
     (1, 8, 8, 8)
     """
 
@@ -169,6 +172,17 @@ class AntiAliasAvgPool2D(AntiAliasing, keras.layers.AveragePooling2D):
         config.pop("padding", None)
         config["strides"] = self.strides[0]
         return config
+
+
+# Deprecated aliases of the names before the spelling was made one
+# ("antialias", CamelCase "Antialias"): the same objects.
+AntiAliasing = Antialiasing
+AntiAliasAvgPool2D = AntialiasAvgPool2D
+# `.keras` files saved before the rename name the layer by its old
+# registered name.
+keras.saving.get_custom_objects()[
+    "keras_blurpool>AntiAliasAvgPool2D"
+] = AntialiasAvgPool2D
 
 
 def check_antialias(antialias) -> None:
@@ -205,7 +219,7 @@ def check_antialias(antialias) -> None:
 
 
 def create_antialias(
-    antialias: AntiAliasChoice,
+    antialias: AntialiasChoice,
     *,
     channels: int | None = None,
     strides: int = 2,
@@ -217,7 +231,7 @@ def create_antialias(
     """Makes the anti-aliasing layer of one downsampling, as timm's create_aa.
 
     Args:
-        antialias: `"blur"` (`BlurPool2D`), `"avg"` (`AntiAliasAvgPool2D`),
+        antialias: `"blur"` (`BlurPool2D`), `"avg"` (`AntialiasAvgPool2D`),
             `"aps"` (`APSPool2D`), `"lps"` (`LPSPool2D`), None (no layer:
             the plain network keeps its strides), or a callable
             `(channels, strides, name) -> keras.layers.Layer`.
@@ -241,7 +255,7 @@ def create_antialias(
 
     >>> layer = create_antialias("avg", name="pool1_blur")
     >>> type(layer).__name__, layer.name
-    ('AntiAliasAvgPool2D', 'pool1_blur')
+    ('AntialiasAvgPool2D', 'pool1_blur')
     >>> create_antialias(None) is None
     True
     """
@@ -261,12 +275,12 @@ def create_antialias(
         return layer_class(
             filter_size=filter_size,
             strides=strides,
-            padding=pad_type,
+            pad_type=pad_type,
             data_format=data_format,
             name=name,
         )
     if isinstance(antialias, str):  # "avg"
-        return AntiAliasAvgPool2D(
+        return AntialiasAvgPool2D(
             strides=strides, data_format=data_format, name=name
         )
     layer = antialias(channels, strides, name)

@@ -16,57 +16,24 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_blurpool._utils import check_int
 from keras_blurpool._utils import is_int
 from keras_blurpool.layers import _same_padding
+from keras_blurpool.layers._checks import check_filter_size
+from keras_blurpool.layers._checks import known_channels
+from keras_blurpool.layers._checks import standardize_data_format
+from keras_blurpool.layers._checks import standardize_strides
+from keras_blurpool.layers._padding import check_pad_fits
+from keras_blurpool.layers._padding import pad_axes
+from keras_blurpool.layers._padding import standardize_pad_type
 
-# Aliases accepted by the reference, mapped to one canonical name each.
-_PAD_TYPES = {
-    "reflect": "reflect",
-    "refl": "reflect",
-    "replicate": "replicate",
-    "repl": "replicate",
-    "zero": "zero",
-    "circular": "circular",
-}
-_DATA_FORMATS = ("channels_last", "channels_first")
 _IMPLEMENTATIONS = ("auto", "padded", "same")
-
-# The taps are C(k-1, i) / 2**(k-1). Up to 64 taps each is within one
-# float64 rounding of the exact fraction (exact up to 57 taps), and the
-# smallest, 2**-63, is still a normal float32. That is far beyond any
-# useful blur (the paper uses 1-7); unbounded, 1,000 taps ran for a long
-# while before overflowing float64.
-MAX_FILTER_SIZE = 64
-
-
-def standardize_pad_type(pad_type) -> str:
-    """The canonical name of a padding (`"refl"` -> `"reflect"`), or raises.
-
-    Args:
-        pad_type: `"reflect"`/`"refl"`, `"replicate"`/`"repl"`, `"zero"`
-            or `"circular"` (the map wraps around, as PyTorch's
-            `padding_mode="circular"`: what exact shift invariance needs).
-
-    Returns:
-        `"reflect"`, `"replicate"`, `"zero"` or `"circular"`.
-
-    Raises:
-        ValueError: naming the value and the allowed ones.
-    """
-    if not isinstance(pad_type, str) or pad_type not in _PAD_TYPES:
-        raise ValueError(
-            f"`pad_type` must be one of {sorted(_PAD_TYPES)}. "
-            f"Received: pad_type={pad_type!r}"
-        )
-    return _PAD_TYPES[pad_type]
 
 
 def binomial_filter(filter_size: int) -> np.ndarray:
     """Normalised 1-D binomial taps, e.g. `[1, 3, 3, 1] / 8` for size 4.
 
     Args:
-        filter_size: number of taps, an int from 1 to `MAX_FILTER_SIZE`
+        filter_size: number of taps, an int from 1 to `MAX_LAYER_FILTER_SIZE`
             (64).
 
     Returns:
@@ -80,120 +47,12 @@ def binomial_filter(filter_size: int) -> np.ndarray:
     >>> binomial_filter(4).tolist()
     [0.125, 0.375, 0.375, 0.125]
     """
-    filter_size = check_int("filter_size", filter_size, 1, MAX_FILTER_SIZE)
+    filter_size = check_filter_size(filter_size)
     taps = np.array(
         [math.comb(filter_size - 1, i) for i in range(filter_size)],
         dtype="float64",
     )
     return taps / taps.sum()
-
-
-def _standardize_strides(strides, rank, name="strides"):
-    values = strides if isinstance(strides, (tuple, list)) else (strides,)
-    if len(values) == 1:
-        values = tuple(values) * rank
-    if len(values) != rank or not all(is_int(s) and s >= 1 for s in values):
-        raise ValueError(
-            f"`{name}` must be an int >= 1 or a tuple of {rank} ints >= 1. "
-            f"Received: {name}={strides!r}"
-        )
-    return tuple(int(s) for s in values)
-
-
-def _standardize_data_format(data_format) -> str:
-    if data_format is None:
-        data_format = keras.config.image_data_format()
-    if data_format not in _DATA_FORMATS:
-        raise ValueError(
-            f"`data_format` must be one of {_DATA_FORMATS} or None. "
-            f"Received: data_format={data_format!r}"
-        )
-    return data_format
-
-
-def _known_channels(layer, input_shape):
-    """The channels of `input_shape` at `layer._channel_axis`; known or raise."""
-    channels = input_shape[layer._channel_axis]
-    if channels is None:
-        raise ValueError(
-            f"{type(layer).__name__} '{layer.name}' needs a known channel "
-            f"dimension. Received input_shape={tuple(input_shape)}"
-        )
-    return channels
-
-
-def _check_reflect_fits(layer, shape, pads, pad_text, settings):
-    """Raises unless each known spatial size of `shape` can take its pad.
-
-    Reflect padding needs a size larger than the pad; circular padding a
-    size at least the pad (it copies the other border, once).
-    """
-    if layer.pad_type not in ("reflect", "circular"):
-        return
-    circular = layer.pad_type == "circular"
-    sizes = [shape[a] for a in layer._spatial_axes]
-    if any(
-        n is not None and (n < p if circular else n <= p)
-        for n, p in zip(sizes, pads)
-    ):
-        size = "x".join(str(n) for n in sizes)
-        need = "at least" if circular else "larger than"
-        raise ValueError(
-            f"{type(layer).__name__} '{layer.name}' cannot "
-            f"{layer.pad_type}-pad a {size} feature map by {pad_text} "
-            f"pixel(s) ({settings}): {layer.pad_type} padding needs every "
-            f"spatial size to be {need} the padding. Use "
-            "pad_type='replicate' or 'zero', or a smaller filter_size."
-        )
-
-
-def _pad_axes(x, pad_type, widths):
-    """Pads `x` by `widths` ({axis: (before, after)}) with `pad_type`.
-
-    `pad_type` is a canonical name (`standardize_pad_type`). Reflect
-    padding goes through `keras.ops.pad`, which on PyTorch handles at most
-    the last 3 axes of a 4-D or 5-D tensor: callers pad 4-D tensors.
-    """
-    widths = {a % len(x.shape): w for a, w in widths.items() if any(w)}
-    if not widths:
-        return x
-    if pad_type == "circular":
-        return circular_pad(x, widths)
-    if pad_type == "replicate":
-        # keras.ops.pad has no "edge" mode on TensorFlow.
-        for axis, (before, after) in sorted(widths.items()):
-            lead = (slice(None),) * axis
-            parts = [x]
-            if before:
-                parts.insert(0, ops.repeat(x[lead + (slice(0, 1),)], before, axis))
-            if after:
-                parts.append(ops.repeat(x[lead + (slice(-1, None),)], after, axis))
-            x = ops.concatenate(parts, axis=axis)
-        return x
-    full = [list(widths.get(a, (0, 0))) for a in range(len(x.shape))]
-    mode = "reflect" if pad_type == "reflect" else "constant"
-    return ops.pad(x, full, mode=mode)
-
-
-def circular_pad(x, widths):
-    """Pads `x` circularly by `widths` ({axis: (before, after)}).
-
-    Each pad copies the opposite border (PyTorch's "circular" mode);
-    `keras.ops.pad` has no such mode on every backend, so it is two slices
-    and a concatenation per axis, which XLA and every exporter take. Each
-    width must be at most the axis's size.
-    """
-    for axis, (before, after) in sorted(widths.items()):
-        axis %= len(x.shape)
-        lead = (slice(None),) * axis
-        parts = [x]
-        if before:
-            parts.insert(0, x[lead + (slice(-before, None),)])
-        if after:
-            parts.append(x[lead + (slice(0, after),)])
-        if len(parts) > 1:
-            x = ops.concatenate(parts, axis=axis)
-    return x
 
 
 class _BlurPool(keras.layers.Layer):
@@ -212,14 +71,14 @@ class _BlurPool(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_int("filter_size", filter_size, 1, MAX_FILTER_SIZE)
+        check_filter_size(filter_size)
         pad_type = standardize_pad_type(pad_type)
         if not is_int(pad_off) or pad_off < 0:
             raise ValueError(
                 "`pad_off` must be an int >= 0. "
                 f"Received: pad_off={pad_off!r}"
             )
-        data_format = _standardize_data_format(data_format)
+        data_format = standardize_data_format(data_format)
         allowed = _IMPLEMENTATIONS if self._rank == 2 else ("auto", "padded")
         if not isinstance(implementation, str) or implementation not in allowed:
             raise ValueError(
@@ -229,7 +88,7 @@ class _BlurPool(keras.layers.Layer):
             )
         self.filter_size = int(filter_size)
         self.implementation = implementation
-        self.strides = _standardize_strides(strides, self._rank)
+        self.strides = standardize_strides(strides, self._rank)
         self.pad_type = pad_type
         self.pad_off = int(pad_off)
         self.data_format = data_format
@@ -261,7 +120,7 @@ class _BlurPool(keras.layers.Layer):
         return self._kernel_2d.copy()
 
     def build(self, input_shape):
-        channels = _known_channels(self, input_shape)
+        channels = known_channels(self, input_shape)
         self._check_spatial_sizes(input_shape)
         if all(input_shape[a] is not None for a in self._spatial_axes):
             self._same_padding_plan(input_shape)  # checks "same" early
@@ -271,7 +130,7 @@ class _BlurPool(keras.layers.Layer):
 
     def _check_spatial_sizes(self, shape):
         pad = max(self._pads)
-        _check_reflect_fits(
+        check_pad_fits(
             self, shape, [pad] * len(self._spatial_axes), pad,
             f"filter_size={self.filter_size}, pad_off={self.pad_off}",
         )
@@ -338,7 +197,7 @@ class _BlurPool(keras.layers.Layer):
         return plan
 
     def _pad(self, x):
-        return _pad_axes(
+        return pad_axes(
             x, self.pad_type, {a: self._pads for a in self._spatial_axes}
         )
 
@@ -648,12 +507,12 @@ class BlurPool3D(_BlurPool):
         # Padding 4-D tensors keeps reflect padding within what PyTorch's
         # pad supports (at most the last 3 axes of a 4-D or 5-D tensor).
         x = ops.reshape(inputs, (-1, height, width, groups))
-        x = _pad_axes(x, self.pad_type, {1: self._pads, 2: self._pads})
+        x = pad_axes(x, self.pad_type, {1: self._pads, 2: self._pads})
         x = _depthwise_conv_subsample(x, kernel_hw, (stride_h, stride_w))
         out_shape = ops.shape(x)
         out_h, out_w = out_shape[1], out_shape[2]
         x = ops.reshape(x, (-1, depth, out_h * out_w, groups))
-        x = _pad_axes(x, self.pad_type, {1: self._pads})
+        x = pad_axes(x, self.pad_type, {1: self._pads})
         x = _depthwise_conv_subsample(x, kernel_d, (stride_d, 1))
         out_d = ops.shape(x)[1]
         if channels_last:

@@ -17,15 +17,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_blurpool._utils import check_int
-from keras_blurpool.layers.blur_pool import MAX_FILTER_SIZE
-from keras_blurpool.layers.blur_pool import _check_reflect_fits
-from keras_blurpool.layers.blur_pool import _known_channels
-from keras_blurpool.layers.blur_pool import _pad_axes
-from keras_blurpool.layers.blur_pool import _standardize_data_format
-from keras_blurpool.layers.blur_pool import _standardize_strides
+from keras_blurpool.layers._checks import check_filter_size
+from keras_blurpool.layers._checks import known_channels
+from keras_blurpool.layers._checks import standardize_data_format
+from keras_blurpool.layers._checks import standardize_strides
+from keras_blurpool.layers._padding import check_pad_fits
+from keras_blurpool.layers._padding import pad_axes
+from keras_blurpool.layers._padding import standardize_pad_type
 from keras_blurpool.layers.blur_pool import binomial_filter
-from keras_blurpool.layers.blur_pool import standardize_pad_type
 
 
 def _phase_normalised_taps(filter_size: int, size: int) -> np.ndarray:
@@ -102,8 +101,8 @@ class BlurUpSampling2D(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.size = _standardize_strides(size, 2, name="size")
-        self.filter_size = check_int("filter_size", filter_size, 1, MAX_FILTER_SIZE)
+        self.size = standardize_strides(size, 2, name="size")
+        self.filter_size = check_filter_size(filter_size)
         if self.filter_size < max(self.size):
             raise ValueError(
                 f"`filter_size` must be at least every factor of `size`, or "
@@ -111,7 +110,7 @@ class BlurUpSampling2D(keras.layers.Layer):
                 f"filter_size={filter_size!r}, size={size!r}"
             )
         self.pad_type = standardize_pad_type(pad_type)
-        self.data_format = _standardize_data_format(data_format)
+        self.data_format = standardize_data_format(data_format)
         k = self.filter_size
         self._taps = tuple(_phase_normalised_taps(k, s) for s in self.size)
         self._offsets = tuple((k + s - 2) // 2 for s in self.size)
@@ -135,14 +134,14 @@ class BlurUpSampling2D(keras.layers.Layer):
         return np.multiply.outer(*self._taps)
 
     def build(self, input_shape):
-        channels = _known_channels(self, input_shape)
+        channels = known_channels(self, input_shape)
         self._check_spatial_sizes(input_shape)
         self.input_spec = keras.layers.InputSpec(
             ndim=4, axes={self._channel_axis: channels}
         )
 
     def _check_spatial_sizes(self, shape):
-        _check_reflect_fits(
+        check_pad_fits(
             self, shape, self._pads, self._pads,
             f"filter_size={self.filter_size}, size={self.size}",
         )
@@ -155,7 +154,7 @@ class BlurUpSampling2D(keras.layers.Layer):
 
     def call(self, inputs):
         self._check_spatial_sizes(inputs.shape)
-        x = _pad_axes(
+        x = pad_axes(
             inputs,
             self.pad_type,
             {a: (p, p) for a, p in zip(self._spatial_axes, self._pads)},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from keras_blurpool.layers.blur_pool import _standardize_data_format
-from keras_blurpool.layers.blur_pool import circular_pad
+from keras_blurpool.layers._checks import standardize_data_format
+from keras_blurpool.layers._padding import circular_pad
 
 
 def _standardize_padding(padding) -> tuple:
@@ -73,7 +73,7 @@ class CircularPadding2D(keras.layers.Layer):
     def __init__(self, padding=1, data_format=None, **kwargs):
         super().__init__(**kwargs)
         self.padding = _standardize_padding(padding)
-        self.data_format = _standardize_data_format(data_format)
+        self.data_format = standardize_data_format(data_format)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     @property

@@ -21,18 +21,54 @@ choice (`return_index=True`) and take one (`index=`) for that.
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 from keras import ops
 
 from keras_blurpool._utils import check_int
+from keras_blurpool.layers._checks import check_filter_size
+from keras_blurpool.layers._checks import known_channels
+from keras_blurpool.layers._checks import standardize_data_format
+from keras_blurpool.layers._checks import standardize_strides
+from keras_blurpool.layers._padding import pad_axes
+from keras_blurpool.layers._padding import standardize_pad_type
 from keras_blurpool.layers.blur_pool import BlurPool2D
-from keras_blurpool.layers.blur_pool import _known_channels
-from keras_blurpool.layers.blur_pool import _pad_axes
-from keras_blurpool.layers.blur_pool import _standardize_data_format
-from keras_blurpool.layers.blur_pool import _standardize_strides
-from keras_blurpool.layers.blur_pool import standardize_pad_type
 
 NORMS = ("l1", "l2", "linf")
+
+
+class _Default(str):
+    """A default argument value, told apart from the same value passed."""
+
+
+# `pad_type`'s default: a `pad_type` passed together with the deprecated
+# `padding` is an error, even when it is "circular".
+_DEFAULT_PAD_TYPE = _Default("circular")
+
+
+def _pad_type_from_padding(pad_type, kwargs) -> tuple:
+    """`(pad_type, deprecated)`: the deprecated `padding` keyword's value
+    when `kwargs` has one (removed from `kwargs`), else `pad_type`.
+
+    Raises:
+        ValueError: if both `pad_type` and `padding` were passed.
+    """
+    if "padding" not in kwargs:
+        return pad_type, False
+    padding = kwargs.pop("padding")
+    if not isinstance(pad_type, _Default):
+        raise ValueError(
+            "`padding` is a deprecated alias of `pad_type`; pass `pad_type` "
+            f"only. Received: pad_type={pad_type!r}, padding={padding!r}"
+        )
+    return padding, True
+
+
+_PADDING_DEPRECATED = (
+    "The `padding` argument of APSPool2D and LPSPool2D is deprecated; use "
+    "`pad_type` (same values, as every other layer of keras_blurpool)."
+)
 
 
 def _dims(x) -> list:
@@ -119,31 +155,31 @@ class _PolyphasePool(keras.layers.Layer):
         self,
         filter_size=None,
         strides=2,
-        padding="circular",
+        pad_type="circular",
         return_index=False,
         data_format=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if filter_size is not None:
-            filter_size = check_int("filter_size", filter_size, 1, 64)
+            filter_size = check_filter_size(filter_size)
         self.filter_size = filter_size
-        self.strides = _standardize_strides(strides, 2)
-        self.padding = standardize_pad_type(padding)
+        self.strides = standardize_strides(strides, 2)
+        self.pad_type = standardize_pad_type(pad_type)
         if not isinstance(return_index, bool):
             raise ValueError(
                 "`return_index` must be True or False. Received: "
                 f"return_index={return_index!r}"
             )
         self.return_index = return_index
-        self.data_format = _standardize_data_format(data_format)
+        self.data_format = standardize_data_format(data_format)
         self.num_components = self.strides[0] * self.strides[1]
         self._blur = None
         if filter_size is not None and filter_size > 1:
             self._blur = BlurPool2D(
                 filter_size,
                 strides=1,
-                pad_type=self.padding,
+                pad_type=self.pad_type,
                 data_format=self.data_format,
                 dtype=self.dtype_policy,
                 name="blur",
@@ -164,7 +200,7 @@ class _PolyphasePool(keras.layers.Layer):
         return -1 if self.data_format == "channels_last" else 1
 
     def build(self, input_shape):
-        channels = _known_channels(self, input_shape)
+        channels = known_channels(self, input_shape)
         if self._blur is not None:
             self._blur.build(input_shape)
         self.input_spec = keras.layers.InputSpec(
@@ -193,17 +229,17 @@ class _PolyphasePool(keras.layers.Layer):
                 # the layer's way (circular keeps the invariance).
                 widths[axis] = (0, s - n % s)
         if widths:
-            x = _pad_axes(x, self.padding, widths)
+            x = pad_axes(x, self.pad_type, widths)
         return polyphase_components(x, self.strides, self.data_format)
 
     def _pad_unknown(self, x, axis, s):
         """Pads an axis of unknown size up to a multiple of `s`."""
         if s == 1:
             return x
-        if self.padding not in ("circular", "zero"):
+        if self.pad_type not in ("circular", "zero"):
             raise ValueError(
-                f"{type(self).__name__} '{self.name}' with padding="
-                f"'{self.padding}' needs known spatial sizes when it is "
+                f"{type(self).__name__} '{self.name}' with pad_type="
+                f"'{self.pad_type}' needs known spatial sizes when it is "
                 "called (it pads odd sizes to multiples of strides="
                 f"{self.strides}); 'circular' and 'zero' take unknown ones. "
                 f"Received a tensor of shape {tuple(x.shape)}"
@@ -211,7 +247,7 @@ class _PolyphasePool(keras.layers.Layer):
         missing = (s - ops.shape(x)[axis] % s) % s
         lead = (slice(None),) * axis
         head = x[lead + (slice(0, missing),)]
-        if self.padding == "zero":
+        if self.pad_type == "zero":
             head = ops.zeros_like(head)
         return ops.concatenate([x, head], axis=axis)
 
@@ -257,12 +293,20 @@ class _PolyphasePool(keras.layers.Layer):
             {
                 "filter_size": self.filter_size,
                 "strides": self.strides,
-                "padding": self.padding,
+                "pad_type": self.pad_type,
                 "return_index": self.return_index,
                 "data_format": self.data_format,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # Configs saved before `padding` became `pad_type` load silently.
+        if "padding" in config and "pad_type" not in config:
+            config = dict(config)
+            config["pad_type"] = config.pop("padding")
+        return super().from_config(config)
 
 
 @keras.saving.register_keras_serializable(package="keras_blurpool")
@@ -270,7 +314,7 @@ class APSPool2D(_PolyphasePool):
     """Adaptive polyphase sampling (Chaman & Dokmanić, CVPR 2021).
 
     Optionally blurs the input with a binomial filter (stride 1, padded as
-    `padding` says), then keeps, for each sample, the polyphase component
+    `pad_type` says), then keeps, for each sample, the polyphase component
     `x[:, i::s, j::s, :]` of largest norm over channels and space. A
     circular shift of the input shifts the output circularly and nothing
     else, so a network of circularly padded convolutions and APS layers
@@ -288,9 +332,10 @@ class APSPool2D(_PolyphasePool):
         strides: int or tuple of 2 ints, the subsampling factor.
         norm: how components are compared: `"l2"` (default), `"l1"` or
             `"linf"` (largest absolute value).
-        padding: padding of the blur and of odd sizes: `"circular"`
-            (default; exact invariance), `"reflect"`, `"replicate"` or
-            `"zero"`.
+        pad_type: padding of the blur and of odd sizes: `"circular"`
+            (default; exact invariance), `"reflect"` (`"refl"`),
+            `"replicate"` (`"repl"`) or `"zero"`. The keyword `padding` is
+            a deprecated alias (it warns).
         return_index: if True, the layer returns `(outputs, index)`, with
             `index` the int32 `(batch,)` numbers of the chosen components
             (component `k` is at offset `(k // s_w, k % s_w)`).
@@ -328,11 +373,14 @@ class APSPool2D(_PolyphasePool):
         filter_size=None,
         strides=2,
         norm="l2",
-        padding="circular",
+        pad_type=_DEFAULT_PAD_TYPE,
         return_index=False,
         data_format=None,
         **kwargs,
     ):
+        pad_type, deprecated = _pad_type_from_padding(pad_type, kwargs)
+        if deprecated:
+            warnings.warn(_PADDING_DEPRECATED, DeprecationWarning, stacklevel=2)
         if not isinstance(norm, str) or norm not in NORMS:
             raise ValueError(
                 f"`norm` must be one of {NORMS}. Received: norm={norm!r}"
@@ -340,7 +388,7 @@ class APSPool2D(_PolyphasePool):
         super().__init__(
             filter_size=filter_size,
             strides=strides,
-            padding=padding,
+            pad_type=pad_type,
             return_index=return_index,
             data_format=data_format,
             **kwargs,
@@ -401,9 +449,10 @@ class LPSPool2D(_PolyphasePool):
         strides: int or tuple of 2 ints, the subsampling factor.
         hidden_channels: channels of the scoring network; None (default)
             takes the input's channels, as the authors do.
-        padding: padding of the blur, of odd sizes and of the scoring
+        pad_type: padding of the blur, of odd sizes and of the scoring
             convolutions: `"circular"` (default; exact invariance),
-            `"reflect"`, `"replicate"` or `"zero"`.
+            `"reflect"` (`"refl"`), `"replicate"` (`"repl"`) or `"zero"`.
+            The keyword `padding` is a deprecated alias (it warns).
         tau: initial Gumbel-softmax temperature, a float > 0.
         return_index: if True, the layer returns `(outputs, weights)`:
             float32 `(batch, s_h * s_w)` mixing weights, the Gumbel-softmax
@@ -440,17 +489,20 @@ class LPSPool2D(_PolyphasePool):
         filter_size=None,
         strides=2,
         hidden_channels=None,
-        padding="circular",
+        pad_type=_DEFAULT_PAD_TYPE,
         tau=1.0,
         return_index=False,
         seed=None,
         data_format=None,
         **kwargs,
     ):
+        pad_type, deprecated = _pad_type_from_padding(pad_type, kwargs)
+        if deprecated:
+            warnings.warn(_PADDING_DEPRECATED, DeprecationWarning, stacklevel=2)
         super().__init__(
             filter_size=filter_size,
             strides=strides,
-            padding=padding,
+            pad_type=pad_type,
             return_index=return_index,
             data_format=data_format,
             **kwargs,
@@ -513,7 +565,7 @@ class LPSPool2D(_PolyphasePool):
         x = ops.reshape(components, (-1, *dims[2:]))
         one = {a: (1, 1) for a in self._spatial_axes}
         for i, conv in enumerate(self._score_convs):
-            x = conv(_pad_axes(x, self.padding, one))
+            x = conv(pad_axes(x, self.pad_type, one))
             if i == 0:
                 x = ops.relu(x)
         # In float64 where it can (see `accumulation_dtype`).

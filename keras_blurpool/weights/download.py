@@ -27,6 +27,7 @@ import numpy as np
 
 from keras_blurpool._utils import atomic_path
 from keras_blurpool.weights.checkpoint import read_checkpoint
+from keras_blurpool.weights.files import open_regular_file
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
 _CHUNK = 1 << 20
@@ -121,12 +122,16 @@ def expected_hash(file_name: str) -> str:
     return match.group(1)
 
 
-def _sha256(path: str) -> str:
+def _sha256_of(file) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+    while chunk := file.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return _sha256_of(f)
 
 
 def _download(origin: str, destination: str) -> str:
@@ -167,18 +172,21 @@ def _load_cached(target: str, digest_file: str) -> dict | None:
                 f"The cached file {path} {problem}; it is not read. Delete "
                 "it, or set KERAS_HOME to a directory of your own."
             )
-    with open(digest_file, encoding="ascii", errors="replace") as f:
-        recorded = f.read(128).strip()
-    if _sha256(target) != recorded:
-        warnings.warn(
-            f"The cached file {target} does not match the SHA-256 recorded "
-            "when it was written; fetching it again.",
-            stacklevel=3,
-        )
-        _remove_quietly(target, digest_file)
-        return None
-    with np.load(target, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
+    with open_regular_file(digest_file, what="weights cache digest") as f:
+        recorded = f.read(128).decode("ascii", errors="replace").strip()
+    with open_regular_file(target, what="cached weights") as f:
+        # One descriptor: the bytes checked are the bytes loaded.
+        if _sha256_of(f) == recorded:
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
+    warnings.warn(
+        f"The cached file {target} does not match the SHA-256 recorded "
+        "when it was written; fetching it again.",
+        stacklevel=3,
+    )
+    _remove_quietly(target, digest_file)
+    return None
 
 
 def cached_state_dict(

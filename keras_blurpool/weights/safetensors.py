@@ -24,8 +24,7 @@ import struct
 
 import numpy as np
 
-from keras_blurpool.weights.torch_checkpoint import _CheckpointError
-from keras_blurpool.weights.torch_checkpoint import _open_regular_file
+from keras_blurpool.weights.files import open_regular_file
 
 # The safetensors library refuses headers above 100 MB; so do we.
 MAX_HEADER_BYTES = 100 * 2**20
@@ -225,11 +224,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     (64, 3, 7, 7)
     """
     path = os.fspath(path)
-    try:
-        file = _open_regular_file(path)
-    except _CheckpointError as error:
-        raise ValueError(f"Cannot read safetensors file '{path}': {error}") from None
-    with file:
+    with open_regular_file(path, what="safetensors file") as file:
         try:
             size = os.fstat(file.fileno()).st_size
             head = file.read(8)

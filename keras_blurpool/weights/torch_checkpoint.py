@@ -38,7 +38,6 @@ import math
 import os
 import pickle
 import reprlib
-import stat
 import struct
 import zipfile
 import zlib
@@ -48,6 +47,8 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from keras_blurpool.weights.files import open_regular_file
 
 # First pickle of a legacy file, and the protocol version that follows it.
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -1102,42 +1103,6 @@ def _view(
     return view, not disjoint
 
 
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def _check_regular(mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        kind = next((kind for test, kind in _FILE_KINDS if test(mode)), "special")
-        raise _CheckpointError(f"not a regular file but {kind}")
-
-
-def _open_regular_file(path: str) -> Any:
-    """`open(path, "rb")` for a regular file; anything else is refused.
-
-    Opening a FIFO blocks until a writer comes, and a device can be read
-    forever: refused before opening, and again on the opened descriptor
-    in case the path changed in between (opening with O_NONBLOCK, so
-    that this second open cannot block either).
-    """
-    _check_regular(os.stat(path).st_mode)  # FileNotFoundError as open()
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
-    descriptor = os.open(path, flags)
-    try:
-        _check_regular(os.fstat(descriptor).st_mode)
-        if hasattr(os, "O_NONBLOCK"):
-            os.set_blocking(descriptor, True)
-        return os.fdopen(descriptor, "rb")
-    except BaseException:
-        os.close(descriptor)
-        raise
-
-
 def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads the state dict of a PyTorch checkpoint as NumPy arrays.
 
@@ -1192,11 +1157,7 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     (64, 3, 7, 7)
     """
     path = os.fspath(path)
-    try:
-        file = _open_regular_file(path)
-    except _CheckpointError as error:
-        raise ValueError(f"Cannot read PyTorch checkpoint '{path}': {error}") from None
-    with file:
+    with open_regular_file(path, what="PyTorch checkpoint") as file:
         try:
             file_size = os.fstat(file.fileno()).st_size
             head = file.read(512)
