@@ -16,7 +16,7 @@ import keras
 from keras_blurpool._utils import is_int
 from keras_blurpool.layers import check_antialias
 from keras_blurpool.layers import standardize_pad_type
-from keras_blurpool.layers.antialias import AntialiasChoice as AntiAliasChoice
+from keras_blurpool.layers.antialias import AntialiasChoice
 
 # The builders' `filter_size`: the reference's range (the layers take
 # larger filters).
@@ -96,7 +96,7 @@ class AntialiasSpec:
         pad_type: padding of the blur.
     """
 
-    antialias: AntiAliasChoice
+    antialias: AntialiasChoice
     filter_size: int
     pad_type: str = "reflect"
 
@@ -193,7 +193,7 @@ def check_builder_arguments(
     pooling,
     classes,
     pool_only: bool | None = None,
-    antialias: AntiAliasChoice = "blur",
+    antialias: AntialiasChoice = "blur",
     pad_type: str = "reflect",
     synchronized_batch_norm=False,
     padding: str = "zero",

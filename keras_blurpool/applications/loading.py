@@ -26,7 +26,7 @@ from keras_blurpool.weights import assign_state_dict
 from keras_blurpool.weights import read_checkpoint
 
 
-class _WithoutAntiAliasing:
+class _WithoutAntialiasing:
     """An anti-aliased model as its plain (torchvision) twin would look.
 
     Anti-aliasing layers have no parameters, so hiding them leaves the
@@ -54,7 +54,7 @@ def _candidates(model, state_dict: dict):
     """`(names, state_dict)` for each family whose name map fits the model."""
     views = [model]
     if any(is_antialiasing(layer) for layer in model.layers):
-        views.append(_WithoutAntiAliasing(model))
+        views.append(_WithoutAntialiasing(model))
     for family in registry.families():
         fixed = None
         for view in views:

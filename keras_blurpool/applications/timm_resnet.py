@@ -23,7 +23,7 @@ BatchNorm of each block, the "X" ones grouped 3x3 convolutions.
 
 timm needs sides divisible by 32 for the `aa` models (its average pools
 floor odd maps, the shortcut's ceil them); here the blocks' average pool
-keeps odd maps whole (`AntiAliasAvgPool2D`), so any side from 32 works,
+keeps odd maps whole (`AntialiasAvgPool2D`), so any side from 32 works,
 and wherever timm runs the outputs are equal.
 
 Layer names: `stem_*` (`stem_conv` or `stem_1_conv` ... `stem_3_conv`,
