@@ -5,13 +5,17 @@ Keras 3 creates BatchNormalization's moving statistics with aggregation
 its own images and the copies drift apart, so replicas predict
 differently inside the strategy and `model.save()` keeps replica 0's copy
 alone (Keras 2 averaged them on read). `SyncBatchNormStatistics` averages
-them after every step, as `recipes.train` does.
+them after every step (`recipes.train` does the same inside its training
+step, with `average_over_replicas`).
 
 `LPSTemperatureScheduler` lowers the Gumbel-softmax temperature of the
 `LPSPool2D` layers over training.
 """
 
 from __future__ import annotations
+
+import itertools
+import threading
 
 import keras
 
@@ -54,6 +58,77 @@ def average_over_replicas(variables: list) -> None:
         variable.assign(mean)
 
 
+# The callback's all-reduce runs in collective groups of its own, numbered
+# from here: TensorFlow's strategies number theirs from 1 (see
+# `SyncBatchNormStatistics`), so the two never meet.
+_GROUP_KEY_START = 0x4B420000
+_groups: dict = {}
+_groups_lock = threading.Lock()
+
+
+def _collective_group(devices: tuple, group_size: int):
+    """`(group_key, instance_keys)` of the callback's group over `devices`.
+
+    One group per set of local devices and group size for the whole
+    process, whatever the strategy object; `instance_keys` counts up over
+    every fit and never repeats, so no two all-reduces of the group share
+    a key, whatever their shapes. Under `MultiWorkerMirroredStrategy`
+    every worker runs the same fits in the same order (as the strategy
+    itself requires), so the workers agree on both keys.
+    """
+    with _groups_lock:
+        key = (devices, group_size)
+        if key not in _groups:
+            _groups[key] = (_GROUP_KEY_START + len(_groups), itertools.count(1))
+        return _groups[key]
+
+
+def _own_group_devices(strategy):
+    """The local devices for a collective group of the callback's own.
+
+    `MirroredStrategy` and `MultiWorkerMirroredStrategy` over devices of
+    one type; `None` for other strategies, and for devices of mixed
+    types, where `MirroredStrategy` reduces through one device (no
+    collective keys) and the strategy's own all-reduce is used.
+    """
+    import tensorflow as tf
+
+    if not isinstance(strategy, (tf.distribute.MirroredStrategy,
+                                 tf.distribute.MultiWorkerMirroredStrategy)):
+        return None
+    devices = tuple(strategy.extended.worker_devices)
+    types = {tf.DeviceSpec.from_string(d).device_type for d in devices}
+    return devices if len(types) == 1 else None
+
+
+def _average_in_group(variables: list, group_key: int, group_size: int,
+                      instance_key) -> None:
+    """`average_over_replicas` through a collective group of our own.
+
+    In replica context; `instance_key` an int32 scalar tensor, new at each
+    call. One all-reduce of all the variables, concatenated in float32.
+
+    The ordering token (this replica's copy of the first variable) is not
+    optional: `tf.function`'s automatic control dependencies chain every
+    stateful op that has no resource input in program order, and
+    `CollectiveReduceV2` is not among the ops they exempt, so without a
+    resource input replica 1's all-reduce would wait for replica 0's,
+    which waits for replica 1's (a deadlock). With it, the all-reduce is
+    ordered only against that variable: after the reads, before the writes.
+    """
+    import tensorflow as tf
+
+    values = [tf.reshape(tf.cast(v.value, tf.float32), [-1]) for v in variables]
+    mean = tf.raw_ops.CollectiveReduceV2(
+        input=tf.concat(values, 0), group_size=group_size,
+        group_key=group_key, instance_key=instance_key,
+        ordering_token=[variables[0].handle],
+        merge_op="Add", final_op="Div", communication_hint="auto")
+    sizes = [int(value.shape[0]) for value in values]
+    for variable, part in zip(variables, tf.split(mean, sizes)):
+        variable.assign(tf.cast(tf.reshape(part, variable.shape), variable.dtype))
+
+
 class SyncBatchNormStatistics(keras.callbacks.Callback):
     """Keeps BatchNorm's moving statistics identical on every replica.
 
@@ -74,6 +149,27 @@ class SyncBatchNormStatistics(keras.callbacks.Callback):
 
     Cost: one all-reduce of the BatchNorm statistics per batch (for
     ResNet-50, 106 variables, 53,120 floats = 212 kB).
+
+    Under `MirroredStrategy` and `MultiWorkerMirroredStrategy` that
+    all-reduce runs in a collective group of its own, with instance keys
+    that never repeat in the process. TensorFlow gives every such
+    strategy object the same collective keys: group 1 over the same
+    devices, instance keys counted from 100 (`CollectiveKeys(
+    group_key_start=1 + _collective_key_base)`, the base 0 outside
+    TensorFlow's tests), and the runtime remembers the shape of each
+    (group, instance) for the life of the process. So the k-th all-reduce
+    of a fit under a new strategy object must have the shape of the k-th
+    one of every earlier fit over the same devices. An average through the
+    strategy (`ReplicaContext.all_reduce`) would take keys from that
+    sequence between Keras's gradient all-reduces, so that a plain fit and
+    a fit with this callback, one after the other in one process, each
+    under its own strategy object, fail with "Shape mismatch in the
+    collective instance 101". In its own group the callback leaves the
+    strategy's sequence as a plain fit's.
+
+    Other strategies (and `MirroredStrategy` over devices of mixed types,
+    which reduces through one device) average through the strategy's own
+    all-reduce.
 
     Example:
 
@@ -103,11 +199,26 @@ class SyncBatchNormStatistics(keras.callbacks.Callback):
         if not variables:
             return
 
-        @tf.function
-        def sync():
-            strategy.run(lambda: average_over_replicas(variables))
+        devices = _own_group_devices(strategy)
+        if devices is None:
 
-        self._sync = sync
+            @tf.function
+            def sync():
+                strategy.run(lambda: average_over_replicas(variables))
+
+            self._sync = sync
+            return
+        group_size = strategy.num_replicas_in_sync
+        group_key, instance_keys = _collective_group(devices, group_size)
+
+        @tf.function
+        def sync_in_group(instance_key):
+            strategy.run(lambda: _average_in_group(
+                variables, group_key, group_size, instance_key))
+
+        # A tensor argument: one trace, a new key at each call.
+        self._sync = lambda: sync_in_group(
+            tf.constant(next(instance_keys), tf.int32))
 
     def on_train_batch_end(self, batch, logs=None):
         if self._sync is not None:
