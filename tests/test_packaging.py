@@ -92,7 +92,9 @@ _WITHOUT_TENSORFLOW = textwrap.dedent(
     from keras_blurpool.weights import read_torch_checkpoint
 
     checkpoint, x_path, expected_path = sys.argv[1:]
-    model = ResNet18(filter_size=3, classes=10, classifier_activation=None)
+    model = ResNet18(
+        filter_size=3, classes=10, classifier_activation=None, input_shape=(64, 64, 3)
+    )
     keras_blurpool.load_torch_weights(model, read_torch_checkpoint(checkpoint))
     x = np.load(x_path)
     got = model.predict_on_batch(x.transpose(0, 2, 3, 1))

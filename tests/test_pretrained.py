@@ -69,7 +69,9 @@ def _logits(torch, torch_model, keras_model, seed=0):
 def test_imagenet_matches_reference_and_is_cached(reference, served):
     torch, _ = reference
     torch_model, origin = served
-    model = applications.ResNet18(weights="imagenet", classifier_activation=None)
+    model = applications.ResNet18(
+        weights="imagenet", classifier_activation=None, input_shape=(None, None, 3)
+    )
     got, expected = _logits(torch, torch_model, model)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     stem = origin.name.split(".")[0]
@@ -78,7 +80,7 @@ def test_imagenet_matches_reference_and_is_cached(reference, served):
     # Offline: the second load reads the cache only.
     origin.unlink()
     again = applications.ResNet18(
-        weights="imagenet", classifier_activation=None, name="again"
+        weights="imagenet", classifier_activation=None, input_shape=(None, None, 3), name="again"
     )
     got_again, _ = _logits(torch, torch_model, again)
     np.testing.assert_array_equal(got_again, got)
@@ -87,7 +89,9 @@ def test_imagenet_matches_reference_and_is_cached(reference, served):
 def test_imagenet_headless_matches_penultimate(reference, served):
     torch, _ = reference
     torch_model, _ = served
-    full = applications.ResNet18(weights="imagenet", classifier_activation=None)
+    full = applications.ResNet18(
+        weights="imagenet", classifier_activation=None, input_shape=(None, None, 3)
+    )
     features = applications.ResNet18(
         weights="imagenet", include_top=False, pooling="avg",
         input_shape=(64, 64, 3),
@@ -183,7 +187,8 @@ def test_registry_covers_every_architecture():
 def test_pth_path_as_weights(reference, resnet18_checkpoint):
     torch, _ = reference
     torch_model, path = resnet18_checkpoint
-    model = applications.ResNet18(weights=str(path), classifier_activation=None)
+    model = applications.ResNet18(weights=str(path), classifier_activation=None,
+                                  input_shape=(None, None, 3))
     got, expected = _logits(torch, torch_model, model)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     headless = applications.ResNet18(weights=path, include_top=False)
@@ -214,7 +219,8 @@ def test_convert_cli(reference, resnet18_checkpoint, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "filter_size=4" in printed and "largest logit difference" in printed
     assert sorted(os.listdir(tmp_path)) == ["resnet18.weights.h5"]
-    model = applications.ResNet18(weights=str(out), classifier_activation=None)
+    model = applications.ResNet18(weights=str(out), classifier_activation=None,
+                                  input_shape=(None, None, 3))
     got, expected = _logits(torch, torch_model, model)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
@@ -285,7 +291,7 @@ def test_cache_verifies_its_sha256(reference, served):
         np.savez(f, **state)
     with pytest.warns(UserWarning, match="does not match the SHA-256"):
         model = applications.ResNet18(
-            weights="imagenet", classifier_activation=None
+            weights="imagenet", classifier_activation=None, input_shape=(None, None, 3)
         )
     got, expected = _logits(torch, torch_model, model)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
@@ -377,21 +383,23 @@ def test_old_densenet_keys_load_through_every_path(reference, tmp_path):
     torch.save(state, path)
     numpy_state = {k: v.numpy() for k, v in state.items()}
 
-    model = applications.DenseNet121(classifier_activation=None)
+    model = applications.DenseNet121(classifier_activation=None, input_shape=(None, None, 3))
     keras_blurpool.load_torch_weights(model, numpy_state)
     _densenet_logits(torch, torch_model, model)
 
-    model = applications.DenseNet121(weights=str(path), classifier_activation=None)
+    model = applications.DenseNet121(weights=str(path), classifier_activation=None,
+                                      input_shape=(None, None, 3))
     _densenet_logits(torch, torch_model, model)
 
     out = tmp_path / "densenet121.weights.h5"
     assert convert.main(["densenet121", str(path), str(out), "--no-compare"]) == 0
-    model = applications.DenseNet121(weights=str(out), classifier_activation=None)
+    model = applications.DenseNet121(weights=str(out), classifier_activation=None,
+                                      input_shape=(None, None, 3))
     _densenet_logits(torch, torch_model, model)
 
     from recipes.train import _finetune_init
 
-    model = applications.DenseNet121(classifier_activation=None)
+    model = applications.DenseNet121(classifier_activation=None, input_shape=(None, None, 3))
     _finetune_init("densenet121", str(path), num_classes=1000, image_size=None)(
         model
     )

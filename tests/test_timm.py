@@ -130,7 +130,8 @@ def _check_logits(model, prefix):
 def test_equals_timm(timm_models, case, builder, kwargs):
     prefix, params = timm_models[case]
     model = getattr(applications, builder)(
-        weights=prefix + ".safetensors", classifier_activation=None, **kwargs
+        weights=prefix + ".safetensors", classifier_activation=None,
+        input_shape=(None, None, 3), **kwargs
     )
     assert _trainable(model) == params
     _check_logits(model, prefix)
@@ -151,12 +152,16 @@ def served(timm_models, tmp_path, monkeypatch):
 
 def test_imagenet_weights_from_the_hub_then_offline(served):
     prefix, target = served
-    model = applications.ResNetBlur50(weights="imagenet", classifier_activation=None)
+    model = applications.ResNetBlur50(
+        weights="imagenet", classifier_activation=None, input_shape=(None, None, 3)
+    )
     _check_logits(model, prefix)
     cached = Path(download.cache_dir()) / "resnetblur50.bt_in1k.npz"
     assert cached.is_file() and Path(str(cached) + ".sha256").is_file()
     target.unlink()  # offline: the cache answers
-    again = applications.ResNetBlur50(weights="bt_in1k", classifier_activation=None)
+    again = applications.ResNetBlur50(
+        weights="bt_in1k", classifier_activation=None, input_shape=(None, None, 3)
+    )
     _check_logits(again, prefix)
     # The cached state dict loads into any head configuration.
     backbone = applications.ResNetBlur50(weights="imagenet", include_top=False)
@@ -191,7 +196,9 @@ def test_convert_accepts_timm_names_and_safetensors(timm_models, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "filter_size=3" in result.stdout
-    model = applications.ResNetAA50D(weights=str(out), classifier_activation=None)
+    model = applications.ResNetAA50D(
+        weights=str(out), classifier_activation=None, input_shape=(None, None, 3)
+    )
     _check_logits(model, prefix)
 
 
