@@ -165,7 +165,8 @@ def imagenet_state_dict(
             trained from scratch where it exists.
         tag: for timm's architectures, the released weights' tag
             (default: the architecture's `default_tag`), fetched from the
-            Hugging Face Hub as `model.safetensors`.
+            Hugging Face Hub as `model.safetensors` (through
+            `huggingface_hub` and its cache when it is installed).
 
     Returns:
         PyTorch names to NumPy arrays, for `load_torch_weights`.

@@ -31,6 +31,8 @@ REFERENCE_BASE_URL = (
 # Where timm's released weights live on the Hugging Face Hub: the file of
 # `<name>.<tag>` is `HUB_BASE_URL + f"{name}.{tag}/resolve/main/" +
 # HUB_FILE_NAME` (the tests point HUB_BASE_URL at a `file://` folder).
+# `download` fetches such https://huggingface.co/ URLs with huggingface_hub
+# when it is installed (HF_ENDPOINT then picks a mirror), else with urllib.
 HUB_BASE_URL = "https://huggingface.co/timm/"
 HUB_FILE_NAME = "model.safetensors"
 

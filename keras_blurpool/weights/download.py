@@ -10,15 +10,35 @@ checked on every load; a file or directory owned by another user, or
 writable by others, is never read. The downloaded checkpoint itself is
 never kept. A state dict loads into any head configuration of its
 architecture, so nothing needs to be built to cache it.
+
+Fetching (`_fetch`): an `https://huggingface.co/<repo>/resolve/<rev>/<file>`
+origin goes through `huggingface_hub.hf_hub_download` when that library is
+installed (`hub_downloader()`; its `HF_ENDPOINT`, `HF_TOKEN`,
+`HF_HUB_OFFLINE` and shared cache then apply, and a file already in that
+cache needs no network); every other origin, and Hub origins without it,
+through urllib: connect and read timeouts of `download_timeout()` seconds
+(`$KERAS_BLURPOOL_DOWNLOAD_TIMEOUT`, default 30), one retry after a
+transient failure (a timeout, a reset or dropped connection, a body
+shorter than its `Content-Length`, HTTP 5xx, 408 or 429) and a
+`keras.utils.Progbar` sized from `Content-Length` when stdout is a terminal
+or a notebook (`$KERAS_BLURPOOL_PROGRESS` forces it on or off). Either way
+the file lands in a private temporary file of the cache directory and is
+then verified and read as above: the fetch is the only difference.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
+import math
 import os
 import re
+import ssl
 import stat
+import sys
 import tempfile
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
@@ -32,6 +52,21 @@ from keras_blurpool.weights.files import open_regular_file
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
 _CHUNK = 1 << 20
 _DIGEST_SUFFIX = ".sha256"
+
+# Downloads over urllib: the connect and read timeout (seconds without a
+# byte, not the whole transfer), overridable by TIMEOUT_ENV; the pause
+# before the one retry; PROGRESS_ENV, "1" or "0", forces the progress bar
+# on or off (default: on when stdout is a terminal or a notebook).
+DEFAULT_TIMEOUT = 30.0
+TIMEOUT_ENV = "KERAS_BLURPOOL_DOWNLOAD_TIMEOUT"
+PROGRESS_ENV = "KERAS_BLURPOOL_PROGRESS"
+RETRY_DELAY = 1.0
+_SCHEMES = ("https", "http", "file")
+# Origins that `huggingface_hub` fetches when it is installed.
+_HUB_ORIGIN = re.compile(
+    r"https://huggingface\.co/(?P<repo>[^/?#]+/[^/?#]+)/resolve/"
+    r"(?P<revision>[^/?#]+)/(?P<filename>[^?#]+)"
+)
 
 
 def _owned_privately(path: str, *, directory: bool) -> str | None:
@@ -134,23 +169,271 @@ def _sha256(path: str) -> str:
         return _sha256_of(f)
 
 
-def _download(origin: str, destination: str) -> str:
-    """Copies `origin` (http(s), file://) to `destination`; returns SHA-256."""
-    digest = hashlib.sha256()
+def download_timeout() -> float:
+    """The connect and read timeout of urllib downloads, in seconds.
+
+    `$KERAS_BLURPOOL_DOWNLOAD_TIMEOUT` when set, else `DEFAULT_TIMEOUT`
+    (30): how long a connection may take to open, and then how long the
+    server may send nothing, before the attempt fails (a slow but steady
+    download never times out). Read at every download.
+
+    Raises:
+        ValueError: when the variable is not a number of seconds > 0.
+    """
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
     try:
-        with urllib.request.urlopen(origin) as response, open(
-            destination, "wb"
-        ) as out:
-            while chunk := response.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-    except OSError as error:  # URLError is an OSError
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(
-            f"Could not fetch the pretrained weights from {origin} "
-            f"({error}). Offline, download the file elsewhere and pass its "
-            "path as `weights`."
-        ) from error
+            f"{TIMEOUT_ENV} must be a number of seconds > 0 (the connect and "
+            f"read timeout of downloads; default {DEFAULT_TIMEOUT:g}). "
+            f"Received: {TIMEOUT_ENV}={raw!r}"
+        )
+    return value
+
+
+def _progress_wanted() -> bool:
+    raw = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    if raw:
+        raise ValueError(
+            f"{PROGRESS_ENV} must be 1 (always show the download progress "
+            "bar) or 0 (never); unset, the bar shows when stdout is a "
+            f"terminal or a notebook. Received: {PROGRESS_ENV}={raw!r}"
+        )
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty()) or "ipykernel" in sys.modules
+
+
+class _Progress:
+    """A `keras.utils.Progbar` in bytes, or nothing when not wanted."""
+
+    def __init__(self, origin: str, total: int | None, shown: bool):
+        self._bar = None
+        if not shown:
+            return
+        import keras
+
+        size = "" if total is None else f" ({total / 1e6:.1f} MB)"
+        sys.stdout.write(f"Downloading {origin}{size}\n")
+        sys.stdout.flush()
+        self._bar = keras.utils.Progbar(total, unit_name="B")
+
+    def update(self, received: int, *, done: bool = False) -> None:
+        if self._bar is not None:
+            self._bar.update(received, finalize=done)
+
+
+class _ShortBody(OSError):
+    """The connection ended before `Content-Length` bytes arrived."""
+
+
+def _content_length(response) -> int | None:
+    value = response.headers.get("Content-Length")
+    try:
+        length = int(value)
+    except (TypeError, ValueError):
+        return None
+    return length if length >= 0 else None
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Whether one more attempt may succeed: timeouts, dropped
+    connections, truncated bodies, HTTP 5xx, 408 and 429 (not 403, 404 or
+    a name that does not resolve)."""
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code >= 500 or error.code in (408, 429)
+    if isinstance(error, urllib.error.URLError) and isinstance(
+        error.reason, BaseException
+    ):
+        error = error.reason
+    return isinstance(
+        error,
+        (
+            TimeoutError,
+            ConnectionResetError,
+            ConnectionAbortedError,
+            BrokenPipeError,
+            http.client.IncompleteRead,
+            http.client.BadStatusLine,
+            ssl.SSLEOFError,
+            _ShortBody,
+        ),
+    )
+
+
+def _fetch_url_once(origin: str, destination: str, timeout: float) -> str:
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(origin, timeout=timeout) as response, open(
+        destination, "wb"
+    ) as out:
+        total = _content_length(response)
+        progress = _Progress(origin, total, _progress_wanted())
+        received = 0
+        while chunk := response.read(_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            received += len(chunk)
+            progress.update(received)
+        if total is not None and received != total:
+            raise _ShortBody(
+                f"the connection ended after {received} of {total} bytes"
+            )
+        progress.update(received, done=True)
     return digest.hexdigest()
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    if isinstance(error, urllib.error.URLError):
+        error = error.reason if isinstance(error.reason, BaseException) else error
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return str(error) or type(error).__name__
+
+
+def _fetch_url(origin: str, destination: str, offline: str) -> str:
+    """Copies `origin` (http(s), file://) to `destination`; its SHA-256.
+
+    One retry after a transient failure (`_is_transient`), from the start
+    of the file, `RETRY_DELAY` seconds later; each attempt has
+    `download_timeout()` to connect and to receive each block.
+    """
+    timeout = download_timeout()
+    attempts = 2
+    for attempt in range(1, attempts + 1):
+        try:
+            return _fetch_url_once(origin, destination, timeout)
+        except (OSError, http.client.HTTPException) as error:
+            # URLError, HTTPError, TimeoutError, ConnectionError: OSErrors.
+            transient = _is_transient(error)
+            if transient and attempt < attempts:
+                warnings.warn(
+                    f"Fetching {origin} failed ({_describe(error)}); "
+                    "retrying once.",
+                    stacklevel=4,
+                )
+                time.sleep(RETRY_DELAY)
+                continue
+            tried = " (tried twice)" if attempt > 1 else ""
+            hint = ""
+            if "timed out" in _describe(error):
+                hint = (
+                    f" Each attempt waits {timeout:g} s for the connection "
+                    f"and for each block of data: set {TIMEOUT_ENV} (seconds) "
+                    "to wait longer."
+                )
+            raise ValueError(
+                f"Could not fetch the pretrained weights from {origin}: "
+                f"{_describe(error)}{tried}.{hint} {offline}"
+            ) from error
+    raise AssertionError("unreachable")
+
+
+def hub_downloader():
+    """`huggingface_hub.hf_hub_download`, or None when not installed.
+
+    Tests replace this function to pick a fetch path (`lambda: None` for
+    urllib) without uninstalling anything.
+    """
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    return hf_hub_download
+
+
+def _hub_file(origin: str) -> tuple[str, str, str] | None:
+    """`(repo_id, revision, filename)` of a Hugging Face Hub URL, or None."""
+    match = _HUB_ORIGIN.fullmatch(origin)
+    if match is None:
+        return None
+    return match.group("repo"), match.group("revision"), match.group("filename")
+
+
+def _fetch_from_hub(
+    hf_hub_download, hub_file, origin: str, destination: str, offline: str
+) -> str:
+    """`hf_hub_download`s the file into the Hugging Face cache (or finds it
+    there), then copies it to `destination`; its SHA-256."""
+    from keras_blurpool import __version__
+
+    repo_id, revision, filename = hub_file
+    try:
+        path = hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            library_name="keras-blurpool",
+            library_version=__version__,
+        )
+    except Exception as error:  # the hub's error classes vary by version
+        raise ValueError(
+            f"Could not fetch the pretrained weights {repo_id}/{filename} "
+            f"({origin}) through huggingface_hub: "
+            f"{type(error).__name__}: {error} {offline}"
+        ) from error
+    digest = hashlib.sha256()
+    with open_regular_file(path, what="Hugging Face cache file") as source, open(
+        destination, "wb"
+    ) as out:
+        while chunk := source.read(_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def _offline_route(origin: str, stem: str, directory: str) -> str:
+    """What to do without network, for the message of a failed fetch."""
+    hub_file = _hub_file(origin)
+    if hub_file is None:
+        return (
+            f"Without network access: download {origin} elsewhere and pass "
+            f"its path as `weights=`, or copy {stem}.npz and {stem}.npz.sha256 from "
+            f"another machine's cache into {directory}."
+        )
+    repo_id, _, filename = hub_file
+    return (
+        f"Without network access: download {origin} elsewhere and pass its "
+        "path as `weights=`; or, with huggingface_hub installed (pip install "
+        f"'keras-blurpool[hub]'), run `hf download {repo_id} {filename}` "
+        "on a connected machine, copy its Hugging Face cache (HF_HUB_CACHE) "
+        "here and set HF_HUB_OFFLINE=1; or copy "
+        f"{stem}.npz and {stem}.npz.sha256 from another machine's cache "
+        f"into {directory}."
+    )
+
+
+def _fetch(origin: str, destination: str, offline: str) -> str:
+    """Fetches `origin` into `destination`, through huggingface_hub for a
+    Hub URL when it is installed, else urllib; returns its SHA-256."""
+    hub_file = _hub_file(origin)
+    if hub_file is not None:
+        hf_hub_download = hub_downloader()
+        if hf_hub_download is not None:
+            return _fetch_from_hub(
+                hf_hub_download, hub_file, origin, destination, offline
+            )
+    return _fetch_url(origin, destination, offline)
+
+
+def _check_origin(origin) -> None:
+    if not isinstance(origin, str) or (
+        urllib.parse.urlparse(origin).scheme.lower() not in _SCHEMES
+    ):
+        raise ValueError(
+            "`origin` must be an https://, http:// or file:// URL of a "
+            "checkpoint (to load a file you have, pass its path as "
+            f"`weights=`). Received: origin={origin!r}"
+        )
 
 
 def _remove_quietly(*paths: str) -> None:
@@ -207,8 +490,14 @@ def cached_state_dict(
     which checks every name and shape); the cache records the SHA-256 it
     was first fetched with and checks it on every load.
 
+    A Hugging Face Hub URL is fetched with `huggingface_hub` when it is
+    installed (its cache, mirror, token and offline mode apply), anything
+    else with urllib: timeouts, one retry, a progress bar (see the module
+    docstring). A failed fetch's message names the URL and what to do
+    offline.
+
     Args:
-        origin: URL of the checkpoint (https:// or file://), its file name
+        origin: URL of the checkpoint (https://, http:// or file://), its file name
             `name-<sha256 prefix>.pth`, or any `.safetensors` file when
             `cache_name` is given.
         cache_name: the cache entry's name, for files whose name carries
@@ -220,10 +509,15 @@ def cached_state_dict(
         PyTorch names to NumPy arrays.
 
     Raises:
-        ValueError: for a download failure, a file whose SHA-256 does not
-            match its name, a corrupted or hostile checkpoint, or an
-            untrusted cache. Nothing is left in the cache then.
+        ValueError: for an origin that is not such a URL, a bad
+            `$KERAS_BLURPOOL_DOWNLOAD_TIMEOUT` or `$KERAS_BLURPOOL_PROGRESS`,
+            a download failure, a file whose SHA-256 does not match its
+            name, a corrupted or hostile checkpoint, or an untrusted cache.
+            Nothing is left in the cache then.
     """
+    _check_origin(origin)
+    download_timeout()  # a bad $KERAS_BLURPOOL_DOWNLOAD_TIMEOUT, early
+    _progress_wanted()
     file_name = _file_name(origin)
     if cache_name is None:
         expected = sha256 or expected_hash(file_name)
@@ -251,7 +545,9 @@ def cached_state_dict(
     )
     os.close(fd)
     try:
-        actual = _download(origin, checkpoint)
+        actual = _fetch(
+            origin, checkpoint, _offline_route(origin, stem, directory)
+        )
         if not actual.startswith(expected.lower()):
             where = "the file name" if sha256 is None else "the registry"
             raise ValueError(
