@@ -35,36 +35,7 @@ from keras_blurpool.applications.loading import infer_filter_size
 from keras_blurpool.applications.loading import load_torch_weights
 from keras_blurpool.applications.loading import read_checkpoint
 from keras_blurpool.applications.pretrained import TIMM_BLUR_FILTER_SIZE
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="keras-blurpool-convert",
-        description=(
-            "Convert a checkpoint of the PyTorch antialiased_cnns reference "
-            "(or a torchvision one) into a Keras `.weights.h5` file."
-        ),
-    )
-    parser.add_argument(
-        "arch",
-        help="architecture name: " + ", ".join(registry.ARCHITECTURES),
-    )
-    parser.add_argument(
-        "checkpoint", help="the .pth / .pth.tar / .safetensors file"
-    )
-    parser.add_argument("output", help="the .weights.h5 file to write")
-    parser.add_argument(
-        "--filter-size",
-        type=int,
-        default=None,
-        help="BlurPool filter size (default: read from the checkpoint)",
-    )
-    parser.add_argument(
-        "--no-compare",
-        action="store_true",
-        help="skip the comparison with the PyTorch reference",
-    )
-    return parser
+from keras_blurpool_cli.parsers import convert_parser
 
 
 def _classes(state_dict, head_prefixes) -> int:
@@ -157,8 +128,26 @@ def main(argv: list[str] | None = None) -> int:
             that cannot be read or does not fit the architecture, or a
             filter size that cannot be inferred. Nothing is written then.
     """
-    parser = _parser()
-    args = parser.parse_args(argv)
+    parser = convert_parser()
+    return run(parser, parser.parse_args(argv))
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Converts as `main` does, the command line parsed.
+
+    The console script `keras-blurpool-convert` parses it without Keras
+    (`keras_blurpool_cli.scripts`) before importing this module.
+
+    Args:
+        parser: `keras_blurpool_cli.parsers.convert_parser()`, for its errors.
+        args: what it parsed.
+
+    Returns:
+        0, as `main`.
+
+    Raises:
+        SystemExit: as `main`.
+    """
     if args.arch not in registry.ARCHITECTURES:
         parser.error(
             f"unknown architecture {args.arch!r}; choose one of: "

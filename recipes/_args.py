@@ -1,17 +1,28 @@
-"""argparse types shared by the command lines of the recipes."""
+"""argparse types and names shared by the command lines of the recipes.
+
+Imported when the command lines build their parsers, so it imports
+neither Keras nor TensorFlow (nor `keras_blurpool`, which imports Keras):
+`--help` answers without them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
 
-from keras_blurpool.applications.arguments import MAX_BUILDER_FILTER_SIZE
-from keras_blurpool.applications.arguments import MIN_BUILDER_FILTER_SIZE
-from keras_blurpool.applications.arguments import check_filter_size
+# The `tf.distribute` strategies of `--strategy` (`strategy.make_strategy`).
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+
+# Prefix of the names of keras.applications models, e.g. "keras.ResNet50".
+KERAS_PREFIX = "keras."
 
 
 def filter_size(text: str):
     """1-7 (the zoo's range), or None for 'none'/'baseline' (plain)."""
+    from keras_blurpool.applications.arguments import MAX_BUILDER_FILTER_SIZE
+    from keras_blurpool.applications.arguments import MIN_BUILDER_FILTER_SIZE
+    from keras_blurpool.applications.arguments import check_filter_size
+
     if text.lower() in ("none", "baseline"):
         return None
     try:

@@ -22,7 +22,8 @@ import math
 import tensorflow as tf
 
 from keras_blurpool.applications import registry
-from recipes.models import is_keras_application
+
+from .models import is_keras_application
 
 # The batch size the reference's learning rates are given for.
 REFERENCE_BATCH_SIZE = 256

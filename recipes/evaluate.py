@@ -28,8 +28,15 @@ import os
 import re
 import sys
 
-from keras_blurpool.applications.registry import INTERPOLATIONS
-from recipes import _args
+from keras_blurpool_cli.parsers import INTERPOLATIONS
+
+from . import _args
+from ._args import STRATEGIES
+
+# Before TensorFlow is imported. `main` imports it (and Keras) only once
+# the command line is parsed, so `--help` needs neither: the modules
+# imported above import neither.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # `--filter-size` left to the architecture.
 _DEFAULT = object()
@@ -48,9 +55,19 @@ def _metrics(text: str) -> tuple[str, ...]:
     return names
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command line of `python -m recipes.evaluate`.
+
+    Args:
+        prog: the program name of the usage line; `python -m
+            recipes.evaluate` (the package's name when installed) if None.
+            The console script `keras-blurpool-evaluate` passes its own.
+
+    Returns:
+        The `argparse.ArgumentParser`.
+    """
     p = argparse.ArgumentParser(
-        prog="python -m recipes.evaluate",
+        prog=prog or f"python -m {__package__}.evaluate",
         description="Accuracy and shift-consistency of an (antialiased) model.",
     )
     p.add_argument("--arch", required=True, help="e.g. resnet50, vgg16_bn, demo")
@@ -123,8 +140,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", type=_args.positive_int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--strategy", default="auto",
-        choices=("auto", "one_device", "mirrored", "multi_worker", "tpu"),
+        "--strategy", default="auto", choices=STRATEGIES,
         help="tf.distribute strategy; auto picks from the devices present",
     )
     p.add_argument(
@@ -280,15 +296,28 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+def main(argv=None, *, prog: str | None = None) -> int:
+    """Runs the command line.
+
+    Args:
+        argv: the arguments, without the program name; `sys.argv[1:]` if
+            None.
+        prog: the program name of the messages (see `parser`).
+
+    Returns:
+        The exit status, 0 on success.
+    """
+    cli = parser(prog)
+    args = cli.parse_args(argv)
+    # TensorFlow and Keras only now: `--help` has answered without them.
     import tensorflow as tf
 
     from keras_blurpool import evaluation
     from keras_blurpool._utils import atomic_path
-    from recipes import data as data_lib
-    from recipes import models
-    from recipes import strategy as strategy_lib
+
+    from . import data as data_lib
+    from . import models
+    from . import strategy as strategy_lib
 
     try:
         models.check_arch(args.arch)
@@ -301,12 +330,12 @@ def main(argv=None) -> int:
             skip_bad_images=args.skip_bad_images,
         )
     except (ValueError, FileNotFoundError) as error:
-        parser().error(str(error))
+        cli.error(str(error))
     _network_defaults(args)
     try:
         config = released_preprocessing(args)
     except ValueError as error:
-        parser().error(str(error))
+        cli.error(str(error))
     tag = released_tag(args)
     main_weights = args.weights
     if main_weights == "imagenet" and args.tag is not None:
@@ -337,7 +366,7 @@ def main(argv=None) -> int:
         # Names of the wnid form that ImageNet lacks, when all look right.
         names = names or list(source.class_names)
         shown = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
-        parser().error(
+        cli.error(
             "--weights imagenet predicts ImageNet's 1000 classes, but the "
             f"classes of --data {args.data!r} are not all ImageNet WordNet "
             f"ids (n01440764, ...): {shown}. Name the class folders by "
@@ -362,7 +391,7 @@ def main(argv=None) -> int:
                         padding=args.padding,
                     )
                 except (ValueError, FileNotFoundError) as error:
-                    parser().error(f"{label} model: {error}")
+                    cli.error(f"{label} model: {error}")
                 print(f"{args.arch}, {label}:", file=sys.stderr)
                 results[label] = evaluate_model(
                     model, source, args, image_size, resize_size, max_shift,
@@ -374,7 +403,7 @@ def main(argv=None) -> int:
         bad = source.bad_images
         if bad is None or bad.error() is None:
             raise
-        parser().error(bad.error())
+        cli.error(bad.error())
     if source.bad_images is not None and source.bad_images.count:
         print(f"{source.bad_images.summary()} (--skip-bad-images)")
 

@@ -34,6 +34,8 @@ from keras_blurpool.layers import CircularPadding2D
 from keras_blurpool.layers import LPSPool2D
 from keras_blurpool.layers import MaxBlurPool2D
 
+from ._args import KERAS_PREFIX
+
 # (filters, downsampling) of the demo CNN's convolutions: "conv" is a
 # stride-2 convolution, "pool" a 2x2 max pool after it, None neither.
 # Narrow enough that the plain and the antialiased twin train in about
@@ -223,8 +225,6 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-# Prefix of the names of keras.applications models, e.g. "keras.ResNet50".
-KERAS_PREFIX = "keras."
 # BatchNormalization momentum of keras.applications models trained here.
 KERAS_BN_MOMENTUM = 0.9
 

@@ -22,10 +22,11 @@ from typing import Callable
 import tensorflow as tf
 
 from keras_blurpool._utils import atomic_path
-from recipes import strategy as strategy_lib
-from recipes.config import EXTENDABLE
-from recipes.config import TrainConfig
-from recipes.config import resume_fields
+
+from . import strategy as strategy_lib
+from .config import EXTENDABLE
+from .config import TrainConfig
+from .config import resume_fields
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"

@@ -18,7 +18,7 @@ import tempfile
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+from ._args import STRATEGIES
 
 
 def split_cpu(num_devices: int) -> None:

@@ -31,18 +31,21 @@ import os
 import sys
 import time
 
+from keras_blurpool_cli.parsers import ZOO_ARCHITECTURES
+
+from . import _args
+from ._args import KERAS_PREFIX
+from ._args import STRATEGIES
+
+# Before TensorFlow is imported. `main` imports it (and Keras) only once
+# the command line is parsed, so `--help` needs neither: the modules
+# imported above import neither.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-
-from recipes import _args  # noqa: E402
-from recipes import strategy as strategy_lib  # noqa: E402
-from recipes.config import FINETUNE_FRACTION  # noqa: E402
-from recipes.config import recipe_for  # noqa: E402
-from recipes.models import ARCHITECTURES  # noqa: E402
-from recipes.models import KERAS_PREFIX  # noqa: E402
-from recipes.models import is_keras_application  # noqa: E402
+# `models.ARCHITECTURES`' names, for `--help` without Keras (a test checks
+# that they agree).
+ARCHITECTURE_NAMES = (*ZOO_ARCHITECTURES, "demo")
 
 DEMO_FILTER_SIZE = 4
 # keras.applications models downsample 32x: at the demo's 32x32 crops their
@@ -51,14 +54,19 @@ KERAS_DEMO_IMAGE_SIZE = 64
 _VALIDATION_SPLITS = ("validation", "test")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command line of `python -m recipes.train`.
+
+    Args:
+        prog: the program name of the usage line; `python -m
+            recipes.train` (the package's name when installed) if None.
+            The console script `keras-blurpool-train` passes its own.
 
     Returns:
         The `argparse.ArgumentParser`.
     """
     p = argparse.ArgumentParser(
-        prog="python -m recipes.train",
+        prog=prog or f"python -m {__package__}.train",
         description=(
             "Train an antialiased network (Zhang, ICML 2019) with the "
             "reference's recipe. Without --arch: train a small CNN plain "
@@ -68,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--arch",
         metavar="ARCH",
-        help="architecture: " + ", ".join(ARCHITECTURES)
+        help="architecture: " + ", ".join(ARCHITECTURE_NAMES)
         + f", or {KERAS_PREFIX}NAME for any keras.applications model (e.g. "
         f"{KERAS_PREFIX}MobileNetV2: on the demo data, compared plain and "
         "anti-aliased by antialias_model) (default: the demo comparison)",
@@ -93,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strategy",
         default="auto",
-        choices=strategy_lib.STRATEGIES,
+        choices=STRATEGIES,
         help="distribution strategy (default: auto, from what is present)",
     )
     p.add_argument("--tpu", help="TPU name or address for --strategy tpu")
@@ -223,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _validate(parser: argparse.ArgumentParser, args) -> bool:
     """Early checks; returns whether this is the demo comparison."""
+    from . import strategy as strategy_lib
+    from .config import recipe_for
+    from .models import ARCHITECTURES
+    from .models import is_keras_application
+
     keras_app = is_keras_application(args.arch)
     compare = (args.arch is None or keras_app) and args.data in (None, "demo")
     if args.arch is not None and args.arch not in ARCHITECTURES and not keras_app:
@@ -338,7 +351,8 @@ def _finetune_init(arch, path, *, num_classes, image_size):
     """Loads a baseline's weights into the model to train."""
     import keras_blurpool
     from keras_blurpool.weights import read_torch_checkpoint
-    from recipes.models import build_model
+
+    from .models import build_model
 
     def init(model):
         if path.endswith(".weights.h5"):
@@ -373,10 +387,12 @@ def _train_one(
         bad_images = []
     import keras
 
-    from recipes import data as data_lib
-    from recipes.config import TrainConfig
-    from recipes.models import build_model
-    from recipes.trainer import Trainer
+    from . import data as data_lib
+    from .config import FINETUNE_FRACTION
+    from .config import TrainConfig
+    from .config import recipe_for
+    from .models import build_model
+    from .trainer import Trainer
 
     recipe = recipe or recipe_for(arch)
     load_kwargs = dict(data_dir=args.data_dir, manual_dir=args.manual_dir)
@@ -561,7 +577,9 @@ def _compare(args, strategy) -> int:
     train on the demo data with the demo's recipe.
     """
     from keras_blurpool import evaluation
-    from recipes import data as data_lib
+
+    from . import data as data_lib
+    from .config import recipe_for
 
     arch = args.arch or "demo"
     out_dir = args.out_dir or os.path.join(
@@ -659,18 +677,24 @@ def _compare(args, strategy) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv=None, *, prog: str | None = None) -> int:
     """Runs the command line.
 
     Args:
         argv: the arguments, without the program name; `sys.argv[1:]` if
             None.
+        prog: the program name of the messages (see `build_parser`).
 
     Returns:
         The exit status, 0 on success.
     """
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
+    # TensorFlow and Keras only now: `--help` has answered without them.
+    import tensorflow as tf
+
+    from . import strategy as strategy_lib
+
     compare = _validate(parser, args)
     if args.cpu_devices:
         strategy_lib.split_cpu(args.cpu_devices)

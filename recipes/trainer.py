@@ -55,10 +55,11 @@ from tensorflow.core.framework import summary_pb2
 from keras_blurpool._utils import atomic_path
 from keras_blurpool.callbacks import average_over_replicas
 from keras_blurpool.callbacks import batch_norm_statistics
-from recipes import run_dir
-from recipes import strategy as strategy_lib
-from recipes.config import TrainConfig
-from recipes.optimizer import TorchSGD
+
+from . import run_dir
+from . import strategy as strategy_lib
+from .config import TrainConfig
+from .optimizer import TorchSGD
 
 # What `tf.summary.scalar` writes; spelled out because that function needs
 # the tensorboard package, which TensorBoard's reader does not need here.

@@ -34,7 +34,8 @@ def _script_path():
     (entry_point,) = importlib.metadata.entry_points(
         group="console_scripts", name=SCRIPT
     )
-    assert entry_point.value == "keras_blurpool.convert:main"
+    # Parses without importing Keras, then runs keras_blurpool.convert.
+    assert entry_point.value == "keras_blurpool_cli.scripts:convert"
     # The script lies beside this interpreter (a venv's bin/), or in the
     # scheme's scripts folder.
     for folder in (os.path.dirname(sys.executable), sysconfig.get_path("scripts")):

@@ -34,15 +34,15 @@ One job per module:
 * `transforms`: augmentation, cropping, batching, normalisation.
 """
 
-from recipes.data.bad_images import BadImages
-from recipes.data.labels import IMAGENET_WNIDS
-from recipes.data.load import load_images
-from recipes.data.source import ImageSource
-from recipes.data.source import UnknownSplitError
-from recipes.data.tfds import parse_tfds_spec
-from recipes.data.transforms import eval_dataset
-from recipes.data.transforms import normalize
-from recipes.data.transforms import train_dataset
+from .bad_images import BadImages
+from .labels import IMAGENET_WNIDS
+from .load import load_images
+from .source import ImageSource
+from .source import UnknownSplitError
+from .tfds import parse_tfds_spec
+from .transforms import eval_dataset
+from .transforms import normalize
+from .transforms import train_dataset
 
 __all__ = [
     "IMAGENET_WNIDS",

@@ -15,7 +15,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from recipes.data.source import deterministic
+from .source import deterministic
 
 
 class BadImages:

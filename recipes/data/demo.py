@@ -16,10 +16,10 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from recipes.data.labels import align_labels
-from recipes.data.source import ImageSource
-from recipes.data.source import UnknownSplitError
-from recipes.data.source import shuffle_and_shard
+from .labels import align_labels
+from .source import ImageSource
+from .source import UnknownSplitError
+from .source import shuffle_and_shard
 
 _DEMO_CLASSES = (
     "disk",

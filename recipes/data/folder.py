@@ -13,16 +13,16 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from recipes.data.bad_images import BadImages
-from recipes.data.bad_images import decode_files
-from recipes.data.labels import IMAGENET_WNIDS
-from recipes.data.labels import align_labels
-from recipes.data.labels import imagenet_label_table
-from recipes.data.source import SPEC_HELP
-from recipes.data.source import SPLIT_ALIASES
-from recipes.data.source import ImageSource
-from recipes.data.source import UnknownSplitError
-from recipes.data.source import shuffle_and_shard
+from .bad_images import BadImages
+from .bad_images import decode_files
+from .labels import IMAGENET_WNIDS
+from .labels import align_labels
+from .labels import imagenet_label_table
+from .source import SPEC_HELP
+from .source import SPLIT_ALIASES
+from .source import ImageSource
+from .source import UnknownSplitError
+from .source import shuffle_and_shard
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Subfolder names taken for splits rather than classes, so that asking a

@@ -12,11 +12,11 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from recipes.data.demo import load_demo
-from recipes.data.folder import load_folder
-from recipes.data.source import SPEC_HELP
-from recipes.data.source import ImageSource
-from recipes.data.tfds import load_tfds
+from .demo import load_demo
+from .folder import load_folder
+from .source import SPEC_HELP
+from .source import ImageSource
+from .tfds import load_tfds
 
 
 def load_images(

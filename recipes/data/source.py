@@ -17,7 +17,7 @@ import tensorflow as tf
 from keras_blurpool._utils import check_int
 
 if TYPE_CHECKING:
-    from recipes.data.bad_images import BadImages
+    from .bad_images import BadImages
 
 SPEC_HELP = "expected 'tfds:NAME[:SPLIT]', a folder, or 'demo'"
 """What a data spec may be, for error messages."""

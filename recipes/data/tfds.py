@@ -13,14 +13,14 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from recipes.data.labels import IMAGENET_WNIDS
-from recipes.data.labels import align_labels
-from recipes.data.labels import imagenet_label_table
-from recipes.data.source import SPEC_HELP
-from recipes.data.source import SPLIT_ALIASES
-from recipes.data.source import ImageSource
-from recipes.data.source import UnknownSplitError
-from recipes.data.source import deterministic
+from .labels import IMAGENET_WNIDS
+from .labels import align_labels
+from .labels import imagenet_label_table
+from .source import SPEC_HELP
+from .source import SPLIT_ALIASES
+from .source import ImageSource
+from .source import UnknownSplitError
+from .source import deterministic
 
 # NAME may carry a config and a `:x.y.z` version, whose colon is not the
 # split's.

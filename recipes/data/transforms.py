@@ -19,8 +19,9 @@ from keras_blurpool.applications.imagenet_utils import IMAGENET_MEAN
 from keras_blurpool.applications.imagenet_utils import IMAGENET_STD
 from keras_blurpool.evaluation.preprocessing import center_crop
 from keras_blurpool.evaluation.preprocessing import resize_short_side
-from recipes.data.source import ImageSource
-from recipes.data.source import deterministic
+
+from .source import ImageSource
+from .source import deterministic
 
 _SHUFFLE_BUFFER = 10_000
 
