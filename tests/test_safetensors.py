@@ -182,7 +182,7 @@ def test_builders_and_convert_take_safetensors(reference, tmp_path):
     state = {k: v.numpy() for k, v in module.state_dict().items()}
     path = write_state_dict(tmp_path / "resnet18.safetensors", state)
     model = applications.ResNet18(filter_size=3, weights=str(path),
-                                  classifier_activation=None)
+                                  classifier_activation=None, input_shape=(64, 64, 3))
     x = np.random.default_rng(0).uniform(0, 1, (1, 64, 64, 3)).astype(
         "float32")
     with torch.no_grad():
@@ -191,7 +191,9 @@ def test_builders_and_convert_take_safetensors(reference, tmp_path):
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-4)
     out = tmp_path / "resnet18.weights.h5"
     assert convert.main(["resnet18", str(path), str(out)]) == 0
-    converted = applications.ResNet18(filter_size=3, classifier_activation=None)
+    converted = applications.ResNet18(
+        filter_size=3, classifier_activation=None, input_shape=(64, 64, 3)
+    )
     converted.load_weights(out)
     np.testing.assert_allclose(np.asarray(converted(x)), got, atol=1e-6)
 

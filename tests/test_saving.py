@@ -54,7 +54,9 @@ def _family_models():
             classes=5, antialias="aps", padding="circular", **small
         ),
         "VGG11BN": applications.VGG11BN(include_top=False, pooling="avg", **small),
-        "AlexNet": applications.AlexNet(include_top=False, pooling="max", **small),
+        "AlexNet": applications.AlexNet(
+            include_top=False, pooling="max", input_shape=(96, 96, 3)
+        ),
         "DenseNet121": applications.DenseNet121(classes=5, **small),
         "MobileNetV2": applications.MobileNetV2(classes=5, **small),
         "ResNetBlur18": applications.ResNetBlur18(classes=5, **small),

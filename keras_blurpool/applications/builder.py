@@ -362,11 +362,21 @@ def model_input(
                 f"input_shape={input_shape!r}"
             )
         spatial = input_shape[1:] if channels_first else input_shape[:2]
+        other_end = input_shape[-1] if channels_first else input_shape[0]
+        other_layout = (
+            "(height, width, channels)" if channels_first else "(channels, height, width)"
+        )
+        swapped = (
+            f" ({input_shape!r} looks like {other_layout}, but keras.config's "
+            f"image data format is {data_format()})"
+            if other_end in (1, 3) and channels not in (1, 3)
+            else ""
+        )
         for size in spatial:
             if size is not None and size < min_size:
                 raise ValueError(
                     f"`input_shape` spatial sizes must be at least {min_size}"
-                    f"{why}. Received: input_shape={input_shape!r}"
+                    f"{why}{swapped}. Received: input_shape={input_shape!r}"
                 )
     if input_tensor is None:
         img_input = layers.Input(shape=input_shape)
