@@ -1119,3 +1119,17 @@ else:  # pragma: no cover
 
     def test_fuzz_mutated_checkpoints():
         pytest.skip("hypothesis is not installed")
+
+
+def test_a_text_file_is_called_what_it_is(tmp_path):
+    path = tmp_path / "model.pth"
+    path.write_text("import numpy as np\nprint('hello')\n")
+    with pytest.raises(ValueError) as info:
+        read_torch_checkpoint(path)
+    message = str(info.value)
+    assert "not a PyTorch checkpoint" in message
+    assert "looks like a text file" in message
+    assert "refused global" not in message
+    path.write_bytes(b"\x00\x01\x02garbage" * 8)
+    with pytest.raises(ValueError, match="looks like another kind of file"):
+        read_torch_checkpoint(path)

@@ -54,6 +54,9 @@ from keras_blurpool.weights.files import open_regular_file
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 _ZIP_LOCAL_HEADER = b"PK\x03\x04"
+# How a legacy file starts: the pickle of its magic number, opened by the
+# PROTO opcode from protocol 2 on, or the number in text (protocols 0, 1).
+_LEGACY_STARTS = (b"\x80", b"L%dL\n" % _LEGACY_MAGIC)
 
 # Storage and tensor dtypes we can represent, as NumPy codes of the bytes
 # on disk (byte order added when reading). `bfloat16` is read as uint16
@@ -842,6 +845,15 @@ def _read_zip(file: Any, file_size: int) -> dict[str, np.ndarray]:
     return _materialize(state_dict, buffers, byteorder, budget)
 
 
+def _looks_like_text(head: bytes) -> bool:
+    """Whether the first bytes of a file read as UTF-8 text."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
+
+
 def _read_legacy(file: Any, file_size: int) -> dict[str, np.ndarray]:
     file.seek(0)
     reader = _BoundedReader(file, file_size)
@@ -1170,8 +1182,17 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
                     "tar checkpoints (the format of the first PyTorch "
                     "releases) are not supported"
                 )
-            # Anything else is a legacy file or not a checkpoint at all; the
-            # magic number, the first pickle, will tell.
+            if not head.startswith(_LEGACY_STARTS):
+                # Not parsed as a pickle: a text or other file is said to
+                # be what it is.
+                kind = "a text file" if _looks_like_text(head) else "another kind of file"
+                raise _CheckpointError(
+                    "not a PyTorch checkpoint: neither a zip archive nor a "
+                    f"pickle; it looks like {kind} (it starts with "
+                    f"{ascii(head[:16])})"
+                )
+            # A pickle: a legacy checkpoint or not one at all; the magic
+            # number, the first pickle, will tell.
             return _read_legacy(file, file_size)
         except _CheckpointError as error:
             problem, cause = str(error), error.__cause__
