@@ -27,8 +27,8 @@ download. Nothing is downloaded:
 
 A block that imports torch or antialiased_cnns where they are not
 installed is skipped, saying so; so is a block whose fixture needs them.
-A block skipped or failed at run time skips or fails the later blocks of
-its file, which may build on it. The Keras global state a block may set
+A Python block skipped or failed at run time skips or fails the later
+blocks of its file, which may build on it. The Keras global state a block may set
 (dtype policy, image data format) is reset after each file.
 
 A collector of our own rather than pytest-markdown-docs: the skip reasons
@@ -394,15 +394,22 @@ def test_doc_block(block, doc_environment, doc_dirs, monkeypatch):
 
 
 def _run_recording(run, block, cwd, fixtures, monkeypatch, reraise=False):
-    """Runs `block`, recording on `run` whether it failed or was skipped."""
+    """Runs `block`, recording on `run` whether it failed or was skipped.
+
+    Only Python blocks are recorded: a shell block runs in a process of
+    its own and leaves the file's namespace as it was.
+    """
+    python = block.lang == "python"
     try:
         _run(block, cwd, fixtures, monkeypatch)
     except pytest.skip.Exception as skip:
-        run.skipped = (block, skip.msg)
+        if python:
+            run.skipped = (block, skip.msg)
         if reraise:
             pytest.skip(f"{block.id}: {skip.msg}")
     except BaseException:
-        run.failed = block
+        if python:
+            run.failed = block
         if reraise:
             raise
 
