@@ -69,8 +69,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         prog=prog or f"python -m {__package__}.train",
         description=(
             "Train an antialiased network (Zhang, ICML 2019) with the "
-            "reference's recipe. Without --arch: train a small CNN plain "
-            "and antialiased on the embedded demo data and compare them."
+            "reference's recipe. Without --arch: train a small CNN three "
+            "times on the embedded demo data (plain, with BlurPool and with "
+            "APS) and compare them."
         ),
     )
     p.add_argument(
@@ -221,7 +222,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--with-lps",
         action="store_true",
         help="the demo comparison also trains an LPS twin (learnable "
-        "polyphase sampling; about 2 more CPU minutes)",
+        "polyphase sampling; slower to train than the other three, see "
+        "docs/benchmarks.md)",
     )
     p.add_argument(
         "--quiet", action="store_true", help="no progress output"
