@@ -28,6 +28,8 @@ from mkdocs.structure.files import File
 
 ROOT = pathlib.Path(__file__).resolve().parent
 README = ROOT / "README.md"
+# Pages at the repository root that the site shows beside the home page.
+ROOT_PAGES = ("CHANGELOG.md", "CONTRIBUTING.md")
 
 # A section title alone on its line: "Example:", any other.
 _EXAMPLE_TITLE = re.compile(r"([ \t]*)Example:[ \t]*")
@@ -61,12 +63,23 @@ def on_files(files, config):
             content=readme_as_home_page(README.read_text(encoding="utf-8")),
         )
     )
+    # The project pages README links to, from the repository root too.
+    for name in ROOT_PAGES:
+        files.append(
+            File.generated(
+                config,
+                name,
+                content=readme_as_home_page((ROOT / name).read_text(encoding="utf-8")),
+            )
+        )
     return files
 
 
 def on_serve(server, config, builder):
     # `mkdocs serve` rebuilds when README.md changes too.
     server.watch(str(README))
+    for name in ROOT_PAGES:
+        server.watch(str(ROOT / name))
     return server
 
 
