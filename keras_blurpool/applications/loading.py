@@ -5,7 +5,8 @@
 `python -m keras_blurpool.convert` and `recipes.train --finetune-from` all
 come here, so every one of them applies the same fix-ups: each family's
 own (DenseNet's old key names, as torchvision's released DenseNets have
-them), and the classifier dropped when the model has none.
+them), and the classifier dropped when the model has none. The released
+weights (`imagenet_state_dict`) are cached only once they have loaded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from keras_blurpool.applications.arguments import antialias_spec
 from keras_blurpool.layers import is_antialiasing
 from keras_blurpool.weights import CHECKPOINT_SUFFIXES
 from keras_blurpool.weights import assign_state_dict
+from keras_blurpool.weights import download
 from keras_blurpool.weights import read_checkpoint
 
 
@@ -50,11 +52,17 @@ def _without_head(state_dict: dict, prefixes, names: Mapping) -> dict:
     return {k: v for k, v in state_dict.items() if not k.startswith(prefixes)}
 
 
-def _candidates(model, state_dict: dict):
-    """`(names, state_dict)` for each family whose name map fits the model."""
+def _views(model) -> list:
+    """The model, and its plain twin's view when it anti-aliases."""
     views = [model]
     if any(is_antialiasing(layer) for layer in model.layers):
         views.append(_WithoutAntialiasing(model))
+    return views
+
+
+def _candidates(model, state_dict: dict):
+    """`(names, state_dict)` for each family whose name map fits the model."""
+    views = _views(model)
     for family in registry.families():
         fixed = None
         for view in views:
@@ -202,6 +210,96 @@ def check_weights(
         )
 
 
+def _has_classifier(model, spec: registry.Architecture) -> bool:
+    """Whether `model`, of `spec`'s family, takes the classifier's keys."""
+    for view in _views(model):
+        names = spec.torch_names(view)
+        if names is not None:
+            return any(
+                (torch_name + ".").startswith(spec.head_prefixes)
+                for torch_name in names.values()
+            )
+    return False
+
+
+def imagenet_state_dict(
+    arch: str,
+    filter_size: int | None = None,
+    *,
+    fine_tuned: bool = True,
+    tag: str | None = None,
+    model: keras.Model | None = None,
+) -> dict:
+    """The released ImageNet state dict of an architecture, cached once it
+    has loaded.
+
+    The first call downloads the checkpoint (`pretrained.imagenet_file`),
+    checks its SHA-256, reads it and loads it into the released network
+    (`model` itself when it has the classifier, else one built for the
+    check and dropped): only a state dict that loads is cached (see
+    `keras_blurpool.weights.download`), so a file that parses but does not
+    fit is fetched again next time. Later calls read the cache; a cached
+    state dict that does not load into `model` is an error naming the
+    cached file and how to delete it.
+
+    Args:
+        arch: registry name, e.g. `"resnet50"`.
+        filter_size: 2, 3, 4 or 5 where released (default 4); ignored for
+            timm's architectures.
+        fine_tuned: at filter size 4, `True` (the reference's default)
+            picks the network fine-tuned from the baseline, `False` the one
+            trained from scratch where it exists.
+        tag: for timm's architectures, the released weights' tag
+            (default: the architecture's `default_tag`), fetched from the
+            Hugging Face Hub as `model.safetensors` (through
+            `huggingface_hub` and its cache when it is installed).
+        model: a model of `arch` (any head configuration) to load the
+            weights into, or None.
+
+    Returns:
+        PyTorch names to NumPy arrays, for `load_torch_weights`.
+
+    Raises:
+        ValueError: for combinations never released, a download failure,
+            a corrupted or hostile file, a file that does not load into
+            the network, or an untrusted cache.
+
+    Example:
+
+    >>> state = imagenet_state_dict("resnet50", 4)  # doctest: +SKIP
+    >>> keras_blurpool.load_torch_weights(  # doctest: +SKIP
+    ...     ResNet50(include_top=False), state)
+    """
+    released = pretrained.imagenet_file(
+        arch, filter_size, fine_tuned=fine_tuned, tag=tag
+    )
+    spec = registry.get(arch)
+    loaded = []
+
+    def check(state_dict: dict) -> None:
+        if model is not None and _has_classifier(model, spec):
+            load_torch_weights(model, state_dict)
+            loaded.append(model)
+        else:  # the classifier's keys must fit too
+            network = spec.builder(weights=None, **released.network)
+            load_torch_weights(network, state_dict)
+
+    def check_cached(state_dict: dict) -> None:
+        load_torch_weights(model, state_dict)
+        loaded.append(model)
+
+    state_dict = download.cached_state_dict(
+        released.origin,
+        cache_name=released.cache_name,
+        sha256=released.sha256,
+        check=check,
+        check_cached=None if model is None else check_cached,
+    )
+    if model is not None and not loaded:
+        load_torch_weights(model, state_dict)
+    return state_dict
+
+
 def load_weights(model: keras.Model, weights, *, arch: str, filter_size) -> None:
     """Loads a builder's `weights` argument into its model.
 
@@ -215,8 +313,7 @@ def load_weights(model: keras.Model, weights, *, arch: str, filter_size) -> None
     """
     tag = pretrained.hub_tag(arch, weights)
     if weights == "imagenet" or tag is not None:
-        state_dict = pretrained.imagenet_state_dict(arch, filter_size, tag=tag)
-        load_torch_weights(model, state_dict)
+        imagenet_state_dict(arch, filter_size, tag=tag, model=model)
     elif os.fspath(weights).endswith(CHECKPOINT_SUFFIXES):
         load_torch_weights(model, read_checkpoint(weights))
     else:
