@@ -701,7 +701,7 @@ def test_file_from_huggingface_hub_is_bounded_too(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "hub_downloader", lambda: lambda *a, **k: str(blob))
     monkeypatch.setenv(_MAX_MB, "1")
     with pytest.raises(ValueError, match=f"huggingface_hub fetched for {_HUB_ORIGIN} "
-                       rf"\({blob}\) is {len(_LARGE_BYTES)} bytes or more, beyond the "
+                       rf"\({blob}\) is {len(_LARGE_BYTES)} bytes, beyond the "
                        r"download bound of 1 MB\. Set KERAS_BLURPOOL_DOWNLOAD_MAX_MB"):
         download.cached_state_dict(_HUB_ORIGIN, cache_name="resnetblur50.bt_in1k")
     assert _cache_files() == []

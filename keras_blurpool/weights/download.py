@@ -8,8 +8,10 @@ state dict as a NumPy `.npz` in a private per-user directory
 SHA-256 of each cached file is recorded beside it when it is written and
 checked on every load; a file or directory owned by another user, or
 writable by others, is never read. The downloaded checkpoint itself is
-never kept. A state dict loads into any head configuration of its
-architecture, so nothing needs to be built to cache it.
+never kept. The state dict is cached only once the caller's `check` has
+accepted it (`applications.loading` loads it into the released network),
+so a file that parses but does not fit is fetched again next time; the
+cached state dict then serves any head configuration of its architecture.
 
 Fetching (`_fetch`): an `https://huggingface.co/<repo>/resolve/<rev>/<file>`
 origin goes through `huggingface_hub.hf_hub_download` when that library is
@@ -30,8 +32,7 @@ Bounds: no download writes more than `download_max_bytes()`
 (`$KERAS_BLURPOOL_DOWNLOAD_MAX_MB`, default `DEFAULT_MAX_MB`, 2.5 times the
 largest released file), nor more than the `Content-Length` the origin
 announced; a `Content-Length` above the bound is refused before a byte is
-read. The state dict is cached only once the caller's `check` accepted it
-(`applications.loading` loads it into the architecture).
+read.
 """
 
 from __future__ import annotations
@@ -475,11 +476,12 @@ def _fetch_from_hub(
             digest.update(chunk)
             out.write(chunk)
         if max(size, copied) > limit:
+            what = f"is {size} bytes" if size > limit else "grew while copied"
             raise ValueError(
-                f"The file huggingface_hub fetched for {origin} ({path}) is "
-                f"{max(size, copied)} bytes or more, beyond the download "
-                f"bound of {_megabytes(limit)}. Set {MAX_MB_ENV} (megabytes; "
-                f"default {DEFAULT_MAX_MB:g}) to allow larger files."
+                f"The file huggingface_hub fetched for {origin} ({path}) "
+                f"{what}, beyond the download bound of {_megabytes(limit)}. "
+                f"Set {MAX_MB_ENV} (megabytes; default {DEFAULT_MAX_MB:g}) "
+                "to allow larger files."
             )
     return digest.hexdigest()
 
