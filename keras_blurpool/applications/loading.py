@@ -262,7 +262,9 @@ def imagenet_state_dict(
     Raises:
         ValueError: for combinations never released, a download failure,
             a corrupted or hostile file, a file that does not load into
-            the network, or an untrusted cache.
+            the network (nothing is cached), a cached file that does not
+            load into `model` (the message names it and how to delete
+            it), or an untrusted cache.
 
     Example:
 

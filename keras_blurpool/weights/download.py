@@ -626,7 +626,9 @@ def cached_state_dict(
             larger than the download bound, a file whose SHA-256 does not
             match its name, a corrupted or hostile checkpoint, one that
             `check` refuses, a cached one that `check_cached` refuses, or
-            an untrusted cache. Nothing is left in the cache then.
+            an untrusted cache. Nothing new is left in the cache then (a
+            cached file that `check_cached` refuses stays, named in the
+            message, for you to delete).
     """
     _check_origin(origin)
     download_timeout()  # a bad $KERAS_BLURPOOL_DOWNLOAD_TIMEOUT, early
