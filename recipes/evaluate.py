@@ -11,8 +11,9 @@ the diagonal-shift curves (`diagonal_<model>.npz`) and their plot
 crop (circular) shifts 0..max-shift on each axis and its plot against the
 shift range, all models on one figure (`adversarial.png`,
 `adversarial_circular.png`), `fractional` the consistency under
-half-pixel shifts, `flip_rate` ImageNet-P's translation flip rate. `--baseline-weights` evaluates the plain
-network too, side by side, with the difference. `--weights imagenet` needs
+half-pixel shifts, `flip_rate` ImageNet-P's translation flip rate.
+`--baseline-weights` evaluates the plain network too, side by side, with
+the difference. `--weights imagenet` needs
 ImageNet's labels: a folder's class names must be WordNet ids
 (`n01440764`, ...). An image file that cannot be decoded is an error
 naming it, or, with `--skip-bad-images`, skipped and counted.

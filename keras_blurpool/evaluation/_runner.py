@@ -30,7 +30,6 @@ from keras_blurpool.evaluation.preprocessing import resize_short_side
 from keras_blurpool.evaluation.shifts import crop_views
 from keras_blurpool.evaluation.shifts import subpixel_views
 
-
 _DEFAULT = object()
 
 
