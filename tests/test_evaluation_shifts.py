@@ -452,3 +452,52 @@ def test_empty_dataset_is_an_error():
     ]:
         with pytest.raises(ValueError, match="`dataset` is empty"):
             metric(model, empty, **kwargs, **QUIET)
+
+
+# --- tf.distribute ---------------------------------------------------------------
+
+
+def test_mirrored_strategy_gives_the_same_figures():
+    """Two logical CPUs need a fresh process (devices are fixed at TF start)."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import json, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from tests.test_evaluation import position_model, random_dataset
+        from keras_blurpool import evaluation
+
+        def figures(model):
+            data, kw = random_dataset(21), dict(batch_size=8, verbose=0, resize_size=40)
+            return [
+                evaluation.adversarial_shift_accuracy(model, data, max_shift=8, step=4, **kw),
+                evaluation.adversarial_shift_accuracy(
+                    model, data, mode="circular", offsets=[0, 0.5], **kw),
+                evaluation.fractional_shift_consistency(model, data, **kw),
+                evaluation.translation_flip_rate(model, data, length=5, **kw),
+            ]
+
+        single = figures(position_model(32))
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            mirrored = figures(position_model(32))
+        print(json.dumps([single, mirrored, strategy.num_replicas_in_sync]))
+        """
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "PYTHONPATH": root}
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True,
+        text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    single, mirrored, replicas = json.loads(out.stdout.strip().splitlines()[-1])
+    assert replicas == 2
+    assert single == mirrored
+    assert single[0]["num_images"] == 21 and single[0]["adversarial"] < 100
