@@ -378,6 +378,7 @@ def test_circularly_invariant_model_never_flips():
     got = evaluation.translation_flip_rate(
         invariant_model(32), random_dataset(12), mode="circular", length=33, **QUIET)
     assert got["flip_rate"] == 0.0 and len(got["per_step"]) == 32
+    assert got["top5_distance"] == 0.0
 
 
 # --- bad input, refused before any work ----------------------------------------
@@ -501,3 +502,49 @@ def test_mirrored_strategy_gives_the_same_figures():
     assert replicas == 2
     assert single == mirrored
     assert single[0]["num_images"] == 21 and single[0]["adversarial"] < 100
+
+
+def test_top5_distance_is_imagenet_p_s():
+    """Against Hendrycks & Dietterich's code, rankings from scipy."""
+    stats = pytest.importorskip("scipy.stats")
+    from keras_blurpool.applications.imagenet_utils import preprocess_input
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, strides=2)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(12)(x))
+    images = np.random.default_rng(4).integers(0, 256, (6, 40, 40, 3)).astype("uint8")
+    length = 6
+    got = evaluation.translation_flip_rate(
+        model, (images, np.zeros(6, "int64")), length=length, **SQUARE, **QUIET)
+
+    # ImageNet-P's test.py: ranks by scipy's ordinal rankdata, distance
+    # of each frame to the one before.
+    cum_sum_top5 = np.cumsum(np.asarray([0] + [1] * 5 + [0] * (12 - 1 - 5)))
+    frames = np.stack([images[:, 4:36, t : t + 32] for t in range(length)], axis=1)
+    scores = model.predict(
+        preprocess_input(frames.reshape(-1, 32, 32, 3).astype("float32")), verbose=0
+    ).reshape(6, length, 12)
+    distances, flips = [], []
+    for video in scores:
+        ranks = [stats.rankdata(-frame, method="ordinal").astype(int) for frame in video]
+        for before, after in zip(ranks, ranks[1:]):
+            sigma = after[np.argsort(before)]
+            distances.append(np.sum(np.abs(cum_sum_top5[:5] - cum_sum_top5[sigma - 1][:5])))
+        top1 = video.argmax(-1)
+        flips.append(top1[1:] != top1[:-1])
+    assert got["top5_distance"] == pytest.approx(np.mean(distances))
+    assert got["flip_rate"] == pytest.approx(100 * np.mean(flips))
+    assert got["top5_distance"] > 0 and 0 < got["flip_rate"] < 100
+
+
+def test_top_distance_of_known_rankings():
+    from keras_blurpool.evaluation.flip_rate import top_distance
+
+    same = np.array([3, 1, 4, 0, 2])
+    assert top_distance(same, same) == 0
+    swapped = np.array([1, 3, 4, 0, 2])  # the two best swap: |0-1| + |1-0|
+    assert top_distance(same, swapped) == 2
+    # The best class drops out of the top 5: |0 - 5|, the others move up.
+    dropped = np.array([1, 4, 0, 2, 9])
+    assert top_distance(same, dropped) == 5 + 1 + 1 + 1 + 1

@@ -359,7 +359,7 @@ class Probabilities:
         return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def top1_of_views(
+def top_classes_of_views(
     model,
     dataset,
     views: np.ndarray,
@@ -372,17 +372,18 @@ def top1_of_views(
     batch_size: int,
     verbose: int,
     interpolation: str,
+    k: int = 1,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-    """The top-1 class of every image under each of a fixed list of views.
+    """The k best classes of every image under each of a fixed list of views.
 
     Integer views are cut with `shifts.crop_views`; as soon as one view
     is fractional, all go through `shifts.subpixel_views(method, mode)`.
-    Each view costs one forward pass of the batch, and only its top-1
-    classes are kept.
+    Each view costs one forward pass of the batch, and only its k best
+    classes are kept (ties broken by class index, as a stable sort).
 
     Yields:
-        `(top1, labels, num_classes)` per batch, `top1` of shape
-        `(num_views, batch)`.
+        `(top, labels, num_classes)` per batch, `top` of shape
+        `(num_views, batch, min(k, num_classes))`, best first.
     """
     views = np.asarray(views, "float64")
     if np.array_equal(views, np.round(views)):
@@ -406,5 +407,11 @@ def top1_of_views(
         interpolation=interpolation,
         shift=shift,
     )
-    for top1, labels in runner.run(dataset, reduce=lambda s: s.argmax(axis=-1)):
-        yield top1, labels, runner.num_classes
+
+    def best(scores):
+        if k == 1:
+            return scores.argmax(axis=-1)[:, None]
+        return np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+
+    for top, labels in runner.run(dataset, reduce=best):
+        yield top, labels, runner.num_classes

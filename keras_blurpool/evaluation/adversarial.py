@@ -116,12 +116,13 @@ def adversarial_shift_accuracy(
 
     clean_hits = grid_hits = adversarial = count = 0
     survived = np.zeros(len(ranges), "int64")  # right within each range
-    for top1, labels, classes in _runner.top1_of_views(
+    for top, labels, classes in _runner.top_classes_of_views(
         model, dataset, np.array(views), image_size=image_size,
         square_size=resize_size, mode=mode, method=method,
         preprocess=preprocess, batch_size=batch_size, verbose=verbose,
         interpolation=interpolation,
     ):
+        top1 = top[..., 0]
         _runner.check_labels(labels, classes)
         correct = top1 == labels[None]  # (views, batch)
         clean_hits += int(correct[0].sum())

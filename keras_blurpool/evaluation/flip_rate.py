@@ -9,6 +9,29 @@ from keras_blurpool.evaluation import _runner
 from keras_blurpool.evaluation.shifts import MODES
 
 DIRECTIONS = ("horizontal", "vertical")
+TOP = 5
+
+
+def top_distance(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """ImageNet-P's top-5 distance between two rankings, from their top k.
+
+    For the class ranked i-th (0-based) before, let r be its rank after,
+    capped at k: the distance is `sum_{i < k} |i - min(r, k)|` (0 when
+    the k best classes keep their order). `k = 5` gives Hendrycks &
+    Dietterich's, computed there from full rankings.
+
+    Args:
+        before: `(..., k)` the k best classes, best first.
+        after: `(..., k)` the same of the next frame.
+
+    Returns:
+        `(...)` the distances.
+    """
+    k = before.shape[-1]
+    # where[..., i, j]: class i of before is class j of after.
+    where = before[..., :, None] == after[..., None, :]
+    rank = np.where(where.any(axis=-1), where.argmax(axis=-1), k)
+    return np.abs(np.arange(k) - rank).sum(axis=-1)
 
 
 def translation_flip_rate(
@@ -41,8 +64,9 @@ def translation_flip_rate(
 
     The flip rate is the percentage of consecutive pairs of frames, over
     all images, whose top-1 classes differ: `100 / (n (L - 1)) * sum_i
-    sum_t [top1(x_i,t) != top1(x_i,t-1)]`. Costs `length` forward passes
-    per image.
+    sum_t [top1(x_i,t) != top1(x_i,t-1)]`. Alongside, ImageNet-P's top-5
+    distance between consecutive frames (`top_distance`), averaged the
+    same way. Costs `length` forward passes per image.
 
     Args:
         model: a Keras classification model (logits or probabilities).
@@ -61,8 +85,10 @@ def translation_flip_rate(
 
     Returns:
         `{"flip_rate": percent, "per_step": [percent of images flipping
-        between frames t - 1 and t, for t = 1 ... length - 1], "length",
-        "mode", "direction", "num_images"}`.
+        between frames t - 1 and t, for t = 1 ... length - 1],
+        "top5_distance": mean top-5 distance of consecutive frames (top
+        k of a model with k < 5 classes), "length", "mode", "direction",
+        "num_images"}`.
 
     Example:
 
@@ -107,18 +133,22 @@ def translation_flip_rate(
         views[:, 3 if direction == "horizontal" else 2] = frames
 
     flips = np.zeros(length - 1, "int64")
+    distance = 0.0
     count = 0
-    for top1, labels, _ in _runner.top1_of_views(
+    for top, labels, _ in _runner.top_classes_of_views(
         model, dataset, views, image_size=image_size, square_size=resize_size,
         mode=mode, method="bilinear", preprocess=preprocess,
         batch_size=batch_size, verbose=verbose, interpolation=interpolation,
+        k=TOP,
     ):
-        flips += (top1[1:] != top1[:-1]).sum(axis=1)
+        flips += (top[1:, :, 0] != top[:-1, :, 0]).sum(axis=1)
+        distance += float(top_distance(top[:-1], top[1:]).sum())
         count += len(labels)
     per_step = 100.0 * flips / count
     return {
         "flip_rate": float(per_step.mean()),
         "per_step": [float(p) for p in per_step],
+        "top5_distance": distance / (count * (length - 1)),
         "length": int(length),
         "mode": mode,
         "direction": direction,

@@ -93,12 +93,13 @@ def fractional_shift_consistency(
 
     agree = np.zeros(len(pairs), "int64")
     unchanged = count = 0
-    for top1, labels, _ in _runner.top1_of_views(
+    for top, labels, _ in _runner.top_classes_of_views(
         model, dataset, np.array(views), image_size=image_size,
         square_size=resize_size, mode=mode, method=method,
         preprocess=preprocess, batch_size=batch_size, verbose=verbose,
         interpolation=interpolation,
     ):
+        top1 = top[..., 0]
         same = top1[1:] == top1[:1]  # (shifts, batch)
         agree += same.sum(axis=1)
         unchanged += int(same.all(axis=0).sum())
