@@ -300,6 +300,7 @@ _SHIFT_COLUMNS = (
     ("adversarial_circular", "Worst-case circular accuracy", "adversarial"),
     ("fractional", "Half-pixel consistency", "consistency"),
     ("flip_rate", "Flip rate", "flip_rate"),
+    ("flip_rate", "Top-5 distance", "top5_distance"),
 )
 
 

@@ -361,7 +361,7 @@ def test_cli_shift_metrics_table_json_and_plots(tmp_path, capsys):
     printed = capsys.readouterr().out
     header = next(line for line in printed.splitlines() if line.startswith("| |"))
     for column in ("Worst-case accuracy", "Worst-case circular accuracy",
-                   "Half-pixel consistency", "Flip rate"):
+                   "Half-pixel consistency", "Flip rate", "Top-5 distance"):
         assert column in header
     assert any(line.startswith("| Delta |") for line in printed.splitlines())
     assert sorted(os.listdir(out)) == [
