@@ -185,6 +185,7 @@ class ViewRunner:
         self.model = model
         self.shift = shift
         self.num_classes = None
+        self._reduce = None
         self.image_size = image_size
         self.square_size = square_size
         self.view_fn = view_fn
@@ -291,7 +292,6 @@ class ViewRunner:
         for images, views, labels in pipeline:
             scores = [run(images, views, v) for v in view_indices]
             yield np.stack(scores), gather(labels).numpy()
-
 
     def _host(self, scores: np.ndarray) -> np.ndarray:
         self.num_classes = scores.shape[-1]
