@@ -6,8 +6,14 @@
 
 prints a table like the reference's README and writes `results.json`,
 the diagonal-shift curves (`diagonal_<model>.npz`) and their plot
-(`diagonal.png`) to `--out-dir`. `--baseline-weights` evaluates the plain
-network too, side by side, with the difference. `--weights imagenet` needs
+(`diagonal.png`) to `--out-dir`; `--metrics adversarial`
+(`adversarial_circular`) adds the worst-case accuracy over the grid of
+crop (circular) shifts 0..max-shift on each axis and its plot against the
+shift range, all models on one figure (`adversarial.png`,
+`adversarial_circular.png`), `fractional` the consistency under
+half-pixel shifts, `flip_rate` ImageNet-P's translation flip rate.
+`--baseline-weights` evaluates the plain network too, side by side, with
+the difference. `--weights imagenet` needs
 ImageNet's labels: a folder's class names must be WordNet ids
 (`n01440764`, ...). An image file that cannot be decoded is an error
 naming it, or, with `--skip-bad-images`, skipped and counted.
@@ -41,7 +47,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # `--filter-size` left to the architecture.
 _DEFAULT = object()
 
-METRICS = ("accuracy", "consistency", "diagonal", "circular")
+METRICS = (
+    "accuracy", "consistency", "diagonal", "circular", "adversarial",
+    "adversarial_circular", "fractional", "flip_rate",
+)
 _WNID = re.compile(r"n\d{8}")
 
 
@@ -109,7 +118,12 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--manual-dir", help="TFDS manual_dir (imagenet2012)")
     p.add_argument(
         "--metrics", type=_metrics, default=("accuracy", "consistency"),
-        help=f"comma-separated, of {','.join(METRICS)} (default accuracy,consistency)",
+        help=f"comma-separated, of {','.join(METRICS)} (default "
+        "accuracy,consistency); adversarial: accuracy under every crop "
+        "shift of the grid 0..max-shift squared, adversarial_circular: "
+        "under every circular one, fractional: consistency under "
+        "half-pixel (Fourier) shifts, flip_rate: how often the class "
+        "changes along a one-pixel-step translation",
     )
     p.add_argument("--out-dir", default="evaluation", help="default: ./evaluation")
     p.add_argument("--batch-size", type=_args.positive_int, default=32)
@@ -263,7 +277,31 @@ def evaluate_model(
         figures["diagonal"] = evaluation.diagonal_shift(
             model, data, image_size=image_size, max_shift=max_shift, **common
         )
+    sized = dict(image_size=image_size, resize_size=resize_size, **common)
+    for name, mode in (("adversarial", "crop"), ("adversarial_circular", "circular")):
+        if name in args.metrics:
+            figures[name] = evaluation.adversarial_shift_accuracy(
+                model, data, max_shift=max_shift, mode=mode, **sized
+            )
+    if "fractional" in args.metrics:
+        figures["fractional"] = evaluation.fractional_shift_consistency(
+            model, data, **sized
+        )
+    if "flip_rate" in args.metrics:
+        figures["flip_rate"] = evaluation.translation_flip_rate(
+            model, data, length=max_shift + 1, **sized
+        )
     return figures
+
+
+# Table columns of the shift metrics: (metric, header, figure).
+_SHIFT_COLUMNS = (
+    ("adversarial", "Worst-case accuracy", "adversarial"),
+    ("adversarial_circular", "Worst-case circular accuracy", "adversarial"),
+    ("fractional", "Half-pixel consistency", "consistency"),
+    ("flip_rate", "Flip rate", "flip_rate"),
+    ("flip_rate", "Top-5 distance", "top5_distance"),
+)
 
 
 def table(results: dict) -> str:
@@ -282,6 +320,9 @@ def table(results: dict) -> str:
         columns += [
             ("Diagonal accuracy", lambda f: float(f["diagonal"].accuracy.mean()))
         ]
+    for metric, header, key in _SHIFT_COLUMNS:
+        if metric in first:
+            columns += [(header, lambda f, m=metric, k=key: f[m][k])]
     rows = [
         "| | " + " | ".join(name for name, _ in columns) + " |",
         "| :-- |" + " :--: |" * len(columns),
@@ -294,6 +335,29 @@ def table(results: dict) -> str:
         base, anti = values.values()
         rows.append("| Delta | " + " | ".join(f"{a - b:+.2f}" for b, a in zip(base, anti)) + " |")
     return "\n".join(rows)
+
+
+def _check_shift_grid(cli, metrics, max_shift, image_size, resize_size) -> None:
+    """Shift grids the model's input cannot hold are refused before any work."""
+    margin = resize_size - image_size
+    crop = [m for m in ("adversarial", "flip_rate") if m in metrics]
+    if crop and max_shift > margin:
+        cli.error(
+            f"--metrics {','.join(crop)} shift the crop over its margin, "
+            f"resize size - image size = {resize_size} - {image_size} = "
+            f"{margin} pixels, but --max-shift is {max_shift}: pass "
+            f"--max-shift {margin} or less, or a larger --resize-size"
+            if margin else
+            f"--metrics {','.join(crop)} shift the crop over its margin, "
+            f"but --resize-size equals --image-size ({image_size}): pass a "
+            "larger --resize-size"
+        )
+    if "adversarial_circular" in metrics and max_shift >= image_size:
+        cli.error(
+            f"--metrics adversarial_circular rolls the {image_size}-pixel "
+            f"crop by up to --max-shift {max_shift}: pass --max-shift "
+            f"{image_size - 1} or less"
+        )
 
 
 def main(argv=None, *, prog: str | None = None) -> int:
@@ -351,6 +415,7 @@ def main(argv=None, *, prog: str | None = None) -> int:
         config.interpolation if config else "bilinear"
     )
     max_shift = args.max_shift or max(resize_size - image_size, 1)
+    _check_shift_grid(cli, args.metrics, max_shift, image_size, resize_size)
 
     runs = {}
     if args.baseline_weights:
@@ -393,10 +458,14 @@ def main(argv=None, *, prog: str | None = None) -> int:
                 except (ValueError, FileNotFoundError) as error:
                     cli.error(f"{label} model: {error}")
                 print(f"{args.arch}, {label}:", file=sys.stderr)
-                results[label] = evaluate_model(
-                    model, source, args, image_size, resize_size, max_shift,
-                    interpolation,
-                )
+                try:
+                    results[label] = evaluate_model(
+                        model, source, args, image_size, resize_size,
+                        max_shift, interpolation,
+                    )
+                except ValueError as error:
+                    # A shift grid the input cannot hold, say.
+                    cli.error(f"{label} model: {error}")
     except tf.errors.OpError:
         # A file that cannot be decoded stops tf.data with an error that
         # names it in TensorFlow's words; say it in ours.
@@ -431,6 +500,17 @@ def main(argv=None, *, prog: str | None = None) -> int:
                 "accuracy": figures["diagonal"].accuracy.tolist(),
                 "mean_probability": figures["diagonal"].mean_probability.tolist(),
             }
+    for metric in ("adversarial", "adversarial_circular"):
+        worst = {label: f[metric] for label, f in results.items() if metric in f}
+        if worst:
+            png = os.path.join(args.out_dir, f"{metric}.png")
+            mode = "crop" if metric == "adversarial" else "circular"
+            evaluation.plot_adversarial_shift(
+                worst, png,
+                title=f"{args.arch} on {args.data} ({args.split}): every "
+                f"{mode} shift up to r",
+            )
+            print(f"wrote {png}")
     if curves:
         png = os.path.join(args.out_dir, "diagonal.png")
         evaluation.plot_diagonal_shift(

@@ -343,3 +343,63 @@ def test_cli_validates_released_weights_as_their_authors(tmp_path, monkeypatch):
             summary["interpolation"], summary["tag"]) == (24, 24, "bicubic", "t2")
     assert built[0]["weights"] == "t2" and built[0]["input_shape"] == (24, 24, 3)
     assert set(resized) == {(24, "bicubic")}
+
+
+def test_cli_shift_metrics_table_json_and_plots(tmp_path, capsys):
+    data = jpeg_folder(tmp_path / "images", ["cats", "dogs"], per_class=2)
+    anti = demo_weights(tmp_path / "anti.weights.h5", 4, 2)
+    base = demo_weights(tmp_path / "base.weights.h5", None, 2, seed=1)
+    out = tmp_path / "out"
+    code = evaluate.main([
+        "--arch", "demo", "--filter-size", "4", "--weights", anti,
+        "--baseline-weights", base, "--data", data, "--image-size", "32",
+        "--resize-size", "36", "--max-shift", "4",
+        "--metrics", "adversarial,adversarial_circular,fractional,flip_rate",
+        "--batch-size", "4", "--out-dir", str(out), "--verbose", "0",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if line.startswith("| |"))
+    for column in ("Worst-case accuracy", "Worst-case circular accuracy",
+                   "Half-pixel consistency", "Flip rate", "Top-5 distance"):
+        assert column in header
+    assert any(line.startswith("| Delta |") for line in printed.splitlines())
+    assert sorted(os.listdir(out)) == [
+        "adversarial.png", "adversarial_circular.png", "results.json"]
+    assert os.path.getsize(out / "adversarial.png") > 10_000
+    summary = json.loads((out / "results.json").read_text())
+    assert list(summary["models"]) == ["baseline", "antialiased (filter 4)"]
+    for figures in summary["models"].values():
+        worst = figures["adversarial"]
+        assert worst["num_shifts"] == 25 and worst["offsets"] == [0, 1, 2, 3, 4]
+        assert worst["mode"] == "crop" and worst["num_images"] == 4
+        assert worst["adversarial"] <= worst["mean"]
+        assert worst["curve"]["adversarial"][-1] == worst["adversarial"]
+        assert figures["adversarial_circular"]["mode"] == "circular"
+        assert figures["fractional"]["shifts"] == [[0.5, 0.0], [0.0, 0.5], [0.5, 0.5]]
+        assert figures["flip_rate"]["length"] == 5
+        assert len(figures["flip_rate"]["per_step"]) == 4
+
+
+@pytest.mark.parametrize(
+    "metrics, extra, message",
+    [
+        ("adversarial", ["--max-shift", "9"],
+         "--max-shift is 9: pass --max-shift 8 or less"),
+        ("flip_rate", ["--max-shift", "9"], "--max-shift 8 or less"),
+        ("adversarial_circular", ["--max-shift", "32"], "--max-shift 31 or less"),
+        ("adversarial", ["--resize-size", "32"], "--resize-size equals --image-size"),
+    ],
+)
+def test_cli_shift_grid_too_large_is_refused_before_any_work(
+        tmp_path, capsys, metrics, extra, message):
+    data = jpeg_folder(tmp_path / "images", ["cats"], per_class=1)
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main([
+            "--arch", "demo", "--weights", str(tmp_path / "none.weights.h5"),
+            "--data", data, "--image-size", "32", "--resize-size", "40",
+            "--metrics", metrics, "--out-dir", str(tmp_path / "out"), *extra,
+        ])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
