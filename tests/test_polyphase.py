@@ -534,19 +534,22 @@ def test_lps_serializes(tmp_path):
 
 
 def test_lps_trains_finitely_at_the_smallest_tau():
-    # Scores of 1e35 divided by tau=1e-4 overflowed float32 before the
+    # Scores of 1e36 divided by tau=1e-4 overflowed float32 before the
     # softmax (NaN weights); shifted by their maximum first, they do not.
     x = random_input((2, 8, 8, 3))
     layer = LPSPool2D(hidden_channels=3, tau=MIN_TAU, return_index=True,
                       seed=0)
     layer.build(x.shape)
-    conv = layer.scoring_layers[0]
-    conv.kernel.assign(to_numpy(conv.kernel) * 1e34)
+    first, second = layer.scoring_layers
+    first.kernel.assign(to_numpy(first.kernel) * 1e35)  # 1e34 apart
+    second.bias.assign(np.full(second.bias.shape, 1e36, "float32"))
     logits = to_numpy(layer.component_logits(np.moveaxis(
         numpy_prepare(x, None, (2, 2), "circular"), 0, 1).astype("float32")))
-    assert np.isfinite(logits).all() and np.abs(logits).max() > 1e33
+    # Finite, but not once divided by tau.
+    assert np.isfinite(logits).all()
+    assert np.abs(logits).max() / MIN_TAU > np.finfo("float32").max
     out, weights = layer(x, training=True)
-    # The Gumbel noise (|g| < 50) cannot reorder scores 1e33 apart.
+    # The Gumbel noise (|g| < 50) cannot reorder scores this far apart.
     np.testing.assert_array_equal(to_numpy(weights),
                                   np.eye(4)[logits.argmax(1)])
     assert np.isfinite(to_numpy(out)).all()
