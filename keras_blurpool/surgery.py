@@ -197,7 +197,8 @@ def antialias_model(
     Layer names, weights and the parameter count are kept: the
     original's `.weights.h5` loads into the result. The original model is
     not changed; its `Lambda` layers (no stride, a function no config can
-    carry) are shared with the new model rather than copied. Nested Functional and Sequential models (a
+    carry) are shared with the new model rather than copied. Nested
+    Functional and Sequential models (a
     keras.applications model inside a wrapper) are anti-aliased too;
     shared layers stay shared. Anti-aliasing layers are named
     `<strided layer>_blur`.
