@@ -415,6 +415,11 @@ def test_lambda_layers_are_reused():
     np.testing.assert_allclose(
         _np(new(x)), _np(antialias_model(plain)(2.0 * x)), atol=1e-5)
     assert new.count_params() == model.count_params()
+    sequential = keras.Sequential([keras.Input((16, 16, 16)),
+                                   model.get_layer("double"), plain.layers[0]])
+    new = antialias_model(sequential)
+    assert [layer.name for layer in new.layers] == ["double", "c", "c_blur"]
+    assert new.get_layer("double") is model.get_layer("double")
 
 
 def test_channels_first_model():
