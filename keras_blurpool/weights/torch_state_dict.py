@@ -12,6 +12,7 @@ from keras_blurpool.layers import APSPool2D
 from keras_blurpool.layers import BlurPool2D
 from keras_blurpool.layers import LPSPool2D
 from keras_blurpool.layers import is_antialiasing
+from keras_blurpool.layers.polyphase import check_tau
 
 # Buffers that carry no state we use.
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
@@ -45,16 +46,25 @@ def _layer_tensors(layer, prefix: str) -> dict[str, tuple]:
     return out
 
 
+# Buffers a checkpoint may lack: the model's own value is kept (a
+# torchvision checkpoint has no BlurPool filters; a temperature missing
+# leaves the layer's).
+_OPTIONAL_SUFFIXES = (".filt", ".gumbel_tau")
+
+
 def _polyphase_tensors(layer, prefix: str) -> dict[str, tuple]:
     """The LPS authors' names of an APSPool2D's / LPSPool2D's tensors.
 
-    Their `PolyphaseInvariantDown2D` holds the blur as `_antialias_layer`
-    and LPS's scoring network as `component_selection.get_logits`.
+    Their `PolyphaseInvariantDown2D` holds the blur as `_antialias_layer`,
+    LPS's scoring network as `component_selection.get_logits` and its
+    Gumbel-softmax temperature as `component_selection.gumbel_tau` (the
+    `LPSPool2D` layer is the target: its `tau` is checked, then set).
     """
     out = {}
     if layer.blur_layer is not None:
         out[prefix + "._antialias_layer.filt"] = (layer.blur_layer, None)
     if isinstance(layer, LPSPool2D):
+        out[prefix + ".component_selection.gumbel_tau"] = (layer, None)
         for i, conv in enumerate(layer.scoring_layers, start=1):
             name = f"{prefix}.component_selection.get_logits.conv{i}"
             out.update(_layer_tensors(conv, name))
@@ -142,8 +152,8 @@ def _check_and_convert(plan, state_dict):
     for key in sorted(keys - plan.keys()):
         problems.append(f"unexpected key '{key}'")
     for key in sorted(plan.keys() - keys, key=list(plan).index):
-        if key.endswith(".filt"):
-            continue  # baseline (torchvision) checkpoints have no filters
+        if key.endswith(_OPTIONAL_SUFFIXES):
+            continue
         problems.append(f"missing key '{key}'")
     for key, (target, convert) in plan.items():
         if key not in keys:
@@ -156,6 +166,13 @@ def _check_and_convert(plan, state_dict):
             problem = _filter_problem(key, target, value)
             if problem:
                 problems.append(problem)
+            continue
+        if isinstance(target, LPSPool2D):
+            problem = _tau_problem(key, value)
+            if problem:
+                problems.append(problem)
+            else:
+                assignments.append((target.tau, value.reshape(())))
             continue
         try:
             value = convert(value) if convert is not None else value
@@ -196,16 +213,51 @@ def _real_array(key, value):
 
 
 def _filter_problem(key, layer, value):
+    """Why a BlurPool `filt` buffer does not fit `layer`, or None.
+
+    The reference's is `(channels, 1, k, k)`: the binomial filter, once
+    per channel of the layer's input.
+    """
     expected = layer.filter
-    if value.ndim != 4 or value.shape[2:] != expected.shape:
-        k = value.shape[-1] if value.ndim else "?"
+    k = layer.filter_size
+    axis = -1 if layer.data_format == "channels_last" else 1
+    channels = (getattr(layer.input_spec, "axes", None) or {}).get(axis)
+    name = layer.path
+    if value.ndim != 4 or value.shape[1] != 1 or value.shape[2] != value.shape[3]:
         return (
-            f"'{key}' is a BlurPool filter of size {k}, but layer "
-            f"'{layer.name}' has filter_size={layer.filter_size}: build the "
-            f"model with filter_size={k}"
+            f"'{key}' has shape {value.shape}, which is no BlurPool filter: "
+            f"the reference's is (channels, 1, k, k), and layer '{name}' "
+            f"expects ({channels or 'channels'}, 1, {k}, {k})"
+        )
+    if value.shape[2:] != expected.shape:
+        found = value.shape[-1]
+        return (
+            f"'{key}' is a BlurPool filter of size {found}, but layer "
+            f"'{name}' has filter_size={k}: build the model with "
+            f"filter_size={found}"
+        )
+    if channels is not None and value.shape[0] != channels:
+        return (
+            f"'{key}' filters {value.shape[0]} channel(s), but layer "
+            f"'{name}' has {channels} input channels: the checkpoint is of "
+            "another width"
         )
     if not np.allclose(value[:, 0], expected, atol=1e-6):
-        return f"'{key}' is not the binomial filter of layer '{layer.name}'"
+        return f"'{key}' is not the binomial filter of layer '{name}'"
+    return None
+
+
+def _tau_problem(key, value):
+    """Why an LPS `gumbel_tau` buffer cannot be a temperature, or None."""
+    if value.size != 1 or value.ndim > 1:
+        return (
+            f"'{key}' has shape {value.shape}; an LPS temperature "
+            "(gumbel_tau) is a scalar"
+        )
+    try:
+        check_tau(value.reshape(()).item(), name=key)
+    except ValueError as error:
+        return str(error)
     return None
 
 
@@ -243,7 +295,12 @@ def assign_state_dict(
         problems, assignments = _check_and_convert(plan, state_dict)
         if not problems:
             for variable, value in assignments:
-                variable.assign(np.ascontiguousarray(value, dtype=variable.dtype))
+                # (ascontiguousarray makes 0-d arrays 1-d: reshape back.)
+                variable.assign(
+                    np.ascontiguousarray(value, dtype=variable.dtype).reshape(
+                        variable.shape
+                    )
+                )
             return model
         tried.append(problems)
     if not tried:
