@@ -398,6 +398,20 @@ def main(argv=None, *, prog: str | None = None) -> int:
     )
     max_shift = args.max_shift or max(resize_size - image_size, 1)
     _check_sizes(cli, args, image_size, resize_size, max_shift)
+    if source.bad_images is not None:
+        # A folder: opened again, now that the sizes are known, so that
+        # the resize of every metric is held to --max-image-pixels too.
+        sides = [
+            resize_size if metric in ("accuracy", "circular")
+            else image_size + max_shift
+            for metric in args.metrics
+        ]
+        source = data_lib.load_images(
+            args.data, args.split, data_dir=args.data_dir,
+            manual_dir=args.manual_dir, imagenet_labels=True,
+            skip_bad_images=args.skip_bad_images,
+            max_image_pixels=args.max_image_pixels, short_side=max(sides),
+        )
 
     runs = {}
     if args.baseline_weights:

@@ -559,6 +559,8 @@ def _train_one(
             data,
             class_names=train_source.class_names,
             skip_bad_images=skip_bad,
+            # Validation resizes to this short side: held to the bound.
+            short_side=resize_size,
             **load_kwargs,
         )
         if val_source is not None and val_source.bad_images is not None:

@@ -86,6 +86,37 @@ def test_images_over_max_image_pixels_are_named_or_skipped(tmp_path):
             data.load_images(str(tmp_path), "train", max_image_pixels=bad)
 
 
+def test_a_resize_beyond_max_image_pixels_is_a_bad_file(tmp_path):
+    """A 20000x2 PNG has 40,000 pixels, but 655 million once resized to a
+    short side of 256, as evaluation does (8.8 GB of peak memory)."""
+    make_folder(tmp_path, ["a"], per_class=2)  # 6x8 and 7x8
+    thin = tmp_path / "a" / "thin.png"
+    write_png_bomb(thin, 20000, 2)
+    source = data.load_images(str(tmp_path), "val", skip_bad_images=True,
+                              short_side=256)
+    assert values_and_labels(source) == [(0, 0), (1, 0)]
+    assert source.bad_images.reason(str(thin)) == (
+        "20000x2, resized to a short side of 256, makes 256x2560000 = "
+        "655,360,000 pixels, over max_image_pixels (--max-image-pixels) = "
+        "89,478,485"
+    )
+    images, _ = next(iter(data.eval_dataset(source, 2, image_size=224,
+                                            resize_size=256)))
+    assert images.shape == (2, 224, 224, 3)
+    # Not resized, it fits: 40,000 pixels.
+    plain = data.load_images(str(tmp_path), "val", skip_bad_images=True)
+    assert len(list(plain.dataset)) == 3 and plain.bad_images.count == 0
+    # The small images resized to 256: 256x341 and 256x292 pixels.
+    bounded = data.load_images(str(tmp_path), "val", skip_bad_images=True,
+                               max_image_pixels=90_000, short_side=256)
+    assert len(list(bounded.dataset)) == 2
+    tighter = data.load_images(str(tmp_path), "val", skip_bad_images=True,
+                               max_image_pixels=80_000, short_side=256)
+    assert values_and_labels(tighter) == [(1, 0)]  # the 7x8 one
+    with pytest.raises(ValueError, match="short_side"):
+        data.load_images(str(tmp_path), "val", short_side=0)
+
+
 def test_other_formats_under_image_names_are_not_decoded(tmp_path):
     """GIF, BMP and WebP named .png/.jpg: tf.io.decode_image would take them
     (a GIF's frames all at once), so they are bad files, never decoded."""

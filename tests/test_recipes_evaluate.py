@@ -192,11 +192,15 @@ def test_bad_image_is_named_or_skipped(tmp_path, capsys):
 
 
 def test_image_over_max_image_pixels_is_named_or_skipped(tmp_path, capsys):
-    """Issue 30: sized from its header, never decoded."""
+    """Issue 30: sized from its header, and its resize, before decoding."""
     data = jpeg_folder(tmp_path / "images", ["cats", "dogs"], per_class=3)
     big = os.path.join(data, "dogs", "big.jpg")
     with open(big, "wb") as f:
         f.write(tf.io.encode_jpeg(np.zeros((70, 60, 3), np.uint8)).numpy())
+    # 800 pixels, but 40x8000 once resized to --resize-size 40.
+    thin = os.path.join(data, "cats", "thin.png")
+    with open(thin, "wb") as f:
+        f.write(tf.io.encode_png(np.zeros((2, 400, 3), np.uint8)).numpy())
     weights = demo_weights(tmp_path / "w.weights.h5", 4, 2)
     command = ["--arch", "demo", "--weights", weights, "--data", data,
                "--image-size", "32", "--resize-size", "40", "--metrics",
@@ -207,12 +211,16 @@ def test_image_over_max_image_pixels_is_named_or_skipped(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert (
-        f"cannot read image file {big!r} (60x70 = 4,200 pixels, over "
-        "max_image_pixels (--max-image-pixels) = 4,000)" in err
+        f"cannot read image file {thin!r} (400x2, resized to a short side of "
+        "40, makes 40x8000 = 320,000 pixels, over max_image_pixels "
+        "(--max-image-pixels) = 4,000)" in err
     )
     assert "Traceback" not in err and not (tmp_path / "out").exists()
     assert evaluate.main(command + ["--skip-bad-images"]) == 0
-    assert f"1 unreadable image file(s) skipped: {big}" in capsys.readouterr().out
+    assert (
+        f"2 unreadable image file(s) skipped: {thin}, {big}"
+        in capsys.readouterr().out
+    )
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     (figures,) = summary["models"].values()
     assert figures["accuracy"]["num_images"] == 6

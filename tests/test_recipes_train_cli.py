@@ -147,8 +147,17 @@ def test_cli_image_over_max_image_pixels_is_named_or_skipped(
         f"skipped 1 unreadable train image file(s) (--skip-bad-images): {big}"
         in capsys.readouterr().out
     )
-    # The resize before the centre crop is held to the bound too.
+    # Validation resizes to a short side of 37 (32 x 256/224): a 400x2
+    # image (800 pixels) would be 37x7400.
+    thin = root / "val" / "cat" / "thin.png"
+    thin.write_bytes(tf.io.encode_png(np.zeros((2, 400, 3), np.uint8)).numpy())
     command[command.index("--no-validation")] = "--skip-bad-images"
+    assert train.main(command + ["--out-dir", str(tmp_path / "v")]) == 0
+    assert (
+        f"skipped 1 unreadable validation image file(s) (--skip-bad-images): "
+        f"{thin}" in capsys.readouterr().out
+    )
+    # The resize before the centre crop is held to the bound too.
     assert train.main(command + ["--out-dir", str(tmp_path / "c"),
                                  "--image-size", "48"]) == 2
     assert (

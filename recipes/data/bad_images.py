@@ -40,13 +40,18 @@ class BadImages:
     Attributes:
         skip: whether bad files are skipped rather than an error.
         max_image_pixels: the most pixels (height x width, as the file's
-            header declares them) of an image that is decoded.
+            header declares them) of an image that is decoded, or that the
+            resize to `short_side` makes.
+        short_side: the shorter side the images are resized to
+            downstream (evaluation's resize), or None.
     """
 
     def __init__(self, skip: bool,
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 short_side: int | None = None):
         self.skip = skip
         self.max_image_pixels = max_image_pixels
+        self.short_side = short_side
         self._lock = threading.Lock()
         self._reasons: dict[str, str] = {}
 
@@ -104,12 +109,20 @@ class BadImages:
         if image_format(head) is None:
             return "not a JPEG or PNG image"
         height, width = (int(side) for side in header_size(contents))
+        bound = (
+            "over max_image_pixels (--max-image-pixels) = "
+            f"{self.max_image_pixels:,}"
+        )
         if height * width > self.max_image_pixels:
-            return (
-                f"{width}x{height} = {width * height:,} pixels, over "
-                "max_image_pixels (--max-image-pixels) = "
-                f"{self.max_image_pixels:,}"
-            )
+            return f"{width}x{height} = {width * height:,} pixels, {bound}"
+        side = self.short_side
+        if side is not None:
+            long = max(height, width) * side // max(min(height, width), 1)
+            if side * long > self.max_image_pixels:
+                return (
+                    f"{width}x{height}, resized to a short side of {side}, "
+                    f"makes {side}x{long} = {side * long:,} pixels, {bound}"
+                )
         tf.io.decode_image(contents, channels=3, expand_animations=False)
         return "unreadable"
 
@@ -142,7 +155,8 @@ def decode_files(
         labels: their int32 labels.
         bad_images: where the bad files are recorded; its `skip` says
             whether they are left out or stop the iteration, its
-            `max_image_pixels` the largest image decoded.
+            `max_image_pixels` the largest image decoded (or made by the
+            resize to its `short_side`).
 
     Returns:
         A deterministic `tf.data.Dataset` of `(image, label)`: uint8 RGB
@@ -155,13 +169,14 @@ def decode_files(
         (paths, labels, np.arange(count, dtype="int64"))
     )
     max_image_pixels = bad_images.max_image_pixels
+    short_side = bad_images.short_side
 
     def read_image(path, label, index):
         contents = tf.io.read_file(path)
         height, width = header_size(contents)
         # Raised before decoding; dropped by ignore_errors, then named.
         checked = tf.debugging.Assert(
-            fits(height, width, max_image_pixels),
+            fits(height, width, max_image_pixels, short_side),
             ["not a JPEG or PNG image, or more pixels than max_image_pixels"],
         )
         with tf.control_dependencies([checked]):

@@ -43,6 +43,7 @@ def load_folder(
     class_names: tuple[str, ...] | None = None,
     skip_bad_images: bool = False,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    short_side: int | None = None,
 ) -> ImageSource:
     """Opens a split of a folder of class folders.
 
@@ -62,6 +63,8 @@ def load_folder(
         skip_bad_images: leave out the files that cannot be decoded.
         max_image_pixels: decode no image of more pixels than this
             (read from its header); larger ones are bad files.
+        short_side: the shorter side the images will be resized to, held
+            to `max_image_pixels` too; None for none.
 
     Returns:
         An `ImageSource` with a `bad_images` record.
@@ -88,7 +91,9 @@ def load_folder(
     # images.
     paths, labels = shuffle_and_shard(paths, labels, shuffle_seed, input_context)
     bad_images = BadImages(
-        skip=skip_bad_images, max_image_pixels=max_image_pixels
+        skip=skip_bad_images,
+        max_image_pixels=max_image_pixels,
+        short_side=short_side,
     )
     return ImageSource(
         dataset=decode_files(paths, labels, bad_images),

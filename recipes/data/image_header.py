@@ -114,8 +114,9 @@ def header_size(contents: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     )
 
 
-def fits(height, width, max_image_pixels: int) -> tf.Tensor:
-    """Whether a `header_size` is a JPEG or PNG of at most that many pixels.
+def fits(height, width, max_image_pixels: int,
+         short_side: int | None = None) -> tf.Tensor:
+    """Whether a `header_size` is a JPEG or PNG within `max_image_pixels`.
 
     Computed without overflow (a PNG's sides go up to 2**32 - 1).
 
@@ -123,14 +124,50 @@ def fits(height, width, max_image_pixels: int) -> tf.Tensor:
         height: from `header_size`, int64.
         width: from `header_size`, int64.
         max_image_pixels: the bound, a positive int.
+        short_side: the image will be resized so that its shorter side is
+            this (torchvision's `Resize`): the resized image is held to the
+            bound too (a 20000x2 image resized to a short side of 256 is
+            256x2,560,000). None: no resize.
 
     Returns:
-        A bool scalar tensor: `0 <= height * width <= max_image_pixels`.
+        A bool scalar tensor: `0 <= height * width <= max_image_pixels`,
+        and `resized_pixels(height, width, short_side) <= max_image_pixels`.
     """
     bound = tf.constant(max_image_pixels, tf.int64)
-    return (
+    ok = (
         (height >= 0)
         & (width >= 0)
         & (width <= bound // tf.maximum(height, 1))
         & (height <= bound)
     )
+    if short_side is not None:
+        resized = resized_pixels(height, width, short_side)
+        ok = ok & (resized <= tf.constant(max_image_pixels, tf.float64))
+    return ok
+
+
+def resized_pixels(height, width, short_side: int):
+    """The pixels of an image resized to a shorter side of `short_side`.
+
+    As `keras_blurpool.evaluation.resize_short_side` (and torchvision's
+    `Resize`): the longer side scaled alike and rounded down. float64, so
+    that huge sides do not overflow.
+
+    Args:
+        height: the image's height (int or tensor).
+        width: its width.
+        short_side: the shorter side after resizing.
+
+    Returns:
+        `short_side * floor(long * short_side / short)`, a float64 tensor.
+
+    Example:
+
+    >>> float(resized_pixels(2, 20000, 256))
+    655360000.0
+    """
+    height = tf.cast(height, tf.float64)
+    width = tf.cast(width, tf.float64)
+    short = tf.maximum(tf.minimum(height, width), 1.0)
+    long = tf.maximum(height, width)
+    return short_side * tf.floor(long * short_side / short)

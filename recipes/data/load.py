@@ -34,6 +34,7 @@ def load_images(
     class_names: Sequence[str] | None = None,
     skip_bad_images: bool = False,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    short_side: int | None = None,
 ) -> ImageSource:
     """Opens a split of a labelled image dataset.
 
@@ -102,6 +103,12 @@ def load_images(
             PNG files (what their extensions say); a file of another
             format is a bad file too. TFDS datasets are decoded by TFDS,
             and the demo's images are 40x40.
+        short_side: for folders, the shorter side the images will be
+            resized to (evaluation's resize, as `eval_dataset` and
+            `keras_blurpool.evaluation` do), or None: an image that the
+            resize would make larger than `max_image_pixels` is a bad file
+            too (a PNG of 20000x2 pixels resized to a short side of 256 is
+            256x2,560,000).
 
     Returns:
         An `ImageSource`; images and labels are deterministic given the
@@ -146,6 +153,8 @@ def load_images(
             f"shuffle_seed={shuffle_seed!r}: expected an int or None"
         )
     check_int("max_image_pixels", max_image_pixels)
+    if short_side is not None:
+        check_int("short_side", short_side)
     if class_names is not None:
         if isinstance(class_names, str) or not all(
             isinstance(name, str) for name in class_names
@@ -177,5 +186,6 @@ def load_images(
         class_names=class_names,
         skip_bad_images=bool(skip_bad_images),
         max_image_pixels=max_image_pixels,
+        short_side=short_side,
     )
 
