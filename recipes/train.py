@@ -289,8 +289,17 @@ def _validate(parser: argparse.ArgumentParser, args) -> bool:
             "network and an antialiased one; give a filter size 1-7, not "
             "'none'"
         )
+    recipe = recipe_for("demo" if compare else args.arch)
+    if args.steps_per_epoch is not None:
+        epochs = args.epochs or recipe.epochs
+        if epochs * args.steps_per_epoch > _args.INT64_MAX:
+            parser.error(
+                f"argument --steps-per-epoch: {args.steps_per_epoch} x "
+                f"{epochs} epochs is more than 2**63 - 1 steps (the global "
+                "step is an int64)"
+            )
     if args.batch_size is None:
-        batch = recipe_for("demo" if compare else args.arch).batch_size
+        batch = recipe.batch_size
         if batch % args.accum_steps:
             parser.error(
                 f"argument --accum-steps: {args.accum_steps} does not divide "
