@@ -110,7 +110,7 @@ def _int(minimum: int, maximum: int, wording: str, why: str):
             value = None
         if value is None or not minimum <= value <= maximum:
             raise argparse.ArgumentTypeError(
-                f"expected {wording} up to {maximum} ({why}), got "
+                f"expected {wording}, at most {maximum} ({why}), got "
                 f"{_shown(text)}"
             )
         return value

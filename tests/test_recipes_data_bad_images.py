@@ -88,7 +88,7 @@ def test_images_over_max_image_pixels_are_named_or_skipped(tmp_path):
 
 def test_a_resize_beyond_max_image_pixels_is_a_bad_file(tmp_path):
     """A 20000x2 PNG has 40,000 pixels, but 655 million once resized to a
-    short side of 256, as evaluation does (8.8 GB of peak memory)."""
+    short side of 256, as evaluation does (8.4 GiB of peak memory)."""
     make_folder(tmp_path, ["a"], per_class=2)  # 6x8 and 7x8
     thin = tmp_path / "a" / "thin.png"
     write_png_bomb(thin, 20000, 2)
@@ -169,6 +169,6 @@ def test_a_48_kb_png_of_20000x20000_pixels_leaves_the_peak_memory_alone(
         _PEAK_MEMORY, str(tmp_path / "clean"), str(tmp_path / "bombed"),
         timeout=300,
     ).strip().splitlines()[-1])
-    assert got["growth_mb"] < 300, got  # decoding it costs 1200
+    assert got["growth_mb"] < 300, got  # MiB; decoding it adds 1200
     assert got["clean"] == [16, []]
     assert got["bombed"] == [16, [str(bomb)]]

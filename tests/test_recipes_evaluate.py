@@ -108,10 +108,10 @@ def test_cli_on_tfds(tmp_path, capsys):
         (["--batch-size", "0"], "positive int"),
         # Issue 30: bounds, each before any work.
         (["--passes", str(10**9)],
-         "argument --passes: expected a positive int up to 1000 (the scores "
+         "argument --passes: expected a positive int, at most 1000 (the scores "
          "of every pass over a batch are held at once), got '1000000000'"),
         (["--seed", "9" * 400],
-         "argument --seed: expected an int >= 0 up to 4294967295"),
+         "argument --seed: expected an int >= 0, at most 4294967295"),
         (["--batch-size", "9" * 400], "(TensorFlow's int64), got '9999"),
         (["--image-size", "30000"],
          "argument --image-size: 30000 makes crops of 30000x30000 = "

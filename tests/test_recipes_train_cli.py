@@ -62,22 +62,22 @@ _DIGITS_400 = "9" * 400
     "argv, message",
     [
         (["--epochs", _DIGITS_400],
-         "argument --epochs: expected a positive int up to 16777216 (2**24: "
+         "argument --epochs: expected a positive int, at most 16777216 (2**24: "
          "the learning-rate schedule counts epochs in float32), got "
          "'99999999999999999999'... (400 characters)"),
-        (["--epochs", str(2**24 + 1)], "--epochs: expected a positive int up to 16777216"),
+        (["--epochs", str(2**24 + 1)], "--epochs: expected a positive int, at most 16777216"),
         (["--seed", _DIGITS_400],
-         "argument --seed: expected an int >= 0 up to 4294967295 (2**32 - 1: "
+         "argument --seed: expected an int >= 0, at most 4294967295 (2**32 - 1: "
          "keras.utils.set_random_seed seeds NumPy"),
-        (["--seed", str(2**32)], "--seed: expected an int >= 0 up to 4294967295"),
-        (["--seed", "-1"], "--seed: expected an int >= 0 up to 4294967295"),
+        (["--seed", str(2**32)], "--seed: expected an int >= 0, at most 4294967295"),
+        (["--seed", "-1"], "--seed: expected an int >= 0, at most 4294967295"),
         (["--steps-per-epoch", str(2**63)],
-         "--steps-per-epoch: expected a positive int up to 9223372036854775807 "
+         "--steps-per-epoch: expected a positive int, at most 9223372036854775807 "
          "(TensorFlow's int64)"),
         (["--eval-batch-size", "1" + "0" * 5000],
-         "--eval-batch-size: expected a positive int up to 9223372036854775807 "
+         "--eval-batch-size: expected a positive int, at most 9223372036854775807 "
          "(TensorFlow's int64), got '10000000000000000000'... (5001 characters)"),
-        (["--cpu-devices", str(10**18)], "--cpu-devices: expected a positive int up to 1024"),
+        (["--cpu-devices", str(10**18)], "--cpu-devices: expected a positive int, at most 1024"),
         (["--epochs", "2", "--steps-per-epoch", str(2**62)],
          "argument --steps-per-epoch: 4611686018427387904 x 2 epochs is more "
          "than 2**63 - 1 steps (the global step is an int64)"),
