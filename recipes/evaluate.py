@@ -131,12 +131,13 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--image-size", type=_args.positive_int,
         help="default: the released weights' (timm's input_size), else the "
-        "data's (224)",
+        "data's (224); its square at most --max-image-pixels",
     )
     p.add_argument(
         "--resize-size", type=_args.positive_int,
         help="short side before the centre crop, default: the released "
-        "weights' (floor(image size / crop_pct)), else the data's (256)",
+        "weights' (floor(image size / crop_pct)), else the data's (256); "
+        "its square at most --max-image-pixels",
     )
     p.add_argument(
         "--interpolation", choices=INTERPOLATIONS,
@@ -149,10 +150,18 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-shift", type=_args.positive_int,
-        help="largest shift, default resize size - image size (32)",
+        help="largest shift, default resize size - image size (32); the "
+        "square of image size + max shift at most --max-image-pixels",
     )
-    p.add_argument("--passes", type=_args.positive_int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--passes", type=_args.passes, default=5,
+        help="pairs of shifted views per image for consistency and circular "
+        f"(default 5, the reference's; at most {_args.MAX_PASSES})",
+    )
+    p.add_argument(
+        "--seed", type=_args.seed, default=0,
+        help=f"seed of the shifts, 0 to {_args.MAX_SEED} (default 0)",
+    )
     p.add_argument(
         "--strategy", default="auto", choices=STRATEGIES,
         help="tf.distribute strategy; auto picks from the devices present",
@@ -160,7 +169,17 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-bad-images", action="store_true",
         help="skip image files that cannot be decoded (truncated, corrupt, "
-        "empty) and report how many, instead of stopping at the first",
+        "empty, not JPEG or PNG, over --max-image-pixels) and report how "
+        "many, instead of stopping at the first",
+    )
+    p.add_argument(
+        "--max-image-pixels", type=_args.max_image_pixels,
+        default=_args.DEFAULT_MAX_IMAGE_PIXELS,
+        help="decode no image file of more pixels (height x width, read "
+        "from its header first) and make no crop or resize of more: a "
+        "larger file is an error naming it, or skipped with "
+        f"--skip-bad-images (default {_args.DEFAULT_MAX_IMAGE_PIXELS}, "
+        "Pillow's MAX_IMAGE_PIXELS)",
     )
     p.add_argument("--verbose", type=int, choices=(0, 1), default=1)
     return p
@@ -240,6 +259,31 @@ def _network_defaults(args) -> None:
         args.antialias = spec.released_antialias if timm else "blur"
     if args.filter_size is _DEFAULT:
         args.filter_size = TIMM_BLUR_FILTER_SIZE if timm else 4
+
+
+def _check_sizes(cli, args, image_size, resize_size, max_shift) -> None:
+    """Refuses sizes that make images over `--max-image-pixels`.
+
+    The crops (`--image-size`), the resize before the centre crop
+    (`--resize-size`) and the squares the shifted views are cut from
+    (`--image-size` + `--max-shift`), given or defaulted; None skips one.
+    """
+    bound = args.max_image_pixels
+    checks = [
+        ("--image-size", image_size, image_size, "crops"),
+        ("--resize-size", resize_size, resize_size, "resized images"),
+    ]
+    if image_size is not None and max_shift is not None:
+        checks.append(
+            ("--max-shift", max_shift, image_size + max_shift,
+             "squares of --image-size + --max-shift")
+        )
+    for flag, value, side, what in checks:
+        if value is None:
+            continue
+        message = _args.pixel_bound_error(flag, value, bound, side, what)
+        if message:
+            cli.error(message)
 
 
 def evaluate_model(
@@ -373,6 +417,7 @@ def main(argv=None, *, prog: str | None = None) -> int:
     """
     cli = parser(prog)
     args = cli.parse_args(argv)
+    _check_sizes(cli, args, args.image_size, args.resize_size, args.max_shift)
     # TensorFlow and Keras only now: `--help` has answered without them.
     import tensorflow as tf
 
@@ -392,6 +437,7 @@ def main(argv=None, *, prog: str | None = None) -> int:
             args.data, args.split, data_dir=args.data_dir,
             manual_dir=args.manual_dir, imagenet_labels=True,
             skip_bad_images=args.skip_bad_images,
+            max_image_pixels=args.max_image_pixels,
         )
     except (ValueError, FileNotFoundError) as error:
         cli.error(str(error))
@@ -416,6 +462,21 @@ def main(argv=None, *, prog: str | None = None) -> int:
     )
     max_shift = args.max_shift or max(resize_size - image_size, 1)
     _check_shift_grid(cli, args.metrics, max_shift, image_size, resize_size)
+    _check_sizes(cli, args, image_size, resize_size, max_shift)
+    if source.bad_images is not None:
+        # A folder: opened again, now that the sizes are known, so that
+        # the resize of every metric is held to --max-image-pixels too.
+        sides = [
+            image_size + max_shift if metric in ("consistency", "diagonal")
+            else resize_size
+            for metric in args.metrics
+        ]
+        source = data_lib.load_images(
+            args.data, args.split, data_dir=args.data_dir,
+            manual_dir=args.manual_dir, imagenet_labels=True,
+            skip_bad_images=args.skip_bad_images,
+            max_image_pixels=args.max_image_pixels, short_side=max(sides),
+        )
 
     runs = {}
     if args.baseline_weights:
