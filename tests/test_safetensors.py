@@ -404,3 +404,114 @@ def test_a_symlink_loop_is_named(tmp_path):
         read_safetensors(loop)
     assert str(loop) in str(info.value)
     assert "loop of symbolic links" in str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# Fuzzing: any mutation of a valid file, and the attack classes above at
+# random sizes, give arrays or a ValueError naming the path, quickly and
+# within the memory bound.
+
+try:
+    from hypothesis import HealthCheck
+    from hypothesis import given
+    from hypothesis import settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - hypothesis is a test requirement
+    given = None
+
+
+def _valid_file():
+    rng = np.random.default_rng(0)
+    tensors = {
+        "conv1.weight": array_entry(rng.standard_normal((4, 3, 3, 3)).astype("f4")),
+        "bn1.running_var": array_entry(rng.random(4).astype("f4")),
+        "bn1.num_batches_tracked": array_entry(np.array(3, "int64")),
+        "fc.weight": array_entry(rng.standard_normal((10, 4)).astype("f2")),
+        "mask": array_entry(rng.random(5) > 0.5),
+    }
+    header, data = header_and_data(tensors, {"format": "pt"})
+    return _file(header, data), 8 + len(json.dumps(header).encode())
+
+
+if given is not None:
+    from tests.test_torch_checkpoint import _mutate
+    from tests.test_torch_checkpoint import _mutation
+    from tests.test_torch_checkpoint import _time_limit
+
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(mutations=st.lists(_mutation, min_size=1, max_size=4))
+    def test_fuzz_mutated_files(tmp_path, mutations):
+        data, header_end = _valid_file()
+        path = tmp_path / "fuzz.safetensors"
+        path.write_bytes(_mutate(data, header_end, mutations))
+        try:
+            with _time_limit(5):
+                result = read_safetensors(path)
+        except ValueError as error:  # anything else fails the test
+            assert str(path) in str(error)
+            return
+        for key, value in result.items():
+            assert isinstance(key, str) and isinstance(value, np.ndarray)
+            key.encode("utf-8")  # no lone surrogate
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        attack=st.sampled_from(["duplicates", "long_shape", "zero_size",
+                                "classes", "non_finite"]),
+        count=st.integers(1, 30_000),
+        dims=st.integers(1, 5_000),
+    )
+    def test_fuzz_attack_classes(tmp_path, attack, count, dims):
+        refusal, expected = None, {}
+        if attack == "duplicates":  # `count` names, the last one twice
+            entries = _entries(count + 1, "[1]", "F32", 4)
+            entries[-1] = entries[-1].replace(f'"t{count}"', '"t0"')
+            data = np.arange(count + 1, dtype="<f4").tobytes()
+            refusal = "names 't0' twice"
+        elif attack == "long_shape":  # `dims` ones: a scalar's byte count
+            entries = [f'"a":{{"dtype":"F32","shape":[{",".join(["1"] * dims)}],'
+                       '"data_offsets":[0,4]}']
+            data = np.float32(7).tobytes()
+            if dims > 64:
+                refusal = "more than 64 dimensions"
+            else:
+                expected["a"] = np.full((1,) * dims, 7, "f4")
+        elif attack == "zero_size":  # `count` empty tensors
+            entries = [f'"z{i}":{{"dtype":"U8","shape":[0,{dims}],'
+                       '"data_offsets":[0,0]}' for i in range(count)]
+            data = b""
+            # Each is charged about 700 bytes against the file's size and
+            # 16 MiB: the reader allocates within its bound either way.
+            refusal = "" if count > 20_000 else None
+            expected["z0"] = np.zeros((0, dims), "u1")
+        elif attack == "classes":  # a classifier of 10**k classes, no input
+            shape = [10 ** (dims % 19), 0]
+            entries = [f'"fc.weight":{{"dtype":"F32","shape":{shape},'
+                       '"data_offsets":[0,0]}']
+            data = b""
+            expected["fc.weight"] = np.zeros(shape, "f4")
+        else:  # NaN and infinities are read as they are: loading refuses
+            values = np.arange(count, dtype="<f4")
+            values[dims % count::7] = [np.nan, np.inf, -np.inf][count % 3]
+            entries = [f'"w":{{"dtype":"F32","shape":[{count}],'
+                       f'"data_offsets":[0,{4 * count}]}}']
+            data = values.tobytes()
+            expected["w"] = values
+        path = _raw_file(tmp_path / "attack.safetensors",
+                         ("{" + ",".join(entries) + "}").encode(), data)
+        outcome, _, _ = _read_within_bounds(path, seconds=20.0)
+        if isinstance(outcome, ValueError):
+            assert refusal is not None, outcome
+            assert refusal in str(outcome) and str(path) in str(outcome)
+            return
+        assert not refusal, refusal
+        for name, want in expected.items():
+            assert outcome[name].shape == want.shape
+            np.testing.assert_array_equal(outcome[name], want)
+
+else:  # pragma: no cover
+
+    def test_fuzz_mutated_files():
+        pytest.skip("hypothesis is not installed")
