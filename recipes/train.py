@@ -296,6 +296,8 @@ def _validate(parser: argparse.ArgumentParser, args) -> bool:
         from keras_blurpool.weights.files import file_problem
 
         problem = file_problem(path)
+        if problem == "does not exist":
+            parser.error(f"argument --finetune-from: no such file {path!r}")
         if problem is not None:
             parser.error(f"argument --finetune-from: {path!r} {problem}")
         if args.arch == "demo" and not path.endswith(".weights.h5"):
