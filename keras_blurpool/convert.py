@@ -65,8 +65,9 @@ def _head(state_dict, head_prefixes) -> str | None:
 def _classes(spec, state_dict, build) -> int:
     """Classes of the checkpoint's classifier, once checked against the
     architecture: the model built for them allocates no more than the
-    checkpoint's classifier holds (a `[500000, 0]` one would otherwise
-    have a 2 GB model built before any check)."""
+    checkpoint's classifier holds (a `[500000, 0]` one, 85 bytes, must
+    not have a 500,000-class model built). More than 1000 classes (the
+    builders' default) are checked on a one-class model first."""
     head = _head(state_dict, spec.head_prefixes)
     if head is None:
         return 1000
@@ -79,7 +80,10 @@ def _classes(spec, state_dict, build) -> int:
     if classes <= 1000:
         return classes  # no larger than the builder's default
     probe = build(1)
-    names = {torch: keras_name for keras_name, torch in spec.torch_names(probe).items()}
+    names = {
+        torch: keras_name
+        for keras_name, torch in (spec.torch_names(probe) or {}).items()
+    }
     layer = names.get(head[: -len(".weight")])
     expected = probe.get_layer(layer).kernel.shape[0] if layer else None
     del probe

@@ -388,6 +388,16 @@ def build_model(
         # A zoo builder refuses such values itself: give it none and load
         # them here.
         zoo_allowing = allow_nonfinite and weights is not None and arch != "demo"
+        if zoo_allowing:
+            loading.check_weights(
+                weights,
+                arch=arch,
+                include_top=True,
+                classes=num_classes,
+                antialias=antialias,
+                filter_size=filter_size,
+                padding=padding,
+            )
         model = ARCHITECTURES[arch](
             filter_size,
             classes=num_classes,
@@ -397,8 +407,9 @@ def build_model(
             padding=padding,
         )
         if zoo_allowing:
-            _load_allowing_nonfinite(
-                model, arch, weights, filter_size, num_classes, antialias, padding
+            loading.load_weights(
+                model, weights, arch=arch, filter_size=filter_size,
+                allow_nonfinite=True,
             )
             return model
         if arch != "demo":
@@ -408,19 +419,3 @@ def build_model(
     return model
 
 
-def _load_allowing_nonfinite(
-    model, arch, weights, filter_size, classes, antialias, padding
-) -> None:
-    """What a zoo builder's `weights=` does, with `allow_nonfinite=True`."""
-    loading.check_weights(
-        weights,
-        arch=arch,
-        include_top=True,
-        classes=classes,
-        antialias=antialias,
-        filter_size=filter_size,
-        padding=padding,
-    )
-    loading.load_weights(
-        model, weights, arch=arch, filter_size=filter_size, allow_nonfinite=True
-    )

@@ -297,3 +297,21 @@ def test_evaluate_writes_no_nonfinite_entry_for_clean_weights(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert all("nonfinite_weights" not in m for m in results["models"].values())
     assert os.path.exists(out / "results.json")
+
+
+def test_recipes_build_model_refuses_or_loads_them_for_the_zoo(resnet18, tmp_path):
+    from recipes import models
+
+    _, state = resnet18
+    key, change, message = DAMAGE["inf"]
+    path = str(write_state_dict(tmp_path / "inf.safetensors", _damaged(state, key, change)))
+    build = dict(num_classes=10, image_size=32, weights=path, antialias="blur")
+    with pytest.raises(ValueError, match="'layer2.0.conv1.weight' holds 1 infinite"):
+        models.build_model("resnet18", None, **build)
+    model = models.build_model("resnet18", None, allow_nonfinite=True, **build)
+    kernel = np.asarray(model.get_layer("conv3_block1_1_conv").kernel)
+    assert np.isinf(kernel).sum() == 1
+    # The builder's own checks of `weights` still apply.
+    with pytest.raises(ValueError, match="does not exist"):
+        models.build_model("resnet18", None, allow_nonfinite=True,
+                           **{**build, "weights": str(tmp_path / "missing.pth")})
