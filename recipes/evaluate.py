@@ -35,6 +35,7 @@ import re
 import sys
 
 from keras_blurpool_cli.parsers import INTERPOLATIONS
+from keras_blurpool_cli.parsers import add_allow_nonfinite
 
 from . import _args
 from ._args import STRATEGIES
@@ -109,6 +110,7 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--baseline-weights",
         help="also evaluate the plain network (filter 'none') with these weights",
     )
+    add_allow_nonfinite(p)
     p.add_argument(
         "--data", required=True,
         help="tfds:NAME[:SPLIT], a folder ROOT/CLASS/*.jpg, or 'demo'",
@@ -423,6 +425,7 @@ def main(argv=None, *, prog: str | None = None) -> int:
 
     from keras_blurpool import evaluation
     from keras_blurpool._utils import atomic_path
+    from keras_blurpool.weights.values import variable_problems
 
     from . import data as data_lib
     from . import models
@@ -499,6 +502,7 @@ def main(argv=None, *, prog: str | None = None) -> int:
             "WordNet id, or evaluate weights trained on these classes."
         )
     results = {}
+    refused = {}  # label -> the refused values loaded with --allow-nonfinite
     try:
         for label, (filter_size, weights) in runs.items():
             released = weights == "imagenet" or (
@@ -515,10 +519,22 @@ def main(argv=None, *, prog: str | None = None) -> int:
                             "blur" if filter_size is None else args.antialias
                         ),
                         padding=args.padding,
+                        allow_nonfinite=args.allow_nonfinite,
                     )
                 except (ValueError, FileNotFoundError) as error:
                     cli.error(f"{label} model: {error}")
                 print(f"{args.arch}, {label}:", file=sys.stderr)
+                if args.allow_nonfinite:
+                    refused[label] = variable_problems(model)
+                    if refused[label]:
+                        # Loaded as asked; the figures are not to be trusted.
+                        print(
+                            f"warning: the {label} model's weights ({weights}) "
+                            "hold NaN or infinite values or negative variances "
+                            "(--allow-nonfinite); its figures are meaningless:\n  "
+                            + "\n  ".join(refused[label][:20]),
+                            file=sys.stderr,
+                        )
                 try:
                     results[label] = evaluate_model(
                         model, source, args, image_size, resize_size,
@@ -551,6 +567,8 @@ def main(argv=None, *, prog: str | None = None) -> int:
     curves = {}
     for label, figures in results.items():
         summary["models"][label] = {k: v for k, v in figures.items() if k != "diagonal"}
+        if refused.get(label):
+            summary["models"][label]["nonfinite_weights"] = refused[label]
         if "diagonal" in figures:
             name = "baseline" if label == "baseline" else "antialiased"
             path = os.path.join(args.out_dir, f"diagonal_{name}.npz")

@@ -33,6 +33,7 @@ import time
 import warnings
 
 from keras_blurpool_cli.parsers import ZOO_ARCHITECTURES
+from keras_blurpool_cli.parsers import add_allow_nonfinite
 
 from . import _args
 from ._args import KERAS_PREFIX
@@ -151,6 +152,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="baseline weights to start from (a torchvision-named .pth or a "
         "filter_size=None .weights.h5); runs the last 2/3 of the schedule",
     )
+    add_allow_nonfinite(p)
     p.add_argument(
         "--mixed-precision",
         action="store_true",
@@ -315,10 +317,13 @@ def _validate(parser: argparse.ArgumentParser, args) -> bool:
                 ".weights.h5 file nor a PyTorch checkpoint (.pth, .pth.tar, "
                 ".pt)"
             )
-        if not os.path.isfile(path):
-            parser.error(
-                f"argument --finetune-from: no such file {path!r}"
-            )
+        from keras_blurpool.weights.files import file_problem
+
+        problem = file_problem(path)
+        if problem == "does not exist":
+            parser.error(f"argument --finetune-from: no such file {path!r}")
+        if problem is not None:
+            parser.error(f"argument --finetune-from: {path!r} {problem}")
         if args.arch == "demo" and not path.endswith(".weights.h5"):
             parser.error(
                 "argument --finetune-from: the demo CNN loads only Keras "
@@ -379,10 +384,15 @@ def _open_validation(data_lib, data, **load_kwargs):
     return None
 
 
-def _finetune_init(arch, path, *, num_classes, image_size):
-    """Loads a baseline's weights into the model to train."""
+def _finetune_init(arch, path, *, num_classes, image_size, allow_nonfinite=False):
+    """Loads a baseline's weights into the model to train.
+
+    NaN or infinite values and negative variances are refused, naming the
+    tensor, unless `allow_nonfinite` (`--allow-nonfinite`).
+    """
     import keras_blurpool
     from keras_blurpool.weights import read_torch_checkpoint
+    from keras_blurpool.weights import values
 
     from .models import build_model
 
@@ -394,11 +404,15 @@ def _finetune_init(arch, path, *, num_classes, image_size):
                 arch, None, num_classes=num_classes, image_size=image_size
             )
             baseline.load_weights(path)
+            if not allow_nonfinite:
+                values.check_variables(baseline, path)
             keras_blurpool.transfer_weights(baseline, model)
         else:
             # torchvision's names (or the reference's) map onto the
             # antialiased model directly.
-            keras_blurpool.load_torch_weights(model, read_torch_checkpoint(path))
+            keras_blurpool.load_torch_weights(
+                model, read_torch_checkpoint(path), allow_nonfinite=allow_nonfinite
+            )
         print(f"initialised {model.name} from baseline weights {path}")
 
     return init
@@ -591,6 +605,7 @@ def _train_one(
             args.finetune_from,
             num_classes=num_classes,
             image_size=image_size,
+            allow_nonfinite=args.allow_nonfinite,
         )
     trainer = Trainer(
         config,

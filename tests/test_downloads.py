@@ -478,6 +478,9 @@ def _random_timm_state_dict(model) -> dict:
         layer.set_weights(
             [rng.standard_normal(w.shape).astype("float32") for w in layer.get_weights()]
         )
+        if isinstance(layer, keras.layers.BatchNormalization):
+            # A variance is >= 0: negative ones are refused when loading.
+            layer.moving_variance.assign(np.abs(layer.moving_variance))
         prefix = names[layer.name]
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()

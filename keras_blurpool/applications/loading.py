@@ -26,6 +26,8 @@ from keras_blurpool.weights import CHECKPOINT_SUFFIXES
 from keras_blurpool.weights import assign_state_dict
 from keras_blurpool.weights import download
 from keras_blurpool.weights import read_checkpoint
+from keras_blurpool.weights import values
+from keras_blurpool.weights.files import file_problem
 
 
 class _WithoutAntialiasing:
@@ -75,7 +77,10 @@ def _candidates(model, state_dict: dict):
 
 
 def load_torch_weights(
-    model: keras.Model, state_dict: Mapping[str, np.ndarray]
+    model: keras.Model,
+    state_dict: Mapping[str, np.ndarray],
+    *,
+    allow_nonfinite: bool = False,
 ) -> keras.Model:
     """Copies a PyTorch state dict of the reference (or torchvision) into
     a model of `keras_blurpool.applications`.
@@ -85,19 +90,27 @@ def load_torch_weights(
     `denselayer1.norm.1.weight` are renamed as torchvision does). A model
     built with `include_top=False` ignores the checkpoint's classifier.
     BlurPool `filt` buffers are checked against the model's filters;
-    `num_batches_tracked` is ignored. Nothing is assigned unless every key
-    fits.
+    `num_batches_tracked` is ignored. NaN and infinite values, values
+    beyond a variable's range (a float64 1e300 into float32) and negative
+    `running_var` values are refused, naming the tensor. Nothing is
+    assigned unless every key fits.
 
     Args:
         model: a model from `keras_blurpool.applications`.
         state_dict: mapping of PyTorch names to NumPy arrays (or anything
             `numpy.asarray` accepts), e.g. `read_torch_checkpoint(path)`.
+        allow_nonfinite: `True` loads NaN, infinite and out-of-range
+            values and negative variances instead of refusing them (the
+            network's outputs are then NaN or meaningless). A builder's
+            `weights=` always refuses them: build with `weights=None` and
+            call this function to load such weights.
 
     Returns:
         The model, with its weights replaced.
 
     Raises:
-        ValueError: listing every unexpected, missing or mis-shaped key.
+        ValueError: listing every unexpected, missing or mis-shaped key,
+            or, when they all fit, every refused value.
 
     Example:
 
@@ -113,7 +126,11 @@ def load_torch_weights(
             "`state_dict` must be a mapping of names to arrays. "
             f"Received: {type(state_dict).__name__}"
         )
-    return assign_state_dict(model, _candidates(model, dict(state_dict)))
+    return assign_state_dict(
+        model,
+        _candidates(model, dict(state_dict)),
+        allow_nonfinite=allow_nonfinite,
+    )
 
 
 def is_released(weights, arch: str) -> bool:
@@ -204,9 +221,11 @@ def check_weights(
         raise ValueError(
             f"`weights` must be {allowed}.{hint} Received: weights={weights!r}"
         )
-    if not os.path.isfile(path):
+    problem = file_problem(path)
+    if problem is not None:
         raise ValueError(
-            f"`weights` file does not exist. Received: weights={weights!r}"
+            f"`weights` must be the path of a file; {path!r} {problem}. "
+            f"Received: weights={weights!r}"
         )
 
 
@@ -229,6 +248,7 @@ def imagenet_state_dict(
     fine_tuned: bool = True,
     tag: str | None = None,
     model: keras.Model | None = None,
+    allow_nonfinite: bool = False,
 ) -> dict:
     """The released ImageNet state dict of an architecture, cached once it
     has loaded.
@@ -255,6 +275,7 @@ def imagenet_state_dict(
             `huggingface_hub` and its cache when it is installed).
         model: a model of `arch` (any head configuration) to load the
             weights into, or None.
+        allow_nonfinite: as `load_torch_weights`.
 
     Returns:
         PyTorch names to NumPy arrays, for `load_torch_weights`.
@@ -280,14 +301,16 @@ def imagenet_state_dict(
 
     def check(state_dict: dict) -> None:
         if model is not None and _has_classifier(model, spec):
-            load_torch_weights(model, state_dict)
+            load_torch_weights(model, state_dict, allow_nonfinite=allow_nonfinite)
             loaded.append(model)
         else:  # the classifier's keys must fit too
             network = spec.builder(weights=None, **released.network)
-            load_torch_weights(network, state_dict)
+            load_torch_weights(
+                network, state_dict, allow_nonfinite=allow_nonfinite
+            )
 
     def check_cached(state_dict: dict) -> None:
-        load_torch_weights(model, state_dict)
+        load_torch_weights(model, state_dict, allow_nonfinite=allow_nonfinite)
         loaded.append(model)
 
     state_dict = download.cached_state_dict(
@@ -298,11 +321,18 @@ def imagenet_state_dict(
         check_cached=None if model is None else check_cached,
     )
     if model is not None and not loaded:
-        load_torch_weights(model, state_dict)
+        load_torch_weights(model, state_dict, allow_nonfinite=allow_nonfinite)
     return state_dict
 
 
-def load_weights(model: keras.Model, weights, *, arch: str, filter_size) -> None:
+def load_weights(
+    model: keras.Model,
+    weights,
+    *,
+    arch: str,
+    filter_size,
+    allow_nonfinite: bool = False,
+) -> None:
     """Loads a builder's `weights` argument into its model.
 
     Args:
@@ -312,14 +342,27 @@ def load_weights(model: keras.Model, weights, *, arch: str, filter_size) -> None
             `.weights.h5` file (checked by `check_weights`).
         arch: the registry name of the architecture.
         filter_size: the model's filter size.
+        allow_nonfinite: as `load_torch_weights`; a `.weights.h5` file's
+            values are checked once Keras has loaded them.
+
+    Raises:
+        ValueError: as `load_torch_weights`, or naming the `.weights.h5`
+            file and every variable it filled with refused values.
     """
     tag = pretrained.hub_tag(arch, weights)
     if weights == "imagenet" or tag is not None:
-        imagenet_state_dict(arch, filter_size, tag=tag, model=model)
+        imagenet_state_dict(
+            arch, filter_size, tag=tag, model=model,
+            allow_nonfinite=allow_nonfinite,
+        )
     elif os.fspath(weights).endswith(CHECKPOINT_SUFFIXES):
-        load_torch_weights(model, read_checkpoint(weights))
+        load_torch_weights(
+            model, read_checkpoint(weights), allow_nonfinite=allow_nonfinite
+        )
     else:
         model.load_weights(weights)
+        if not allow_nonfinite:
+            values.check_variables(model, os.fspath(weights))
 
 
 def infer_filter_size(state_dict) -> int | None:

@@ -58,6 +58,7 @@ import numpy as np
 from keras_blurpool.weights import partial_files
 from keras_blurpool.weights.checkpoint import read_checkpoint
 from keras_blurpool.weights.files import open_regular_file
+from keras_blurpool.weights.npz import read_npz
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
 _CHUNK = 1 << 20
@@ -556,8 +557,7 @@ def _load_cached(target: str, digest_file: str) -> dict | None:
         # One descriptor: the bytes checked are the bytes loaded.
         if _sha256_of(f) == recorded:
             f.seek(0)
-            with np.load(f, allow_pickle=False) as archive:
-                return {key: archive[key] for key in archive.files}
+            return read_npz(f, target)
     warnings.warn(
         f"The cached file {target} does not match the SHA-256 recorded "
         "when it was written; fetching it again.",
