@@ -264,14 +264,9 @@ def imagenet_state_dict(
 
     Args:
         arch: registry name, e.g. `"resnet50"`.
-        filter_size: 2, 3, 4 or 5 where released (default 4); ignored for
-            timm's architectures.
-        fine_tuned: at filter size 4, `True` (the reference's default)
-            picks the network fine-tuned from the baseline, `False` the one
-            trained from scratch where it exists.
-        tag: for timm's architectures, the released weights' tag
-            (default: the architecture's `default_tag`), fetched from the
-            Hugging Face Hub as `model.safetensors` (through
+        filter_size: as `pretrained.imagenet_file`.
+        fine_tuned: as `pretrained.imagenet_file`.
+        tag: as `pretrained.imagenet_file` (timm's weights come through
             `huggingface_hub` and its cache when it is installed).
         model: a model of `arch` (any head configuration) to load the
             weights into, or None.
