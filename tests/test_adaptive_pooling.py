@@ -90,6 +90,36 @@ def test_unknown_sides_in_a_tensorflow_graph(reference):
         _assert_equal(graph(x).numpy(), _torch_pool(torch, x, 7))
 
 
+def test_one_training_step_equals_torch(reference):
+    # The gradient through the pool: a conv kernel after one SGD step of
+    # conv -> AdaptiveAvgPool2D -> dense, against PyTorch's autograd.
+    torch, _ = reference
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 13, 29, 3)).astype("float32")
+    target = rng.standard_normal((2, 5)).astype("float32")
+    kernel = rng.standard_normal((3, 3, 3, 4)).astype("float32") * 0.3
+    dense = rng.standard_normal((6 * 7 * 4, 5)).astype("float32") * 0.1
+    inputs = keras.Input((13, 29, 3))
+    y = keras.layers.Conv2D(4, 3, use_bias=False, name="conv")(inputs)
+    y = AdaptiveAvgPool2D((6, 7))(y)
+    y = keras.layers.Dense(5, use_bias=False)(keras.layers.Flatten()(y))
+    model = keras.Model(inputs, y)
+    model.set_weights([kernel, dense])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.train_on_batch(x, target)
+    got = keras.ops.convert_to_numpy(model.get_layer("conv").kernel)
+
+    weight = torch.tensor(kernel.transpose(3, 2, 0, 1), requires_grad=True)
+    out = torch.nn.functional.conv2d(torch.from_numpy(x.transpose(0, 3, 1, 2)), weight)
+    out = torch.nn.functional.adaptive_avg_pool2d(out, (6, 7))
+    out = out.permute(0, 2, 3, 1).flatten(1) @ torch.from_numpy(dense)
+    torch.nn.functional.mse_loss(out, torch.from_numpy(target)).backward()
+    expected = kernel - 0.1 * weight.grad.numpy().transpose(2, 3, 1, 0)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(got - kernel).max() > 1e-3  # the step moved the kernel
+
+
 def test_windows_follow_the_integer_formula():
     # floor(i * n / o) to ceil((i + 1) * n / o) - 1, from Python's integers;
     # a known side (NumPy) and a dynamic one (a keras.ops int tensor).
