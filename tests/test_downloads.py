@@ -743,7 +743,18 @@ def _download_in_a_process(url: str):
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(_DOWNLOAD_SCRIPT), url], cwd=_ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # The signals' default actions (terminate), whatever this process
+        # inherited: under `nohup` SIGHUP is ignored and the child would
+        # finish its download instead of dying.
+        preexec_fn=_default_signals if sys.platform != "win32" else None,
     )
+
+
+def _default_signals() -> None:
+    import signal
+
+    for name in ("SIGHUP", "SIGTERM"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
 def _partial_files() -> set:
