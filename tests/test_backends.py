@@ -15,6 +15,9 @@ saved on TensorFlow.
 """
 
 import importlib.util
+import json
+import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -51,12 +54,32 @@ print("RESULT " + json.dumps(_backends.tensorflow_reference(sys.argv[1])))
 """
 
 
+# All of this module's tests on one pytest-xdist worker (`--dist
+# loadgroup`): one TensorFlow subprocess per run, not one per worker.
+pytestmark.append(pytest.mark.xdist_group("tensorflow_reference"))
+
+# Where CI keeps TensorFlow's folder between its JAX and PyTorch runs: the
+# reference is made once (the same weights, files and logits serve both).
+REFERENCE_ENV = "KERAS_BLURPOOL_BACKENDS_REFERENCE"
+
+
 @pytest.fixture(scope="module")
 def tensorflow(tmp_path_factory):
     """The folder of TensorFlow's logits and files, and its skip reasons."""
-    folder = tmp_path_factory.mktemp("tensorflow")
-    result, _ = run_tensorflow_script(_SCRIPT, folder, timeout=1200)
-    return folder, result["skipped"]
+    shared = os.environ.get(REFERENCE_ENV)
+    if not shared:
+        folder = tmp_path_factory.mktemp("tensorflow")
+        result, _ = run_tensorflow_script(_SCRIPT, folder, timeout=1200)
+        return folder, result["skipped"]
+    folder = Path(shared)
+    done = folder / "result.json"
+    if not done.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        result, _ = run_tensorflow_script(_SCRIPT, folder, timeout=1200)
+        partial = folder / "result.json.part"
+        partial.write_text(json.dumps(result))
+        partial.replace(done)  # written last: the folder is complete
+    return folder, json.loads(done.read_text())["skipped"]
 
 
 def _reference(tensorflow, name):
