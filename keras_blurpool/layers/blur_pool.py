@@ -18,6 +18,7 @@ from keras import ops
 
 from keras_blurpool._utils import is_int
 from keras_blurpool.layers import _same_padding
+from keras_blurpool.layers import _slices
 from keras_blurpool.layers._checks import check_filter_size
 from keras_blurpool.layers._checks import known_channels
 from keras_blurpool.layers._checks import standardize_data_format
@@ -26,7 +27,13 @@ from keras_blurpool.layers._padding import check_pad_fits
 from keras_blurpool.layers._padding import pad_axes
 from keras_blurpool.layers._padding import standardize_pad_type
 
-_IMPLEMENTATIONS = ("auto", "padded", "same")
+_IMPLEMENTATIONS = ("auto", "padded", "same", "slices")
+# BlurPool1D has no "same" route (it is 2-D), BlurPool3D only pads.
+_IMPLEMENTATIONS_BY_RANK = {
+    1: ("auto", "padded", "slices"),
+    2: _IMPLEMENTATIONS,
+    3: ("auto", "padded"),
+}
 
 
 def binomial_filter(filter_size: int) -> np.ndarray:
@@ -79,7 +86,7 @@ class _BlurPool(keras.layers.Layer):
                 f"Received: pad_off={pad_off!r}"
             )
         data_format = standardize_data_format(data_format)
-        allowed = _IMPLEMENTATIONS if self._rank == 2 else ("auto", "padded")
+        allowed = _IMPLEMENTATIONS_BY_RANK[self._rank]
         if not isinstance(implementation, str) or implementation not in allowed:
             raise ValueError(
                 f"`implementation` must be one of {allowed} for "
@@ -201,36 +208,80 @@ class _BlurPool(keras.layers.Layer):
             x, self.pad_type, {a: self._pads for a in self._spatial_axes}
         )
 
-    def _takes_same_route(self, training) -> bool:
-        """Whether this call may run on the "same"-convolution route.
+    def _route(self, shape, training=None) -> str:
+        """The route a call on `shape` runs: `"padded"`, `"same"` or
+        `"slices"`.
 
-        `"auto"` takes it for training calls only, where it is faster
-        (it writes no padded copy and folds no padded gradient back); with
-        or without XLA it is never slower there (measured, docs/layers.md,
-        "Routes"). Inference and export take the padded route, two
-        operations (pad, convolution) that every converter and delegate
-        supports, where the "same" route's border correction is a few
-        dozen gathers and scatters.
+        An explicit `implementation` is that route (`"same"` raises where
+        it is not exact, `"slices"` where a spatial size is unknown).
+        `"auto"` picks per backend, for the fastest route that runs
+        (measured, docs/benchmarks.md, "BlurPool2D on every backend"):
+
+        - JAX: `"slices"` (XLA fuses the slices into one pass; its
+          depthwise convolution is many times slower on a CPU).
+        - PyTorch: `"same"` where it is exact (PyTorch's own convolution
+          on the unpadded input, borders recomputed), else `"padded"`.
+        - TensorFlow and others: `"same"` for training calls
+          (`training=True`) where it is exact, `"padded"` elsewhere:
+          inference and export are then two operations (pad,
+          convolution) that every converter and delegate supports.
         """
-        if self.implementation != "auto":
-            return self.implementation == "same"
-        return training is True
+        implementation = self.implementation
+        sizes = [shape[a] for a in self._spatial_axes]
+        known = all(n is not None for n in sizes)
+        if implementation == "slices":
+            if not known:
+                size = "x".join(str(n) for n in sizes)
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}' with "
+                    "implementation='slices' needs known spatial sizes; "
+                    f"the input's are {size} (e.g. a TensorFlow graph "
+                    "traced with None sizes). Use implementation='auto' "
+                    "(this route where the sizes are known) or 'padded'. "
+                    f"Received: input shape={tuple(shape)}"
+                )
+            return "slices"
+        if implementation != "auto":
+            if implementation == "same":
+                self._same_padding_plan(shape)  # raises where not exact
+            return implementation
+        backend = keras.backend.backend()
+        if backend == "jax":
+            return "slices" if known else "padded"
+        if self._rank != 2:
+            return "padded"
+        if backend == "torch" or training is True:
+            if self._same_padding_plan(shape) is not None:
+                return "same"
+        return "padded"
 
-    def call(self, inputs, training=None):
-        self._check_spatial_sizes(inputs.shape)
-        channels = inputs.shape[self._channel_axis]
+    def _kernel(self, channels):
         kernel = np.broadcast_to(
             self._kernel_2d[..., None, None],
             self._kernel_2d.shape + (channels, 1),
         )
         # A constant, not a weight: it is never trained and gets no gradient.
-        kernel = ops.convert_to_tensor(kernel, dtype=self.compute_dtype)
-        plan = None
-        if self._takes_same_route(training):
-            plan = self._same_padding_plan(inputs.shape)
-        if plan is not None:
+        return ops.convert_to_tensor(kernel, dtype=self.compute_dtype)
+
+    def call(self, inputs, training=None):
+        self._check_spatial_sizes(inputs.shape)
+        route = self._route(inputs.shape, training)
+        if route == "slices":
+            sizes = [inputs.shape[a] for a in self._spatial_axes]
+            plans = _slices.plans_for(
+                sizes, self._taps, self.strides, self._pads, self.pad_type
+            )
+            return _slices.blur_slices(inputs, plans, self._spatial_axes)
+        if self._rank == 2 and keras.backend.backend() == "torch":
+            out = self._call_torch(inputs, route)
+            if out is not None:
+                return out
+        channels = inputs.shape[self._channel_axis]
+        kernel = self._kernel(channels)
+        if route == "same":
             return _same_padding.blur_same_2d(
-                inputs, kernel, self.strides, self.data_format, plan
+                inputs, kernel, self.strides, self.data_format,
+                self._same_padding_plan(inputs.shape),
             )
         if self._same_padding_is_exact(inputs.shape):
             x, padding = inputs, "same"
@@ -242,6 +293,29 @@ class _BlurPool(keras.layers.Layer):
             strides=self.strides,
             padding=padding,
             data_format=self.data_format,
+        )
+
+    def _call_torch(self, inputs, route):
+        """PyTorch's own convolution on the input as it lies in memory
+        (`_torch_blur`), or None where that route does not apply."""
+        from keras_blurpool.layers import _torch_blur
+
+        if route == "padded":
+            return _torch_blur.blur_padded(
+                inputs, self._taps, self.strides, self._pads,
+                self.pad_type, self.data_format,
+            )
+        sizes = [inputs.shape[a] for a in self._spatial_axes]
+        if not _torch_blur.same_route_fits(
+            sizes, self._taps, self.strides, self._pads
+        ):
+            return None  # the generic "same" route below
+        plans = _slices.plans_for(
+            sizes, self._taps, self.strides, self._pads, self.pad_type
+        )
+        return _torch_blur.blur_same(
+            inputs, self._taps, self.strides, self._pads,
+            self.data_format, plans,
         )
 
     def get_config(self):
