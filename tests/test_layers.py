@@ -675,15 +675,15 @@ def routes_run(monkeypatch):
 
 
 # What "auto" runs per backend: TensorFlow the "same" route for training
-# calls only, never in inference or export; JAX the slices; PyTorch its
-# own "same" route where it is exact, inference included.
+# calls only, never in inference or export; JAX the slices; PyTorch the
+# padded route (in its own operations), training included.
 AUTO_ROUTES = {
     "tensorflow": {((16, 16), True): "same", ((16, 16), False): "padded",
                    ((16, 16), None): "padded", ((15, 15), True): "padded"},
     "jax": {((16, 16), True): "slices", ((16, 16), False): "slices",
             ((16, 16), None): "slices", ((15, 15), True): "slices"},
-    "torch": {((16, 16), True): "same", ((16, 16), False): "same",
-              ((16, 16), None): "same", ((15, 15), True): "padded"},
+    "torch": {((16, 16), True): "padded", ((16, 16), False): "padded",
+              ((16, 16), None): "padded", ((15, 15), True): "padded"},
 }
 
 

@@ -52,12 +52,15 @@ def _kernel(taps_h, taps_w, channels, like):
 
 
 def blur_padded(x, taps, strides, pads, pad_type, data_format):
-    """Explicit padding, then a "valid" depthwise convolution."""
+    """Explicit padding, then a "valid" depthwise convolution.
+
+    `pads` is `((before, after), (before, after))` for H and W.
+    """
     x = _to_nchw(x, data_format)
-    before, after = pads
-    if before or after:
+    (top, bottom), (left, right) = pads
+    if top or bottom or left or right:
         mode = _TORCH_MODES[pad_type]
-        x = F.pad(x, (before, after, before, after), mode=mode)
+        x = F.pad(x, (left, right, top, bottom), mode=mode)
     y = F.conv2d(x, _kernel(taps, taps, x.shape[1], x), stride=strides,
                  groups=x.shape[1])
     return _from_nchw(y, data_format)
@@ -118,27 +121,25 @@ class _SameSpec:
     def border_rows(self, x, m):
         """Whole border output rows: `a_rows @ x` along H, then `A_w`."""
         h, w = self.axes
-        t = _lines(x, h, self.rows_read, self)
-        t = _along(t, h, m(self.a_rows), self.data_format)
+        t = _block(x, h, self.a_rows, self.rows_read)
         return _along(t, w, m(self.a_w), self.data_format)
 
     def border_cols(self, x, m):
         """Border columns of the interior rows: `a_cols` along W, then the
         interior rows of `A_h`."""
         h, w = self.axes
-        t = _lines(x, w, self.cols_read, self)
-        t = _along(t, w, m(self.a_cols), self.data_format)
+        t = _block(x, w, self.a_cols, self.cols_read)
         return _along(t, h, m(self.a_h_inner), self.data_format)
 
     def rows_adjoint(self, g, m):
         h, w = self.axes
         t = _along(g, w, m(self.a_w).T, self.data_format)
-        return _along(t, h, m(self.a_rows).T, self.data_format)
+        return _block(t, h, self.a_rows.T, range(len(self.rows)))
 
     def cols_adjoint(self, g, m):
         h, w = self.axes
         t = _along(g, h, m(self.a_h_inner).T, self.data_format)
-        return _along(t, w, m(self.a_cols).T, self.data_format)
+        return _block(t, w, self.a_cols.T, range(len(self.cols)))
 
     def runs(self, lines):
         """`(first, count)` of the contiguous runs of `lines`."""
@@ -149,6 +150,30 @@ class _SameSpec:
             else:
                 runs.append([i, 1])
         return runs
+
+
+def _block(x, axis, matrix, lines):
+    """`matrix @ x[lines]` along `axis`, as weighted sums of single lines.
+
+    A few lines: a matrix product of this shape is many times slower
+    (oneDNN/MKL thread badly over a 2 x 6 matrix).
+    """
+    picked = [x.narrow(axis, int(q), 1) for q in lines]
+    rows = []
+    for row in matrix:
+        total = None
+        for weight, line in zip(row, picked):
+            if weight != 0:
+                term = line * float(weight)
+                total = term if total is None else total + term
+        if total is None:  # a window wholly in zero padding
+            shape = list(x.shape)
+            shape[axis] = 1
+            total = x.new_zeros(shape)
+        rows.append(total)
+    if not rows:
+        return x.narrow(axis, 0, 0)
+    return rows[0] if len(rows) == 1 else torch.cat(rows, axis)
 
 
 def _along(x, axis, matrix, data_format):
@@ -206,8 +231,10 @@ def _write(y, axis, lines, values, spec, other=None):
 
 
 def _add_lines(dx, axis, lines, g):
-    """`dx[lines] += g` along `axis`, in place."""
-    dx.index_add_(axis, torch.as_tensor(lines, device=dx.device), g)
+    """`dx[lines] += g` along `axis`, in place, one line at a time
+    (`index_add_` off the first axis is many times slower)."""
+    for i, q in enumerate(lines):
+        dx.narrow(axis, int(q), 1).add_(g.narrow(axis, i, 1))
 
 
 def _zero(y, axis, lines, spec, other=None):
@@ -255,9 +282,13 @@ class _SameBlur(torch.autograd.Function):
         if any(short):  # lines the convolution did not compute
             inner = inner[:, :, :inner.shape[2] - short[0],
                           :inner.shape[3] - short[1]]
-        dx = torch.nn.grad.conv2d_input(
-            xc.shape, kernel, inner, stride=spec.strides,
-            padding=spec.before, groups=channels)
+        # The input itself (not an empty stand-in, as in
+        # torch.nn.grad.conv2d_input) keeps oneDNN in the channels-last
+        # layout: no full-size copies in, and a gradient that needs none.
+        dx = torch.ops.aten.convolution_backward(
+            inner, xc, kernel, None, list(spec.strides),
+            [spec.before] * 2, [1, 1], False, [0, 0], channels,
+            (True, False, False))[0]
         dx = _from_nchw(dx, fmt)
         m = _matrices(x)
         if len(spec.rows):
