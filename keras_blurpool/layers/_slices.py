@@ -146,6 +146,8 @@ def blur_slices(x, plans, axes):
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
+            if len(plans) == 2:
+                return adjoint_2d(upstream, plans, axes)
             g = upstream
             for plan, axis in reversed(tuple(zip(plans, axes))):
                 g = adjoint(g, plan, axis)
@@ -226,7 +228,7 @@ def adjoint(g, plan, axis, interior_only=False):
     """`A.T @ g` along `axis`, `g` holding all `out` output lines; with
     `interior_only`, `g` holds the interior outputs `[i0, i1)` only and
     the border rows of `A` are left out (the gradient of `interior`)."""
-    n, s, k = plan.n, plan.stride, len(plan.taps)
+    n, s = plan.n, plan.stride
     length = -(-n // s)  # lines per phase (the last phases may overhang)
     phases = [[] for _ in range(s)]  # (weight, tensor) terms per phase
     pads = [[] for _ in range(s)]  # (first line, tensor) border terms
@@ -235,13 +237,7 @@ def adjoint(g, plan, axis, interior_only=False):
         interior = g if interior_only else _take(g, axis, plan.i0, count)
         # Input line q = m*s + r reads output i with tap t = q - i*s +
         # before, i.e. i = m - j for t = j*s + r + before.
-        terms = []
-        for r in range(s):
-            for j in range(-((r + plan.before) // s) - 1, k // s + 2):
-                t = j * s + r + plan.before
-                if 0 <= t < k and plan.taps[t] != 0:
-                    terms.append((r, j, plan.taps[t]))
-        for r, j, w in terms:
+        for r, j, w in _phase_terms(plan):
             # phase line m reads interior[m - j - i0], zero outside it
             phases[r].append((w, _shifted(interior, axis, j + plan.i0, length)))
     for block, first in ((plan.lo, 0), (plan.hi, plan.i1)):
@@ -271,6 +267,111 @@ def adjoint(g, plan, axis, interior_only=False):
     shape[axis:axis + 2] = [length * s]
     dx = ops.reshape(stacked, shape)
     return dx if length * s == n else _take(dx, axis, 0, n)
+
+
+def _phase_terms(plan):
+    """`(r, j, tap)`: input line `q = m*s + r` reads interior output
+    `m - j` with that tap (`t = j*s + r + before`)."""
+    s, k = plan.stride, len(plan.taps)
+    terms = []
+    for r in range(s):
+        for j in range(-((r + plan.before) // s) - 1, k // s + 2):
+            t = j * s + r + plan.before
+            if 0 <= t < k and plan.taps[t] != 0:
+                terms.append((r, j, plan.taps[t]))
+    return terms
+
+
+def adjoint_2d(g, plans, axes):
+    """`A_h.T @ g @ A_w` over two axes at once: the gradient of the 2-D
+    layer, written by one pass over the input's size.
+
+    Applying the two 1-D adjoints in turn writes an intermediate of half
+    the input's size and reads it back; here the interior outputs' part
+    is one sum per input phase `(r_h, r_w)` of 2-D shifted slices of the
+    output gradient, the phases interleaved by two stacks and a reshape,
+    and the border outputs' parts (thin) are padded and added.
+    """
+    (plan_h, plan_w), (h, w) = plans, axes
+    count_h, count_w = plan_h.i1 - plan_h.i0, plan_w.i1 - plan_w.i0
+    if count_h <= 0 or count_w <= 0:  # no interior: small maps
+        return adjoint(adjoint(g, plan_w, w), plan_h, h)
+    length_h = -(-plan_h.n // plan_h.stride)
+    length_w = -(-plan_w.n // plan_w.stride)
+    terms_h, terms_w = _phase_terms(plan_h), _phase_terms(plan_w)
+    inner = _take(_take(g, h, plan_h.i0, count_h), w, plan_w.i0, count_w)
+    # One zero-padded copy of the interior gradient (a quarter of the
+    # input's size at stride 2) that every term slices.
+    widths = [(0, 0)] * len(g.shape)
+    margins = {}
+    for axis, terms, plan, count, length in (
+            (h, terms_h, plan_h, count_h, length_h),
+            (w, terms_w, plan_w, count_w, length_w)):
+        shifts = [j + plan.i0 for _, j, _ in terms]
+        lo = max(0, max(shifts))
+        hi = max(0, length - min(shifts) - count)
+        widths[axis] = (lo, hi)
+        margins[axis] = lo
+    padded = ops.pad(inner, widths) if any(map(any, widths)) else inner
+    rows = []
+    for r_h in range(plan_h.stride):
+        phases = []
+        for r_w in range(plan_w.stride):
+            total = None
+            for rh, jh, wh in terms_h:
+                for rw, jw, ww in terms_w:
+                    if rh != r_h or rw != r_w:
+                        continue
+                    term = _take(padded, h, margins[h] - jh - plan_h.i0,
+                                 length_h)
+                    term = _take(term, w, margins[w] - jw - plan_w.i0,
+                                 length_w) * (wh * ww)
+                    total = term if total is None else total + term
+            phases.append(total)
+        rows.append(phases)
+    some = next(t for phases in rows for t in phases if t is not None)
+    rows = [[ops.zeros_like(some) if t is None else t for t in phases]
+            for phases in rows]
+    stacked = ops.stack([ops.stack(phases, axis=w + 1) for phases in rows],
+                        axis=h + 1)
+    shape = [-1 if d is None else d for d in stacked.shape]
+    shape[w + 1:w + 3] = [length_w * plan_w.stride]
+    shape[h:h + 2] = [length_h * plan_h.stride]
+    dx = ops.reshape(stacked, shape)
+    if length_h * plan_h.stride != plan_h.n:
+        dx = _take(dx, h, 0, plan_h.n)
+    if length_w * plan_w.stride != plan_w.n:
+        dx = _take(dx, w, 0, plan_w.n)
+    # Border output rows (whole rows), then border output columns of the
+    # interior rows: thin, each padded to full size and added.
+    for block, first in ((plan_h.lo, 0), (plan_h.hi, plan_h.i1)):
+        if block is None:
+            continue
+        lines = adjoint(_take(g, h, first, len(block.matrix)), plan_w, w)
+        dx = _add_runs(dx, block_adjoint(lines, block, h), h, plan_h.n)
+    for block, first in ((plan_w.lo, 0), (plan_w.hi, plan_w.i1)):
+        if block is None:
+            continue
+        cols = _take(_take(g, h, plan_h.i0, count_h), w, first,
+                     len(block.matrix))
+        lines = [(q, adjoint(col, plan_h, h, interior_only=True))
+                 for q, col in block_adjoint(cols, block, w)]
+        dx = _add_runs(dx, lines, w, plan_w.n)
+    return dx
+
+
+def _add_runs(x, lines, axis, n):
+    """`x` plus the `(q, line)` lines at `q` along `axis` (length `n`).
+
+    Each run is a slice update: XLA updates the buffer in place, where
+    adding a padded run would make the whole pass select per element.
+    """
+    for q, run in _runs(lines, axis):
+        start = [0] * len(x.shape)
+        start[axis] = q
+        current = _take(x, axis, q, run.shape[axis])
+        x = ops.slice_update(x, start, current + run)
+    return x
 
 
 def _shifted(x, axis, shift, length):

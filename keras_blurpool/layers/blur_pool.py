@@ -374,24 +374,30 @@ class BlurPool2D(_BlurPool):
         pad_off: extra padding on each side, an int >= 0.
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
-        implementation: how the padding is computed; the outputs and
+        implementation: how the layer is computed; the outputs and
             gradients are the same. `"padded"` writes a padded copy of the
             input and runs a "valid" convolution. `"same"` runs the
             backend's "same" convolution on the unpadded input and corrects
-            the few border rows and columns (faster on CPU); it is exact
-            only for some sizes (filter_size 2 or 4 at stride 2 on even
-            maps, 3 at stride 2 on odd maps, `pad_off=0`) and raises
-            elsewhere, at build for known spatial sizes, else at call.
-            `"auto"` (default) takes `"same"` for training calls
-            (`training=True`, as in `model.fit`) where it is exact, and
-            `"padded"` elsewhere, inference and export included (two
-            operations per layer, which every converter supports).
+            the few border rows and columns; it is exact only for some
+            sizes (filter_size 2 or 4 at stride 2 on even maps, 3 at
+            stride 2 on odd maps, `pad_off=0`) and raises elsewhere, at
+            build for known spatial sizes, else at call. `"slices"` sums
+            strided slices of the input, one per tap and axis, with the
+            border outputs from the few input lines they read (one fused
+            pass under XLA); it needs known spatial sizes and raises at
+            call without them. `"auto"` (default) picks per backend:
+            on TensorFlow `"same"` for training calls (`training=True`,
+            as in `model.fit`) where it is exact and `"padded"` elsewhere,
+            inference and export included (two operations per layer,
+            which every converter supports); on JAX `"slices"`; on
+            PyTorch `"padded"`, in PyTorch's own operations.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Raises:
         ValueError: for an argument outside the ranges above; at build or
-            call, for a map too small for reflect padding, or one with no
-            exact `"same"` route under `implementation="same"`.
+            call, for a map too small for reflect padding, one with no
+            exact `"same"` route under `implementation="same"`, or
+            unknown spatial sizes under `implementation="slices"`.
 
     Example:
 
@@ -439,10 +445,12 @@ class BlurPool1D(_BlurPool):
         pad_off: extra padding on each side, an int >= 0.
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
-        implementation: `"auto"` (default: the backend's "same" convolution
-            where its zero padding is the layer's, explicit padding
-            elsewhere) or `"padded"` (always explicit). The border-corrected
-            `"same"` route of `BlurPool2D` has no 1-D version.
+        implementation: `"auto"` (default: `"slices"` on JAX; elsewhere
+            the backend's "same" convolution where its zero padding is the
+            layer's, explicit padding elsewhere), `"padded"` (always
+            explicit) or `"slices"` (strided slices, see `BlurPool2D`).
+            The border-corrected `"same"` route of `BlurPool2D` has no
+            1-D version.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Raises:
