@@ -22,8 +22,10 @@ reaches on this machine, measured in the same process, interleaved with
 the passes: `floor = (input bytes + output bytes) / B`, with `B` the
 bytes per second `np.copyto` copies (an input-sized array), as copy
 bandwidth is usually quoted (the issue's floor). Each figure is the
-median of `--repeats` interleaved rounds, printed as a multiple of its
-own process's floor.
+median of `--repeats` interleaved rounds, each call after an untimed
+20 ms pause (so that a backend's spinning worker threads do not slow the
+next call, the floor's copy included), printed as a multiple of its own
+process's floor.
 
 `--network` adds the whole-network effect: a training step
 (`train_on_batch`, SGD) of the anti-aliased ResNet-50 (filter 4) and the
@@ -44,16 +46,16 @@ import os
 import platform
 import subprocess
 import sys
+import time
+
+import numpy as np
 
 BACKENDS = ("tensorflow", "jax", "torch")
 PASSES = ("inference", "training", "forward+backward")
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _numpy_floor(shape, out_shape):
     """`(copy call, floor in ms from a copy's median ms)`."""
-    import numpy as np
-
     source = np.random.default_rng(0).standard_normal(shape).astype("float32")
     target = np.empty_like(source)
     in_bytes = source.nbytes
@@ -142,7 +144,6 @@ def _passes(backend, layer, x, dy):
 
 def _network_calls(args):
     import keras
-    import numpy as np
 
     from keras_blurpool.applications import ResNet50
 
@@ -168,12 +169,8 @@ def child(args):
     if backend == "torch":
         import torch  # noqa: F401  (before TensorFlow, as everywhere)
     import keras
-    import numpy as np
 
     from keras_blurpool import BlurPool2D
-
-    sys.path.insert(0, HERE)
-    from _common import interleaved_medians
 
     shape = tuple(int(v) for v in args.shape.split(","))
     layer = BlurPool2D(args.filter_size, pad_type=args.pad_type)
@@ -184,7 +181,7 @@ def child(args):
     dy = rng.standard_normal(out_shape).astype("float32")
     copy, floor_ms = _numpy_floor(shape, out_shape)
     calls = {"numpy copy": copy, **_passes(backend, layer, x, dy)}
-    ms = interleaved_medians(calls, args.repeats, warmups=2)
+    ms = _rested_medians(calls, args.repeats)
     result = {
         "backend": backend,
         "version": _version(backend),
@@ -196,9 +193,31 @@ def child(args):
     }
     if args.network:
         calls, setting = _network_calls(args)
-        steps = interleaved_medians(calls, args.network_repeats, warmups=2)
+        steps = _rested_medians(calls, args.network_repeats)
         result["network"] = {**setting, "ms": steps}
     print("RESULT " + json.dumps(result))
+
+
+def _rested_medians(calls, repeats, warmups=2, pause=0.02):
+    """Median milliseconds of each call; rounds interleave the calls, and
+    each call starts after a short pause that is not timed.
+
+    A backend's worker threads spin for a while after its last operation
+    (XLA's do); on two cores they would slow whatever runs next, the
+    NumPy copy that measures the floor included. Pausing before every
+    call treats all candidates alike.
+    """
+    for call in calls.values():  # trace, allocate
+        for _ in range(warmups):
+            call()
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            time.sleep(pause)
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
 def _version(backend):
