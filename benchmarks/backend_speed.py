@@ -34,7 +34,12 @@ backend (batch `--network-batch` at `--network-size`).
 
     python benchmarks/backend_speed.py [--repeats 20] [--quick]
         [--shape 16,56,56,256] [--backends tensorflow,jax,torch]
-        [--network] [--network-batch 4] [--network-size 224]
+        [--network] [--network-batch 4] [--network-size 224] [--torch-thp]
+
+`--torch-thp` adds a PyTorch row run with `THP_MEM_ALLOC_ENABLE=1`:
+PyTorch then asks the kernel for huge pages for its large buffers, so a
+fresh input-sized buffer (the padded copy, the input gradient) costs a
+few dozen page faults instead of some twelve thousand.
 
 `--quick` runs a small shape (4x16x16x32) and, with `--network`, a
 64x64 network: a check that everything runs, not figures to quote.
@@ -234,8 +239,9 @@ def _version(backend):
     return torch.__version__
 
 
-def _run_child(backend, argv):
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+def _run_child(backend, argv, **extra_env):
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
+               **extra_env)
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--child", *argv],
         env=env, capture_output=True, text=True, check=False,
@@ -251,6 +257,10 @@ def _run_child(backend, argv):
 
 _NAMES = {"tensorflow": "TensorFlow (tf.function)", "jax": "JAX (jit)",
           "torch": "PyTorch (eager)"}
+
+
+def _name(result):
+    return result.get("name", _NAMES[result["backend"]])
 
 
 def report(results, args):
@@ -277,7 +287,7 @@ def report(results, args):
             ms = r["ms"][name]
             route = r["routes"]["training" if name != "inference" else name]
             cells.append(f"{ms:.1f} ms ({ms / floor:.1f}x), `{route}`")
-        lines.append(f"| {_NAMES[r['backend']]} | " + " | ".join(cells)
+        lines.append(f"| {_name(r)} | " + " | ".join(cells)
                      + f" | {floor:.1f} ms |")
     if args.network:
         net = results[0]["network"]
@@ -293,7 +303,7 @@ def report(results, args):
         for r in results:
             steps = r["network"]["ms"]
             aa, plain = steps["antialiased step"], steps["plain step"]
-            lines.append(f"| {_NAMES[r['backend']]} | {aa:.0f} | {plain:.0f} "
+            lines.append(f"| {_name(r)} | {aa:.0f} | {plain:.0f} "
                          f"| {aa / plain:.2f}x |")
     return "\n".join(lines)
 
@@ -312,6 +322,9 @@ def main(argv=None):
     parser.add_argument("--network-batch", type=int, default=4)
     parser.add_argument("--network-size", type=int, default=224)
     parser.add_argument("--network-repeats", type=int, default=5)
+    parser.add_argument("--torch-thp", action="store_true",
+                        help="add a PyTorch row with THP_MEM_ALLOC_ENABLE=1 "
+                             "(huge pages for PyTorch's large buffers)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.shape is None:
@@ -326,6 +339,10 @@ def main(argv=None):
                      f"Received: {args.backends}")
     child_argv = list(argv if argv is not None else sys.argv[1:])
     results = [_run_child(backend, child_argv) for backend in backends]
+    if args.torch_thp:
+        result = _run_child("torch", child_argv, THP_MEM_ALLOC_ENABLE="1")
+        result["name"] = "PyTorch (eager), THP_MEM_ALLOC_ENABLE=1"
+        results.append(result)
     print(report(results, args))
 
 

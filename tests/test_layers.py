@@ -744,6 +744,23 @@ def test_every_route_equals_the_formula(k, pad_type, s, pad_off, hw,
                                    err_msg=route)
 
 
+@pytest.mark.parametrize("pad_type", ["replicate", "zero"])
+def test_same_route_on_a_map_smaller_than_the_filter(pad_type):
+    # PyTorch's own "same" route needs the convolution's padding to cover
+    # the filter; on a 1x1 map it does not, and the generic route runs.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 1, 1, 3)).astype("float32")
+    w = rng.standard_normal((2, 1, 1, 3)).astype("float32")
+    layer = BlurPool2D(4, pad_type=pad_type, implementation="same")
+    np.testing.assert_allclose(
+        to_numpy(layer(x)), numpy_blurpool(x, 4, 2, pad_type, 0, rank=2),
+        atol=1e-6)
+    a = axis_matrix(1, 4, 2, pad_type, 0)
+    np.testing.assert_allclose(input_gradient(layer, x, w),
+                               np.einsum("ih,jw,nijc->nhwc", a, a, w),
+                               atol=1e-6)
+
+
 def test_slices_route_needs_known_sizes():
     layer = BlurPool2D(4, implementation="slices", name="sl")
     with pytest.raises(ValueError) as info:

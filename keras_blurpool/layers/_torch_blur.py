@@ -14,10 +14,12 @@ Two routes, as in `blur_pool.py`:
   convolution.
 - `same`: the convolution zero-pads by itself (`padding=before`, no
   padded copy); the few output lines whose window reaches into the
-  padding are then recomputed exactly from thin slabs of the input and
-  written in place. The gradient (`_SameBlur.backward`) is the
-  convolution's input gradient of the output gradient with those lines
-  zeroed, plus the slabs' own small gradients added in place.
+  padding are then recomputed exactly, one small convolution per side of
+  a slab of the padded input (views of the lines it copies, joined), and
+  written in place: a dozen operations. The gradient
+  (`_SameBlur.backward`) is the convolution's input gradient of the
+  output gradient with those lines zeroed, plus each slab's gradient
+  folded back onto the lines it copies, in place.
 
 Only imported on the torch backend.
 """
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from keras_blurpool.layers import _slices
+from keras_blurpool.layers._padding import padded_source
 
 _TORCH_MODES = {"reflect": "reflect", "replicate": "replicate",
                 "circular": "circular", "zero": "constant"}
@@ -80,12 +82,63 @@ def blur_same(x, taps, strides, pads, data_format, plans):
     """Zero-padded convolution with exact border lines (see module doc).
 
     `plans` are the two `_slices.AxisPlan`s: interior outputs `[i0, i1)`
-    read no padding; the border ones are recomputed as products with
-    rows of the axes' matrices (`_slices.dense_matrix`).
+    read no padding; each side's border outputs are recomputed by one
+    small convolution of a slab of the padded input, built from views of
+    the input lines it copies (`_Slab`).
     """
     spec = _SameSpec(np.asarray(taps, "float64"), tuple(strides), pads[0],
                      data_format, plans)
     return _SameBlur.apply(x, spec)
+
+
+def _runs(positions, n, pad_type):
+    """Padded `positions` (consecutive) as runs: `(q, count)` for input
+    lines `q ... q + count - 1`, `(None, count)` for zero lines."""
+    runs = []
+    for p in positions:
+        q = p if 0 <= p < n else padded_source(p, n, pad_type)
+        last = runs[-1] if runs else None
+        if last is not None and (
+                (q is None and last[0] is None)
+                or (q is not None and last[0] is not None
+                    and q == last[0] + last[1])):
+            last[1] += 1
+        else:
+            runs.append([q, 1])
+    return [tuple(run) for run in runs]
+
+
+def _build(t, axis, runs):
+    """The padded lines `runs` of `t` along `axis`: views, concatenated."""
+    parts = []
+    for q, count in runs:
+        if q is None:
+            shape = list(t.shape)
+            shape[axis] = count
+            parts.append(t.new_zeros(shape))
+        else:
+            parts.append(t.narrow(axis, q, count))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, axis)
+
+
+def _fold(g, axis, runs, into):
+    """Adds the gradient `g` of `_build(t, axis, runs)` into `into` (the
+    gradient of `t`), in place: one add per run of input lines."""
+    offset = 0
+    for q, count in runs:
+        if q is not None:
+            into.narrow(axis, q, count).add_(g.narrow(axis, offset, count))
+        offset += count
+
+
+class _Slab:
+    """One side's border outputs: `out` (an index of the output) from the
+    padded lines `runs_h` x `runs_w` of the input."""
+
+    def __init__(self, out, runs_h, runs_w):
+        self.out = out
+        self.runs_h = runs_h
+        self.runs_w = runs_w
 
 
 class _SameSpec:
@@ -97,18 +150,36 @@ class _SameSpec:
         self.before = before
         self.data_format = data_format
         self.plans = plans
-        plan_h, plan_w = plans
-        a_h, a_w = (_slices.dense_matrix(plan) for plan in plans)
-        # Border output lines per axis, and the input lines they read.
-        self.rows = _border(plan_h)
-        self.cols = _border(plan_w)
-        self.rows_read = np.flatnonzero(a_h[self.rows].any(axis=0))
-        self.cols_read = np.flatnonzero(a_w[self.cols].any(axis=0))
-        self.a_rows = a_h[np.ix_(self.rows, self.rows_read)]  # H block
-        self.a_cols = a_w[np.ix_(self.cols, self.cols_read)]  # W block
-        self.a_w = a_w  # all of W, for whole border rows
-        self.a_h_inner = a_h[plan_h.i0:plan_h.i1]  # interior rows of H
         self.axes = (1, 2) if data_format == "channels_last" else (2, 3)
+        (plan_h, plan_w), (h, w) = plans, self.axes
+        k = len(taps)
+
+        def positions(plan, first, last):
+            # padded positions that outputs [first, last) read
+            return range(first * plan.stride - plan.before,
+                         (last - 1) * plan.stride - plan.before + k)
+
+        def runs(plan, first, last):
+            return _runs(positions(plan, first, last), plan.n, plan.pad_type)
+
+        self.slabs = []
+        # Whole border rows, then the border columns of the interior rows.
+        all_w = runs(plan_w, 0, plan_w.out)
+        for first, last in ((0, plan_h.i0), (plan_h.i1, plan_h.out)):
+            if last > first:
+                out = [slice(None)] * 4
+                out[h] = slice(first, last)
+                self.slabs.append(_Slab(tuple(out),
+                                        runs(plan_h, first, last), all_w))
+        if plan_h.i1 > plan_h.i0:
+            inner_h = runs(plan_h, plan_h.i0, plan_h.i1)
+            for first, last in ((0, plan_w.i0), (plan_w.i1, plan_w.out)):
+                if last > first:
+                    out = [slice(None)] * 4
+                    out[h] = slice(plan_h.i0, plan_h.i1)
+                    out[w] = slice(first, last)
+                    self.slabs.append(_Slab(tuple(out), inner_h,
+                                            runs(plan_w, first, last)))
 
     def short(self):
         """Output lines per axis that the symmetric convolution lacks."""
@@ -118,131 +189,34 @@ class _SameSpec:
             for plan, s in zip(self.plans, self.strides)
         )
 
-    def border_rows(self, x, m):
-        """Whole border output rows: `a_rows @ x` along H, then `A_w`."""
+    def slab_outputs(self, x, slab, kernel):
         h, w = self.axes
-        t = _block(x, h, self.a_rows, self.rows_read)
-        return _along(t, w, m(self.a_w), self.data_format)
+        t = _build(_build(x, h, slab.runs_h), w, slab.runs_w)
+        t = _to_nchw(t, self.data_format)
+        y = F.conv2d(t, kernel, stride=self.strides, groups=t.shape[1])
+        return _from_nchw(y, self.data_format)
 
-    def border_cols(self, x, m):
-        """Border columns of the interior rows: `a_cols` along W, then the
-        interior rows of `A_h`."""
-        h, w = self.axes
-        t = _block(x, w, self.a_cols, self.cols_read)
-        return _along(t, h, m(self.a_h_inner), self.data_format)
-
-    def rows_adjoint(self, g, m):
-        h, w = self.axes
-        t = _along(g, w, m(self.a_w).T, self.data_format)
-        return _block(t, h, self.a_rows.T, range(len(self.rows)))
-
-    def cols_adjoint(self, g, m):
-        h, w = self.axes
-        t = _along(g, h, m(self.a_h_inner).T, self.data_format)
-        return _block(t, w, self.a_cols.T, range(len(self.cols)))
-
-    def runs(self, lines):
-        """`(first, count)` of the contiguous runs of `lines`."""
-        runs = []
-        for i in lines:
-            if runs and i == runs[-1][0] + runs[-1][1]:
-                runs[-1][1] += 1
-            else:
-                runs.append([i, 1])
-        return runs
-
-
-def _block(x, axis, matrix, lines):
-    """`matrix @ x[lines]` along `axis`, as weighted sums of single lines.
-
-    A few lines: a matrix product of this shape is many times slower
-    (oneDNN/MKL thread badly over a 2 x 6 matrix).
-    """
-    picked = [x.narrow(axis, int(q), 1) for q in lines]
-    rows = []
-    for row in matrix:
-        total = None
-        for weight, line in zip(row, picked):
-            if weight != 0:
-                term = line * float(weight)
-                total = term if total is None else total + term
-        if total is None:  # a window wholly in zero padding
-            shape = list(x.shape)
-            shape[axis] = 1
-            total = x.new_zeros(shape)
-        rows.append(total)
-    if not rows:
-        return x.narrow(axis, 0, 0)
-    return rows[0] if len(rows) == 1 else torch.cat(rows, axis)
-
-
-def _along(x, axis, matrix, data_format):
-    """`matrix` applied along spatial `axis` of `x` (a matrix product)."""
-    last = data_format == "channels_last"
-    n, a, b, c = x.shape
-    if last and axis == 1:  # (n, h, w, c): matrix @ (n, h, w*c)
-        y = torch.matmul(matrix, x.reshape(n, a, b * c))
-        return y.reshape(n, -1, b, c)
-    if last:  # (n, h, w, c): matrix @ (n*h, w, c)
-        y = torch.matmul(matrix, x.reshape(n * a, b, c))
-        return y.reshape(n, a, -1, c)
-    if axis == 2:  # (n, c, h, w): matrix @ (n, c, h, w)
-        return torch.matmul(matrix, x)
-    return torch.matmul(x, matrix.T)  # (n, c, h, w) @ matrix.T
-
-
-def _border(plan):
-    """The output lines of `plan` whose window reads padding."""
-    return np.array(list(range(plan.i0)) + list(range(plan.i1, plan.out)),
-                    dtype="int64")
-
-
-def _lines(x, axis, lines, spec):
-    """`x`'s `lines` along `axis`: narrow runs, concatenated."""
-    runs = [x.narrow(axis, first, count) for first, count in spec.runs(lines)]
-    if not runs:  # no lines: windows wholly in zero padding
-        return x.narrow(axis, 0, 0)
-    return runs[0] if len(runs) == 1 else torch.cat(runs, axis)
-
-
-def _matrices(like):
-    cache = {}
-
-    def m(array):
-        key = id(array)
-        if key not in cache:
-            cache[key] = torch.tensor(array, dtype=like.dtype,
-                                         device=like.device)
-        return cache[key]
-
-    return m
-
-
-def _write(y, axis, lines, values, spec, other=None):
-    """`y[lines] = values` along `axis`, one narrow copy per run; with
-    `other = (axis2, first, count)` only that range of the other axis."""
-    offset = 0
-    for first, count in spec.runs(lines):
-        target = y.narrow(axis, first, count)
-        if other is not None:
-            target = target.narrow(*other)
-        target.copy_(values.narrow(axis, offset, count))
-        offset += count
-
-
-def _add_lines(dx, axis, lines, g):
-    """`dx[lines] += g` along `axis`, in place, one line at a time
-    (`index_add_` off the first axis is many times slower)."""
-    for i, q in enumerate(lines):
-        dx.narrow(axis, int(q), 1).add_(g.narrow(axis, i, 1))
-
-
-def _zero(y, axis, lines, spec, other=None):
-    for first, count in spec.runs(lines):
-        target = y.narrow(axis, first, count)
-        if other is not None:
-            target = target.narrow(*other)
-        target.zero_()
+    def add_slab_gradient(self, dx, x, slab, kernel, dy_part):
+        """Adds to `dx`, in place, the gradient of one slab's outputs."""
+        (h, w), fmt = self.axes, self.data_format
+        shape = list(x.shape)
+        shape[h] = sum(count for _, count in slab.runs_h)
+        shape[w] = sum(count for _, count in slab.runs_w)
+        # The slab itself is not needed, only its shape and layout.
+        stand_in = _to_nchw(x.new_empty(shape), fmt)
+        g = torch.ops.aten.convolution_backward(
+            _to_nchw(dy_part, fmt), stand_in, kernel, None,
+            list(self.strides), [0, 0], [1, 1], False, [0, 0],
+            stand_in.shape[1], (True, False, False))[0]
+        g = _from_nchw(g, fmt)
+        # Fold the padded columns back onto input columns, then the rows
+        # onto dx. A slab of all columns in order is its own fold.
+        if slab.runs_w != ((0, x.shape[w]),):
+            shape[w] = x.shape[w]
+            folded = g.new_zeros(shape)
+            _fold(g, w, slab.runs_w, folded)
+            g = folded
+        _fold(g, h, slab.runs_h, dx)
 
 
 class _SameBlur(torch.autograd.Function):
@@ -258,7 +232,8 @@ class _SameBlur(torch.autograd.Function):
         if any(short):  # room for the last (border) lines
             y = F.pad(y, (0, short[1], 0, short[0]))
         y = _from_nchw(y, fmt)
-        _fix_borders(y, x, spec, _matrices(x))
+        for slab in spec.slabs:
+            y[slab.out] = spec.slab_outputs(x, slab, kernel)
         ctx.spec = spec
         ctx.save_for_backward(x)
         return y
@@ -271,12 +246,9 @@ class _SameBlur(torch.autograd.Function):
         xc = _to_nchw(x, fmt)
         channels = xc.shape[1]
         kernel = _kernel(spec.taps, spec.taps, channels, x)
-        (h, w), (plan_h, _) = spec.axes, spec.plans
         inner = dy.clone()
-        inner_rows = (h, plan_h.i0, plan_h.i1 - plan_h.i0)
-        _zero(inner, h, spec.rows, spec)
-        if plan_h.i1 > plan_h.i0:
-            _zero(inner, w, spec.cols, spec, other=inner_rows)
+        for slab in spec.slabs:
+            inner[slab.out] = 0
         inner = _to_nchw(inner, fmt)
         short = spec.short()
         if any(short):  # lines the convolution did not compute
@@ -290,22 +262,6 @@ class _SameBlur(torch.autograd.Function):
             [spec.before] * 2, [1, 1], False, [0, 0], channels,
             (True, False, False))[0]
         dx = _from_nchw(dx, fmt)
-        m = _matrices(x)
-        if len(spec.rows):
-            g = spec.rows_adjoint(_lines(dy, h, spec.rows, spec), m)
-            _add_lines(dx, h, spec.rows_read, g)
-        if len(spec.cols) and plan_h.i1 > plan_h.i0:
-            g = _lines(dy.narrow(*inner_rows), w, spec.cols, spec)
-            g = spec.cols_adjoint(g, m)
-            _add_lines(dx, w, spec.cols_read, g)
+        for slab in spec.slabs:
+            spec.add_slab_gradient(dx, x, slab, kernel, dy[slab.out])
         return dx, None
-
-
-def _fix_borders(y, x, spec, m):
-    """Writes the exact border lines into the convolution's output `y`."""
-    (h, w), (plan_h, _) = spec.axes, spec.plans
-    if len(spec.rows):
-        _write(y, h, spec.rows, spec.border_rows(x, m), spec)
-    if len(spec.cols) and plan_h.i1 > plan_h.i0:
-        _write(y, w, spec.cols, spec.border_cols(x, m), spec,
-               other=(h, plan_h.i0, plan_h.i1 - plan_h.i0))
