@@ -34,12 +34,16 @@ backend (batch `--network-batch` at `--network-size`).
 
     python benchmarks/backend_speed.py [--repeats 20] [--quick]
         [--shape 16,56,56,256] [--backends tensorflow,jax,torch]
-        [--network] [--network-batch 4] [--network-size 224] [--torch-thp]
+        [--network] [--network-batch 4] [--network-size 224]
+        [--extra torch:THP_MEM_ALLOC_ENABLE=1]
 
-`--torch-thp` adds a PyTorch row run with `THP_MEM_ALLOC_ENABLE=1`:
-PyTorch then asks the kernel for huge pages for its large buffers, so a
-fresh input-sized buffer (the padded copy, the input gradient) costs a
-few dozen page faults instead of some twelve thousand.
+`--extra BACKEND:VAR=VALUE,...` adds a row for that backend run with
+those environment variables, e.g. `torch:THP_MEM_ALLOC_ENABLE=1`
+(PyTorch then asks the kernel for huge pages for its large buffers, so a
+fresh input-sized buffer, the padded copy or the input gradient, costs a
+few dozen page faults instead of some twelve thousand) or glibc's
+`MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` (large buffers then
+come from the reused heap instead of fresh pages).
 
 `--quick` runs a small shape (4x16x16x32) and, with `--network`, a
 64x64 network: a check that everything runs, not figures to quote.
@@ -268,7 +272,8 @@ def report(results, args):
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores; Keras "
         f"{results[0]['keras']}; "
-        + ", ".join(f"{r['backend']} {r['version']}" for r in results),
+        + ", ".join(dict.fromkeys(f"{r['backend']} {r['version']}"
+                                  for r in results)),
         f"BlurPool2D(filter_size={args.filter_size}, pad_type="
         f"'{args.pad_type}'), stride 2, input {args.shape} float32; "
         f"median of {args.repeats} interleaved rounds; x = multiple of "
@@ -308,6 +313,17 @@ def report(results, args):
     return "\n".join(lines)
 
 
+def _parse_extra(parser, text):
+    """`"torch:A=1,B=2"` -> `("torch", {"A": "1", "B": "2"})`."""
+    backend, _, assignments = text.partition(":")
+    env = dict(a.split("=", 1) for a in assignments.split(",") if "=" in a)
+    if backend not in BACKENDS or not env:
+        parser.error(f"--extra must be BACKEND:VAR=VALUE[,VAR=VALUE...] with "
+                     f"BACKEND one of {', '.join(BACKENDS)}. "
+                     f"Received: --extra {text}")
+    return backend, env
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -322,9 +338,10 @@ def main(argv=None):
     parser.add_argument("--network-batch", type=int, default=4)
     parser.add_argument("--network-size", type=int, default=224)
     parser.add_argument("--network-repeats", type=int, default=5)
-    parser.add_argument("--torch-thp", action="store_true",
-                        help="add a PyTorch row with THP_MEM_ALLOC_ENABLE=1 "
-                             "(huge pages for PyTorch's large buffers)")
+    parser.add_argument(
+        "--extra", action="append", default=[], metavar="BACKEND:VAR=V,...",
+        help="add a row: that backend with these environment variables "
+             "(repeatable), e.g. torch:THP_MEM_ALLOC_ENABLE=1")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.shape is None:
@@ -337,11 +354,16 @@ def main(argv=None):
     if unknown:
         parser.error(f"--backends must name some of {', '.join(BACKENDS)}. "
                      f"Received: {args.backends}")
+    extras = [_parse_extra(parser, extra) for extra in args.extra]
     child_argv = list(argv if argv is not None else sys.argv[1:])
+    while "--extra" in child_argv:  # the children need not see them
+        i = child_argv.index("--extra")
+        del child_argv[i:i + 2]
     results = [_run_child(backend, child_argv) for backend in backends]
-    if args.torch_thp:
-        result = _run_child("torch", child_argv, THP_MEM_ALLOC_ENABLE="1")
-        result["name"] = "PyTorch (eager), THP_MEM_ALLOC_ENABLE=1"
+    for backend, env in extras:
+        result = _run_child(backend, child_argv, **env)
+        settings = " ".join(f"{k}={v}" for k, v in env.items())
+        result["name"] = f"{_NAMES[backend]}, {settings}"
         results.append(result)
     print(report(results, args))
 

@@ -64,3 +64,9 @@ def test_network_table_and_bad_backends():
     assert run.returncode != 0
     assert "--backends must name some of tensorflow, jax, torch" in run.stderr
     assert "Received: tensorflow,mxnet" in run.stderr
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--extra", "torch"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode != 0
+    assert "Received: --extra torch" in run.stderr
