@@ -14,6 +14,7 @@ Layers:
         networks (adaptive / learnable polyphase sampling).
     AntialiasAvgPool2D, binomial_filter, create_antialias,
     is_antialiasing, register_antialiasing, Antialiasing.
+    AdaptiveAvgPool2D: PyTorch's adaptive average pooling (VGG, AlexNet).
 
 Models (keras_blurpool.applications):
     ResNet18 ... ResNet152, ResNeXt, WideResNet, VGG, DenseNet,
@@ -52,6 +53,7 @@ Documentation: README.md and docs/ in the repository.
 from keras_blurpool import applications
 from keras_blurpool import callbacks
 from keras_blurpool.applications import load_torch_weights
+from keras_blurpool.layers import AdaptiveAvgPool2D
 from keras_blurpool.layers import AntiAliasAvgPool2D  # deprecated alias
 from keras_blurpool.layers import AntialiasAvgPool2D
 from keras_blurpool.layers import AntiAliasing  # deprecated alias
@@ -75,6 +77,7 @@ from keras_blurpool.weights import transfer_weights
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveAvgPool2D",
     "APSPool2D",
     "CircularPadding2D",
     "LPSPool2D",

@@ -20,6 +20,8 @@ import threading
 import keras
 
 from keras_blurpool.layers import LPSPool2D
+from keras_blurpool.layers.polyphase import MIN_TAU
+from keras_blurpool.layers.polyphase import check_tau
 
 
 def batch_norm_statistics(model: keras.Model) -> list:
@@ -235,12 +237,13 @@ class LPSTemperatureScheduler(keras.callbacks.Callback):
 
     Args:
         schedule: a function `epoch -> tau` (epoch counted from 0), tau a
-            finite float > 0.
+            finite float of at least `MIN_TAU` (1e-4).
         verbose: if 1, prints the temperature at the start of each epoch.
 
     Raises:
         ValueError: at the start of training, if the model holds no
-            `LPSPool2D`, or if `schedule` returns no finite float > 0.
+            `LPSPool2D`, or if `schedule` returns no finite float of at
+            least 1e-4.
 
     Example:
 
@@ -274,16 +277,14 @@ class LPSTemperatureScheduler(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         tau = self.schedule(epoch)
-        if (
-            isinstance(tau, bool)
-            or not isinstance(tau, (int, float))
-            or not 0 < tau < float("inf")
-        ):
+        try:
+            tau = check_tau(tau)
+        except ValueError:
             raise ValueError(
                 "LPSTemperatureScheduler: `schedule` must return a finite "
-                f"float > 0 (the temperature tau); it returned {tau!r} for "
-                f"epoch {epoch}"
-            )
+                f"float from {MIN_TAU:g} to float32's largest (the "
+                f"temperature tau); it returned {tau!r} for epoch {epoch}"
+            ) from None
         for layer in self._lps_layers():
             layer.tau.assign(float(tau))
         if self.verbose:

@@ -14,7 +14,10 @@ PyTorch. The filter size is read from the checkpoint's BlurPool `filt`
 buffers unless given (timm's networks: 3, as its `BlurPool2d`; the
 anti-aliased network is built, which loads the same checkpoint as its
 plain twin). The model built is the builder's default (1000 classes unless the
-checkpoint's classifier says otherwise, default `pool_only`). OUT is
+checkpoint's classifier says otherwise, default `pool_only`); a classifier
+of more than 1000 classes is first checked against the architecture's, so
+that no file chooses a large allocation. NaN or infinite values and
+negative variances are refused unless `--allow-nonfinite`. OUT is
 written atomically. When torch and `antialiased_cnns` are installed, the
 reference model is built too, both run on one random batch, and the
 largest logit difference is printed.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 import numpy as np
@@ -35,11 +39,13 @@ from keras_blurpool.applications.loading import infer_filter_size
 from keras_blurpool.applications.loading import load_torch_weights
 from keras_blurpool.applications.loading import read_checkpoint
 from keras_blurpool.applications.pretrained import TIMM_BLUR_FILTER_SIZE
+from keras_blurpool.weights.names import quote
 from keras_blurpool_cli.parsers import convert_parser
 
 
-def _classes(state_dict, head_prefixes) -> int:
-    """Classes of the checkpoint's classifier (its last Linear layer)."""
+def _head(state_dict, head_prefixes) -> str | None:
+    """The key of the checkpoint's classifier weight (its last Linear
+    layer), or None when it has none."""
     heads = [
         key
         for key in state_dict
@@ -48,10 +54,47 @@ def _classes(state_dict, head_prefixes) -> int:
         and np.ndim(state_dict[key]) == 2
     ]
     if not heads:
+        return None
+    # The last Linear of the classifier Sequential holds the most index
+    # (ASCII digits only: int() refuses superscripts such as '²').
+    return max(
+        heads, key=lambda k: [int(p) for p in k.split(".") if re.fullmatch("[0-9]+", p)]
+    )
+
+
+def _classes(spec, state_dict, build) -> int:
+    """Classes of the checkpoint's classifier, once checked against the
+    architecture: the model built for them allocates no more than the
+    checkpoint's classifier holds (a `[500000, 0]` one, 85 bytes, must
+    not have a 500,000-class model built). More than 1000 classes (the
+    builders' default) are checked on a one-class model first."""
+    head = _head(state_dict, spec.head_prefixes)
+    if head is None:
         return 1000
-    # The last Linear of the classifier Sequential holds the most index.
-    last = max(heads, key=lambda k: [int(p) for p in k.split(".") if p.isdigit()])
-    return int(np.shape(state_dict[last])[0])
+    classes, inputs = (int(n) for n in np.shape(state_dict[head]))
+    if classes < 1:
+        raise SystemExit(
+            f"error: the checkpoint's classifier {quote(head)} has shape "
+            f"{np.shape(state_dict[head])}: no classes"
+        )
+    if classes <= 1000:
+        return classes  # no larger than the builder's default
+    probe = build(1)
+    names = {
+        torch: keras_name
+        for keras_name, torch in (spec.torch_names(probe) or {}).items()
+    }
+    layer = names.get(head[: -len(".weight")])
+    expected = probe.get_layer(layer).kernel.shape[0] if layer else None
+    del probe
+    if expected is not None and inputs != expected:
+        raise SystemExit(
+            f"error: the checkpoint's classifier {quote(head)} has shape "
+            f"{np.shape(state_dict[head])}, but {spec.name}'s classifier "
+            f"takes {expected} inputs: it does not fit, and nothing of "
+            f"{classes} classes was built"
+        )
+    return classes
 
 
 def _compare(arch: str, filter_size: int, classes: int, state_dict, model):
@@ -183,12 +226,20 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     else:
         print(f"filter_size={filter_size}")
 
-    classes = _classes(state_dict, spec.head_prefixes)
-    model = spec.builder(
-        classes=classes, classifier_activation=None, filter_size=filter_size
-    )
+    def build(classes):
+        try:
+            return spec.builder(
+                classes=classes, classifier_activation=None, filter_size=filter_size
+            )
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from error
+
+    classes = _classes(spec, state_dict, build)
+    model = build(classes)
     try:
-        load_torch_weights(model, state_dict)
+        load_torch_weights(
+            model, state_dict, allow_nonfinite=args.allow_nonfinite
+        )
     except ValueError as error:
         raise SystemExit(f"error: {error}") from error
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import inspect
 import logging
 import warnings
 from typing import Callable
@@ -78,8 +79,10 @@ _AVG_BY_RANK = {
     3: keras.layers.AveragePooling3D,
 }
 # How the report's reason for a custom layer with strided layers inside
-# starts (the no-change warning names those layers).
+# starts (the no-change warning names those layers) ...
 _CUSTOM_LAYER = "a custom "
+# ... and for a causal conv.
+_CAUSAL = "a causal conv"
 # Layer kinds of the report.
 _KINDS = ("conv", "max_pool", "avg_pool", "upsampling")
 
@@ -96,14 +99,23 @@ class AntialiasReport:
             order (nested models' layers as `"outer/inner"`).
         left_alone: name -> why a strided layer was not changed (under
             `min_channels`, in `skip`, a kind switched off, a
-            transposed conv whose shape stride 1 cannot keep, a subclassed
-            nested model, a custom layer with strided layers inside).
+            transposed conv whose shape stride 1 cannot keep, a causal
+            conv, a subclassed nested model, a custom layer with strided
+            layers inside).
+        min_input_size: for a model whose inputs have unknown spatial
+            sizes, `(original, new)`: the smallest side (the same on
+            every unknown axis) each model takes, found by shape
+            inference; the new one is larger where a blur's padding needs
+            a larger map. None for fixed sizes, or where shape inference
+            cannot tell (a side above 4096, a layer that cannot infer
+            shapes).
     """
 
     replaced: dict = dataclasses.field(
         default_factory=lambda: {kind: [] for kind in _KINDS}
     )
     left_alone: dict = dataclasses.field(default_factory=dict)
+    min_input_size: tuple | None = None
 
     @property
     def counts(self) -> dict:
@@ -122,6 +134,11 @@ class AntialiasReport:
         )
         if self.left_alone:
             text += f"; left {len(self.left_alone)} strided layer(s) alone"
+        if self.min_input_size and self.min_input_size[1] > self.min_input_size[0]:
+            text += (
+                f"; smallest input side {self.min_input_size[1]} px (was "
+                f"{self.min_input_size[0]})"
+            )
         return text
 
 
@@ -165,7 +182,9 @@ def antialias_model(
       the only consumer of the one before), else right after the conv; a
       strided 1x1 conv with no activation up to there (a projection
       shortcut) runs after the blur instead, as the reference's ResNet
-      shortcut, at the low resolution;
+      shortcut, at the low resolution; a causal conv
+      (`padding="causal"`) is left alone and reported, since a blur
+      around it would let its outputs see later steps;
     * a strided `MaxPooling1D/2D/3D` runs at stride 1, then the blur pool;
     * a strided `AveragePooling1D/2D/3D` runs at stride 1, then the blur
       pool (together a blur pool whose filter is the binomial convolved
@@ -177,7 +196,9 @@ def antialias_model(
 
     Layer names, weights and the parameter count are kept: the
     original's `.weights.h5` loads into the result. The original model is
-    not changed. Nested Functional and Sequential models (a
+    not changed; its `Lambda` layers (no stride, a function no config can
+    carry) are shared with the new model rather than copied. Nested
+    Functional and Sequential models (a
     keras.applications model inside a wrapper) are anti-aliased too;
     shared layers stay shared. Anti-aliasing layers are named
     `<strided layer>_blur`.
@@ -219,7 +240,10 @@ def antialias_model(
 
     Warns:
         UserWarning: when the model has no strided layer to replace (the
-            result is then a copy).
+            result is then a copy); when its inputs have unknown spatial
+            sizes and the new model needs larger ones than the original
+            (the warning says the new minimum, also in the report's
+            `min_input_size`).
 
     Example:
 
@@ -238,14 +262,21 @@ def antialias_model(
     _check_model(model, "model")
     report = AntialiasReport()
     new_model = _rebuild(model, options, report, prefix="")
+    if report.total and _has_unknown_sizes(model):
+        _report_min_input_size(model, new_model, report)
     if report.total == 0:
         hidden = [name for name, why in report.left_alone.items()
                   if why.startswith(_CUSTOM_LAYER)]
+        causal = [name for name, why in report.left_alone.items()
+                  if why.startswith(_CAUSAL)]
         warnings.warn(
             f"antialias_model: model '{model.name}' has no strided layer to "
             "anti-alias (with these options); the result is a copy."
             + (f" Custom layers hold strided layers inside, which it cannot "
-               f"rewrite: {', '.join(hidden)}." if hidden else ""),
+               f"rewrite: {', '.join(hidden)}." if hidden else "")
+            + (f" Causal convs stay as they are (a blur would let their "
+               f"outputs see later steps): {', '.join(causal)}."
+               if causal else ""),
             stacklevel=2,
         )
     _LOG.info("antialias_model(%s): %s", model.name, report)
@@ -401,6 +432,11 @@ def _kind(layer, options):
         return None, None
     if not enabled:
         return None, f"{kind}s switched off"
+    if getattr(layer, "padding", None) == "causal":
+        return None, (
+            f"{_CAUSAL} (padding='causal'): a blur after it (or before it, "
+            "with blur_first) would let each output see later steps"
+        )
     if options.skip(layer):
         return None, "in `skip`"
     channels = _channels(_input_shape(layer), layer.data_format)
@@ -576,6 +612,11 @@ def _rebuild(model, options, report, prefix):
         if reason is not None:
             report.left_alone[prefix + layer.name] = reason
         if kind is None:
+            if isinstance(layer, keras.layers.Lambda):
+                # Its function does not survive a config (a Python lambda
+                # is refused, a closure loses what it captured), and it
+                # has no stride to change: the same object serves both.
+                return layer
             new = _clone(layer)
             pairs.append((layer, new))
             return new
@@ -624,7 +665,9 @@ def _rebuild(model, options, report, prefix):
     def call_function(layer, *args, **kwargs):
         edit = edits.get(id(layer))
         if edit is not None and edit.before is not None:
-            args = (_call_blur(edit.before, args[0]),) + tuple(args[1:])
+            args, kwargs = _map_first_input(
+                layer, args, kwargs, lambda x: _call_blur(edit.before, x)
+            )
         outputs = layer(*args, **kwargs)
         if edit is not None and edit.after is not None:
             outputs = _call_blur(edit.after, outputs)
@@ -644,6 +687,20 @@ def _rebuild(model, options, report, prefix):
             new.set_weights(old.get_weights())
     _check_shapes(model, new_model)
     return new_model
+
+
+def _map_first_input(layer, args, kwargs, fn):
+    """`(args, kwargs)` with `fn` applied to the layer's input tensor,
+    passed positionally or by keyword (`conv(inputs=x)`)."""
+    if args:
+        return (fn(args[0]), *args[1:]), kwargs
+    name = next(iter(inspect.signature(layer.call).parameters), None)
+    if name not in kwargs:
+        raise ValueError(
+            f"antialias_model: cannot find the input of layer '{layer.name}' "
+            f"in its call's arguments {sorted(kwargs)}"
+        )
+    return args, {**kwargs, name: fn(kwargs[name])}
 
 
 def _same_input(tensor):
@@ -712,4 +769,90 @@ def _check_shapes(old, new):
             f"antialias_model: the anti-aliased '{old.name}' gives output "
             f"shapes {new_shapes}, the original {old_shapes}. Please report "
             "this model; pass the offending layers in `skip` meanwhile."
+        )
+
+
+# --- the smallest input ---------------------------------------------------
+
+# The largest input side searched for the smallest one a model takes.
+_MAX_PROBED_SIDE = 4096
+
+
+def _has_unknown_sizes(model):
+    return any(
+        d is None for t in model.inputs for d in tuple(t.shape)[1:]
+    )
+
+
+def _refusal(model, side):
+    """Why shape inference refuses inputs whose unknown sizes are `side`,
+    or None when it takes them (every output size at least 1)."""
+
+    def spec(tensor):
+        shape = tuple(tensor.shape)
+        sized = tuple(side if d is None else d for d in shape[1:])
+        return keras.KerasTensor((shape[0],) + sized, dtype=tensor.dtype)
+
+    try:
+        outputs = model.compute_output_spec(
+            keras.tree.map_structure(spec, model.input)
+        )
+    except Exception as error:  # noqa: BLE001 - any refusal: a probe
+        return error
+    for output in keras.tree.flatten(outputs):
+        if any(d is not None and d < 1 for d in output.shape):
+            return ValueError(f"an output of shape {tuple(output.shape)}")
+    return None
+
+
+def _smallest_side(model, start):
+    """`(side, why side - 1 is refused)`: the smallest side from `start`
+    that shape inference takes (found by doubling, then bisection, as
+    sizes only shrink through the layers), or `(None, None)` up to
+    `_MAX_PROBED_SIDE`."""
+    error = _refusal(model, start)
+    if error is None:
+        return start, None
+    refused, taken = start, None
+    while taken is None:
+        if refused >= _MAX_PROBED_SIDE:
+            return None, None
+        candidate = min(2 * refused, _MAX_PROBED_SIDE)
+        why = _refusal(model, candidate)
+        if why is None:
+            taken = candidate
+        else:
+            refused, error = candidate, why
+    while taken - refused > 1:
+        middle = (taken + refused) // 2
+        why = _refusal(model, middle)
+        if why is None:
+            taken = middle
+        else:
+            refused, error = middle, why
+    return taken, error
+
+
+def _report_min_input_size(model, new_model, report):
+    """Records, and warns about, a larger smallest input than the model's.
+
+    With fixed sizes the shapes were checked when the new model was built;
+    with unknown ones, a map too small for a blur's padding would only
+    surface as an error at call time.
+    """
+    old, _ = _smallest_side(model, 1)
+    if old is None:
+        return
+    new, error = _smallest_side(new_model, old)
+    if new is None:
+        return
+    report.min_input_size = (old, new)
+    if new > old:
+        warnings.warn(
+            f"antialias_model: model '{model.name}' has inputs of unknown "
+            f"size; the original takes sides from {old} px, the anti-aliased "
+            f"model only from {new} px (its unknown sizes set to one side). "
+            f"At {new - 1} px: {error} Smaller inputs are refused when the "
+            "model is called; pad_type='zero' or 'replicate' fits any map.",
+            stacklevel=3,
         )

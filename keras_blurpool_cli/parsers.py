@@ -83,4 +83,16 @@ def convert_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the comparison with the PyTorch reference",
     )
+    add_allow_nonfinite(parser)
     return parser
+
+
+def add_allow_nonfinite(parser: argparse.ArgumentParser) -> None:
+    """`--allow-nonfinite`, as the converter and the recipes take it."""
+    parser.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="load weights holding NaN or infinite values or negative "
+        "BatchNorm variances (refused by default: the network's outputs "
+        "would be NaN or meaningless)",
+    )

@@ -23,6 +23,9 @@ import tensorflow as tf
 
 from keras_blurpool.applications import registry
 
+from ._args import INT64_MAX
+from ._args import MAX_EPOCHS
+from ._args import MAX_SEED
 from .models import is_keras_application
 
 # The batch size the reference's learning rates are given for.
@@ -212,7 +215,9 @@ class TrainConfig:
 
     Attributes:
         out_dir: directory of checkpoints, logs and saved models.
-        epochs: epochs of this run (the end of the schedule).
+        epochs: epochs of this run (the end of the schedule); with
+            `epoch_offset`, at most 2**24 (the schedule counts epochs in
+            float32), and `epochs * steps_per_epoch` at most 2**63 - 1.
         steps_per_epoch: optimizer steps per epoch.
         global_batch_size: images per micro-batch over all replicas.
         lr: learning rate at epoch 0 of the schedule, for the effective
@@ -234,7 +239,7 @@ class TrainConfig:
         log_every: write training scalars to TensorBoard every this many
             steps.
         seed: seed of the data order (and, set by the caller, of the
-            initial weights).
+            initial weights), from 0 to 2**32 - 1.
         verbose: 1 shows a progress bar per epoch, 0 nothing.
         run_info: more facts about the run for `run.json` (arch, data...);
             like the marked fields, they must not change when a run
@@ -285,6 +290,31 @@ class TrainConfig:
             )
         if not self.lr > 0:
             raise ValueError(f"`lr` must be > 0. Received: lr={self.lr!r}")
+        if max(self.schedule_length, self.epoch_offset + self.epochs) > (
+            MAX_EPOCHS
+        ):
+            raise ValueError(
+                f"The schedule must be at most {MAX_EPOCHS} (2**24) epochs "
+                "long: the learning rate counts epochs in float32, exact up "
+                f"to 2**24. Received: epochs={self.epochs!r}, "
+                f"epoch_offset={self.epoch_offset!r}, "
+                f"schedule_epochs={self.schedule_epochs!r}"
+            )
+        if self.total_steps > INT64_MAX:
+            raise ValueError(
+                "`epochs` x `steps_per_epoch` must be at most 2**63 - 1: the "
+                "global step is an int64. Received: "
+                f"epochs={self.epochs!r}, "
+                f"steps_per_epoch={self.steps_per_epoch!r}"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
+            0 <= self.seed <= MAX_SEED
+        ):
+            raise ValueError(
+                f"`seed` must be an int from 0 to {MAX_SEED} (2**32 - 1, "
+                "the range of NumPy's seeds). "
+                f"Received: seed={self.seed!r}"
+            )
 
     @property
     def effective_batch_size(self) -> int:

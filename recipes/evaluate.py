@@ -6,8 +6,14 @@
 
 prints a table like the reference's README and writes `results.json`,
 the diagonal-shift curves (`diagonal_<model>.npz`) and their plot
-(`diagonal.png`) to `--out-dir`. `--baseline-weights` evaluates the plain
-network too, side by side, with the difference. `--weights imagenet` needs
+(`diagonal.png`) to `--out-dir`; `--metrics adversarial`
+(`adversarial_circular`) adds the worst-case accuracy over the grid of
+crop (circular) shifts 0..max-shift on each axis and its plot against the
+shift range, all models on one figure (`adversarial.png`,
+`adversarial_circular.png`), `fractional` the consistency under
+half-pixel shifts, `flip_rate` ImageNet-P's translation flip rate.
+`--baseline-weights` evaluates the plain network too, side by side, with
+the difference. `--weights imagenet` needs
 ImageNet's labels: a folder's class names must be WordNet ids
 (`n01440764`, ...). An image file that cannot be decoded is an error
 naming it, or, with `--skip-bad-images`, skipped and counted.
@@ -29,6 +35,7 @@ import re
 import sys
 
 from keras_blurpool_cli.parsers import INTERPOLATIONS
+from keras_blurpool_cli.parsers import add_allow_nonfinite
 
 from . import _args
 from ._args import STRATEGIES
@@ -41,7 +48,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # `--filter-size` left to the architecture.
 _DEFAULT = object()
 
-METRICS = ("accuracy", "consistency", "diagonal", "circular")
+METRICS = (
+    "accuracy", "consistency", "diagonal", "circular", "adversarial",
+    "adversarial_circular", "fractional", "flip_rate",
+)
 _WNID = re.compile(r"n\d{8}")
 
 
@@ -100,6 +110,7 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--baseline-weights",
         help="also evaluate the plain network (filter 'none') with these weights",
     )
+    add_allow_nonfinite(p)
     p.add_argument(
         "--data", required=True,
         help="tfds:NAME[:SPLIT], a folder ROOT/CLASS/*.jpg, or 'demo'",
@@ -109,7 +120,12 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--manual-dir", help="TFDS manual_dir (imagenet2012)")
     p.add_argument(
         "--metrics", type=_metrics, default=("accuracy", "consistency"),
-        help=f"comma-separated, of {','.join(METRICS)} (default accuracy,consistency)",
+        help=f"comma-separated, of {','.join(METRICS)} (default "
+        "accuracy,consistency); adversarial: accuracy under every crop "
+        "shift of the grid 0..max-shift squared, adversarial_circular: "
+        "under every circular one, fractional: consistency under "
+        "half-pixel (Fourier) shifts, flip_rate: how often the class "
+        "changes along a one-pixel-step translation",
     )
     p.add_argument("--out-dir", default="evaluation", help="default: ./evaluation")
     p.add_argument("--batch-size", type=_args.positive_int, default=32)
@@ -117,12 +133,13 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--image-size", type=_args.positive_int,
         help="default: the released weights' (timm's input_size), else the "
-        "data's (224)",
+        "data's (224); its square at most --max-image-pixels",
     )
     p.add_argument(
         "--resize-size", type=_args.positive_int,
         help="short side before the centre crop, default: the released "
-        "weights' (floor(image size / crop_pct)), else the data's (256)",
+        "weights' (floor(image size / crop_pct)), else the data's (256); "
+        "its square at most --max-image-pixels",
     )
     p.add_argument(
         "--interpolation", choices=INTERPOLATIONS,
@@ -135,10 +152,18 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-shift", type=_args.positive_int,
-        help="largest shift, default resize size - image size (32)",
+        help="largest shift, default resize size - image size (32); the "
+        "square of image size + max shift at most --max-image-pixels",
     )
-    p.add_argument("--passes", type=_args.positive_int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--passes", type=_args.passes, default=5,
+        help="pairs of shifted views per image for consistency and circular "
+        f"(default 5, the reference's; at most {_args.MAX_PASSES})",
+    )
+    p.add_argument(
+        "--seed", type=_args.seed, default=0,
+        help=f"seed of the shifts, 0 to {_args.MAX_SEED} (default 0)",
+    )
     p.add_argument(
         "--strategy", default="auto", choices=STRATEGIES,
         help="tf.distribute strategy; auto picks from the devices present",
@@ -146,7 +171,17 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-bad-images", action="store_true",
         help="skip image files that cannot be decoded (truncated, corrupt, "
-        "empty) and report how many, instead of stopping at the first",
+        "empty, not JPEG or PNG, over --max-image-pixels) and report how "
+        "many, instead of stopping at the first",
+    )
+    p.add_argument(
+        "--max-image-pixels", type=_args.max_image_pixels,
+        default=_args.DEFAULT_MAX_IMAGE_PIXELS,
+        help="decode no image file of more pixels (height x width, read "
+        "from its header first) and make no crop or resize of more: a "
+        "larger file is an error naming it, or skipped with "
+        f"--skip-bad-images (default {_args.DEFAULT_MAX_IMAGE_PIXELS}, "
+        "Pillow's MAX_IMAGE_PIXELS)",
     )
     p.add_argument("--verbose", type=int, choices=(0, 1), default=1)
     return p
@@ -228,6 +263,31 @@ def _network_defaults(args) -> None:
         args.filter_size = TIMM_BLUR_FILTER_SIZE if timm else 4
 
 
+def _check_sizes(cli, args, image_size, resize_size, max_shift) -> None:
+    """Refuses sizes that make images over `--max-image-pixels`.
+
+    The crops (`--image-size`), the resize before the centre crop
+    (`--resize-size`) and the squares the shifted views are cut from
+    (`--image-size` + `--max-shift`), given or defaulted; None skips one.
+    """
+    bound = args.max_image_pixels
+    checks = [
+        ("--image-size", image_size, image_size, "crops"),
+        ("--resize-size", resize_size, resize_size, "resized images"),
+    ]
+    if image_size is not None and max_shift is not None:
+        checks.append(
+            ("--max-shift", max_shift, image_size + max_shift,
+             "squares of --image-size + --max-shift")
+        )
+    for flag, value, side, what in checks:
+        if value is None:
+            continue
+        message = _args.pixel_bound_error(flag, value, bound, side, what)
+        if message:
+            cli.error(message)
+
+
 def evaluate_model(
     model, source, args, image_size, resize_size, max_shift,
     interpolation="bilinear",
@@ -263,7 +323,31 @@ def evaluate_model(
         figures["diagonal"] = evaluation.diagonal_shift(
             model, data, image_size=image_size, max_shift=max_shift, **common
         )
+    sized = dict(image_size=image_size, resize_size=resize_size, **common)
+    for name, mode in (("adversarial", "crop"), ("adversarial_circular", "circular")):
+        if name in args.metrics:
+            figures[name] = evaluation.adversarial_shift_accuracy(
+                model, data, max_shift=max_shift, mode=mode, **sized
+            )
+    if "fractional" in args.metrics:
+        figures["fractional"] = evaluation.fractional_shift_consistency(
+            model, data, **sized
+        )
+    if "flip_rate" in args.metrics:
+        figures["flip_rate"] = evaluation.translation_flip_rate(
+            model, data, length=max_shift + 1, **sized
+        )
     return figures
+
+
+# Table columns of the shift metrics: (metric, header, figure).
+_SHIFT_COLUMNS = (
+    ("adversarial", "Worst-case accuracy", "adversarial"),
+    ("adversarial_circular", "Worst-case circular accuracy", "adversarial"),
+    ("fractional", "Half-pixel consistency", "consistency"),
+    ("flip_rate", "Flip rate", "flip_rate"),
+    ("flip_rate", "Top-5 distance", "top5_distance"),
+)
 
 
 def table(results: dict) -> str:
@@ -282,6 +366,9 @@ def table(results: dict) -> str:
         columns += [
             ("Diagonal accuracy", lambda f: float(f["diagonal"].accuracy.mean()))
         ]
+    for metric, header, key in _SHIFT_COLUMNS:
+        if metric in first:
+            columns += [(header, lambda f, m=metric, k=key: f[m][k])]
     rows = [
         "| | " + " | ".join(name for name, _ in columns) + " |",
         "| :-- |" + " :--: |" * len(columns),
@@ -294,6 +381,29 @@ def table(results: dict) -> str:
         base, anti = values.values()
         rows.append("| Delta | " + " | ".join(f"{a - b:+.2f}" for b, a in zip(base, anti)) + " |")
     return "\n".join(rows)
+
+
+def _check_shift_grid(cli, metrics, max_shift, image_size, resize_size) -> None:
+    """Shift grids the model's input cannot hold are refused before any work."""
+    margin = resize_size - image_size
+    crop = [m for m in ("adversarial", "flip_rate") if m in metrics]
+    if crop and max_shift > margin:
+        cli.error(
+            f"--metrics {','.join(crop)} shift the crop over its margin, "
+            f"resize size - image size = {resize_size} - {image_size} = "
+            f"{margin} pixels, but --max-shift is {max_shift}: pass "
+            f"--max-shift {margin} or less, or a larger --resize-size"
+            if margin else
+            f"--metrics {','.join(crop)} shift the crop over its margin, "
+            f"but --resize-size equals --image-size ({image_size}): pass a "
+            "larger --resize-size"
+        )
+    if "adversarial_circular" in metrics and max_shift >= image_size:
+        cli.error(
+            f"--metrics adversarial_circular rolls the {image_size}-pixel "
+            f"crop by up to --max-shift {max_shift}: pass --max-shift "
+            f"{image_size - 1} or less"
+        )
 
 
 def main(argv=None, *, prog: str | None = None) -> int:
@@ -309,11 +419,13 @@ def main(argv=None, *, prog: str | None = None) -> int:
     """
     cli = parser(prog)
     args = cli.parse_args(argv)
+    _check_sizes(cli, args, args.image_size, args.resize_size, args.max_shift)
     # TensorFlow and Keras only now: `--help` has answered without them.
     import tensorflow as tf
 
     from keras_blurpool import evaluation
     from keras_blurpool._utils import atomic_path
+    from keras_blurpool.weights.values import variable_problems
 
     from . import data as data_lib
     from . import models
@@ -328,6 +440,7 @@ def main(argv=None, *, prog: str | None = None) -> int:
             args.data, args.split, data_dir=args.data_dir,
             manual_dir=args.manual_dir, imagenet_labels=True,
             skip_bad_images=args.skip_bad_images,
+            max_image_pixels=args.max_image_pixels,
         )
     except (ValueError, FileNotFoundError) as error:
         cli.error(str(error))
@@ -351,6 +464,22 @@ def main(argv=None, *, prog: str | None = None) -> int:
         config.interpolation if config else "bilinear"
     )
     max_shift = args.max_shift or max(resize_size - image_size, 1)
+    _check_shift_grid(cli, args.metrics, max_shift, image_size, resize_size)
+    _check_sizes(cli, args, image_size, resize_size, max_shift)
+    if source.bad_images is not None:
+        # A folder: opened again, now that the sizes are known, so that
+        # the resize of every metric is held to --max-image-pixels too.
+        sides = [
+            image_size + max_shift if metric in ("consistency", "diagonal")
+            else resize_size
+            for metric in args.metrics
+        ]
+        source = data_lib.load_images(
+            args.data, args.split, data_dir=args.data_dir,
+            manual_dir=args.manual_dir, imagenet_labels=True,
+            skip_bad_images=args.skip_bad_images,
+            max_image_pixels=args.max_image_pixels, short_side=max(sides),
+        )
 
     runs = {}
     if args.baseline_weights:
@@ -373,6 +502,7 @@ def main(argv=None, *, prog: str | None = None) -> int:
             "WordNet id, or evaluate weights trained on these classes."
         )
     results = {}
+    refused = {}  # label -> the refused values loaded with --allow-nonfinite
     try:
         for label, (filter_size, weights) in runs.items():
             released = weights == "imagenet" or (
@@ -389,14 +519,30 @@ def main(argv=None, *, prog: str | None = None) -> int:
                             "blur" if filter_size is None else args.antialias
                         ),
                         padding=args.padding,
+                        allow_nonfinite=args.allow_nonfinite,
                     )
                 except (ValueError, FileNotFoundError) as error:
                     cli.error(f"{label} model: {error}")
                 print(f"{args.arch}, {label}:", file=sys.stderr)
-                results[label] = evaluate_model(
-                    model, source, args, image_size, resize_size, max_shift,
-                    interpolation,
-                )
+                if args.allow_nonfinite:
+                    refused[label] = variable_problems(model)
+                    if refused[label]:
+                        # Loaded as asked; the figures are not to be trusted.
+                        print(
+                            f"warning: the {label} model's weights ({weights}) "
+                            "hold NaN or infinite values or negative variances "
+                            "(--allow-nonfinite); its figures are meaningless:\n  "
+                            + "\n  ".join(refused[label][:20]),
+                            file=sys.stderr,
+                        )
+                try:
+                    results[label] = evaluate_model(
+                        model, source, args, image_size, resize_size,
+                        max_shift, interpolation,
+                    )
+                except ValueError as error:
+                    # A shift grid the input cannot hold, say.
+                    cli.error(f"{label} model: {error}")
     except tf.errors.OpError:
         # A file that cannot be decoded stops tf.data with an error that
         # names it in TensorFlow's words; say it in ours.
@@ -421,6 +567,8 @@ def main(argv=None, *, prog: str | None = None) -> int:
     curves = {}
     for label, figures in results.items():
         summary["models"][label] = {k: v for k, v in figures.items() if k != "diagonal"}
+        if refused.get(label):
+            summary["models"][label]["nonfinite_weights"] = refused[label]
         if "diagonal" in figures:
             name = "baseline" if label == "baseline" else "antialiased"
             path = os.path.join(args.out_dir, f"diagonal_{name}.npz")
@@ -431,6 +579,17 @@ def main(argv=None, *, prog: str | None = None) -> int:
                 "accuracy": figures["diagonal"].accuracy.tolist(),
                 "mean_probability": figures["diagonal"].mean_probability.tolist(),
             }
+    for metric in ("adversarial", "adversarial_circular"):
+        worst = {label: f[metric] for label, f in results.items() if metric in f}
+        if worst:
+            png = os.path.join(args.out_dir, f"{metric}.png")
+            mode = "crop" if metric == "adversarial" else "circular"
+            evaluation.plot_adversarial_shift(
+                worst, png,
+                title=f"{args.arch} on {args.data} ({args.split}): every "
+                f"{mode} shift up to r",
+            )
+            print(f"wrote {png}")
     if curves:
         png = os.path.join(args.out_dir, "diagonal.png")
         evaluation.plot_diagonal_shift(

@@ -24,6 +24,7 @@ from typing import Callable
 import keras
 from keras import layers
 
+from keras_blurpool.applications import loading
 from keras_blurpool.applications import registry
 from keras_blurpool.applications.arguments import check_filter_size
 from keras_blurpool.applications.blocks import BN_EPSILON
@@ -33,6 +34,7 @@ from keras_blurpool.layers import BlurPool2D
 from keras_blurpool.layers import CircularPadding2D
 from keras_blurpool.layers import LPSPool2D
 from keras_blurpool.layers import MaxBlurPool2D
+from keras_blurpool.weights import values
 
 from ._args import KERAS_PREFIX
 
@@ -319,6 +321,7 @@ def build_model(
     weights: str | None = None,
     antialias: str = "blur",
     padding: str = "zero",
+    allow_nonfinite: bool = False,
 ) -> keras.Model:
     """Builds an architecture by name, with a logits output.
 
@@ -342,6 +345,9 @@ def build_model(
             `"blur"` only.
         padding: `"zero"`, or `"circular"` for the zoo's ResNet family
             (and the demo CNN with `"aps"`/`"lps"`, where it is implied).
+        allow_nonfinite: load `weights` holding NaN or infinite values or
+            negative variances, which are refused by default
+            (`keras_blurpool.load_torch_weights`).
 
     Returns:
         A `keras.Model` from float images `(batch, size, size, 3)`,
@@ -349,8 +355,9 @@ def build_model(
         does, to logits `(batch, num_classes)`.
 
     Raises:
-        ValueError: for an unknown `arch` (listing the allowed names) or
-            any argument the builder refuses.
+        ValueError: for an unknown `arch` (listing the allowed names), any
+            argument the builder refuses, or weights holding refused
+            values (naming the file and the tensors).
     """
     check_arch(arch)
     if image_size is not None and (
@@ -370,18 +377,45 @@ def build_model(
                 f"and zero padding only. Received: antialias={antialias!r}, "
                 f"padding={padding!r}"
             )
-        return _keras_application(
+        model = _keras_application(
             arch,
             filter_size,
             classes=num_classes,
             input_shape=(image_size, image_size, 3),
             weights=weights,
         )
-    return ARCHITECTURES[arch](
-        filter_size,
-        classes=num_classes,
-        input_shape=(image_size, image_size, 3),
-        weights=weights,
-        antialias=antialias,
-        padding=padding,
-    )
+    else:
+        # A zoo builder refuses such values itself: give it none and load
+        # them here.
+        zoo_allowing = allow_nonfinite and weights is not None and arch != "demo"
+        if zoo_allowing:
+            loading.check_weights(
+                weights,
+                arch=arch,
+                include_top=True,
+                classes=num_classes,
+                antialias=antialias,
+                filter_size=filter_size,
+                padding=padding,
+            )
+        model = ARCHITECTURES[arch](
+            filter_size,
+            classes=num_classes,
+            input_shape=(image_size, image_size, 3),
+            weights=None if zoo_allowing else weights,
+            antialias=antialias,
+            padding=padding,
+        )
+        if zoo_allowing:
+            loading.load_weights(
+                model, weights, arch=arch, filter_size=filter_size,
+                allow_nonfinite=True,
+            )
+            return model
+        if arch != "demo":
+            return model  # checked by the builder
+    if weights is not None and not allow_nonfinite:
+        values.check_variables(model, weights)  # Keras loaded the file
+    return model
+
+

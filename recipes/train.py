@@ -30,8 +30,10 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 from keras_blurpool_cli.parsers import ZOO_ARCHITECTURES
+from keras_blurpool_cli.parsers import add_allow_nonfinite
 
 from . import _args
 from ._args import KERAS_PREFIX
@@ -108,14 +110,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--tpu", help="TPU name or address for --strategy tpu")
     p.add_argument(
         "--cpu-devices",
-        type=_args.positive_int,
+        type=_args.cpu_devices,
         help="split the CPU into this many logical devices (mirrored "
         "training without GPUs, for tests and benchmarks)",
     )
     p.add_argument(
         "--epochs",
-        type=_args.positive_int,
-        help="epochs (default: the recipe's; 2/3 of it with --finetune-from)",
+        type=_args.epochs,
+        help="epochs (default: the recipe's; 2/3 of it with --finetune-from; "
+        f"at most {_args.MAX_EPOCHS})",
     )
     p.add_argument(
         "--batch-size",
@@ -149,6 +152,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="baseline weights to start from (a torchvision-named .pth or a "
         "filter_size=None .weights.h5); runs the last 2/3 of the schedule",
     )
+    add_allow_nonfinite(p)
     p.add_argument(
         "--mixed-precision",
         action="store_true",
@@ -163,7 +167,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--image-size",
         type=_args.positive_int,
-        help="training crop side (default: the data's, 224 or 32 for demo)",
+        help="training crop side (default: the data's, 224 or 32 for demo); "
+        "its square, and that of the resize before validation's centre crop, "
+        "at most --max-image-pixels",
     )
     p.add_argument(
         "--out-dir",
@@ -178,7 +184,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "ends only; default 1000)",
     )
     p.add_argument(
-        "--seed", type=_args.non_negative_int, default=0, help="random seed (0)"
+        "--seed", type=_args.seed, default=0,
+        help=f"random seed, 0 to {_args.MAX_SEED} (default 0)",
     )
     p.add_argument(
         "--eval-batch-size",
@@ -202,7 +209,17 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--skip-bad-images",
         action="store_true",
         help="skip image files that cannot be decoded (truncated, corrupt, "
-        "empty) and report how many, instead of stopping at the first",
+        "empty, not JPEG or PNG, over --max-image-pixels) and report how "
+        "many, instead of stopping at the first",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=_args.max_image_pixels,
+        default=_args.DEFAULT_MAX_IMAGE_PIXELS,
+        help="decode no image file of more pixels (height x width, read "
+        "from its header first) and make no crop of more: a larger file is "
+        "an error naming it, or skipped with --skip-bad-images (default "
+        f"{_args.DEFAULT_MAX_IMAGE_PIXELS}, Pillow's MAX_IMAGE_PIXELS)",
     )
     p.add_argument(
         "--antialias",
@@ -274,8 +291,17 @@ def _validate(parser: argparse.ArgumentParser, args) -> bool:
             "network and an antialiased one; give a filter size 1-7, not "
             "'none'"
         )
+    recipe = recipe_for("demo" if compare else args.arch)
+    if args.steps_per_epoch is not None:
+        epochs = args.epochs or recipe.epochs
+        if epochs * args.steps_per_epoch > _args.INT64_MAX:
+            parser.error(
+                f"argument --steps-per-epoch: {args.steps_per_epoch} x "
+                f"{epochs} epochs is more than 2**63 - 1 steps (the global "
+                "step is an int64)"
+            )
     if args.batch_size is None:
-        batch = recipe_for("demo" if compare else args.arch).batch_size
+        batch = recipe.batch_size
         if batch % args.accum_steps:
             parser.error(
                 f"argument --accum-steps: {args.accum_steps} does not divide "
@@ -291,15 +317,24 @@ def _validate(parser: argparse.ArgumentParser, args) -> bool:
                 ".weights.h5 file nor a PyTorch checkpoint (.pth, .pth.tar, "
                 ".pt)"
             )
-        if not os.path.isfile(path):
-            parser.error(
-                f"argument --finetune-from: no such file {path!r}"
-            )
+        from keras_blurpool.weights.files import file_problem
+
+        problem = file_problem(path)
+        if problem == "does not exist":
+            parser.error(f"argument --finetune-from: no such file {path!r}")
+        if problem is not None:
+            parser.error(f"argument --finetune-from: {path!r} {problem}")
         if args.arch == "demo" and not path.endswith(".weights.h5"):
             parser.error(
                 "argument --finetune-from: the demo CNN loads only Keras "
                 f".weights.h5 files, got {path!r}"
             )
+    if args.image_size is not None:
+        message = _args.pixel_bound_error(
+            "--image-size", args.image_size, args.max_image_pixels
+        )
+        if message:
+            parser.error(message)
     if args.tpu and args.strategy not in ("tpu", "auto"):
         parser.error(
             f"argument --tpu: only with --strategy tpu, got --strategy "
@@ -349,10 +384,15 @@ def _open_validation(data_lib, data, **load_kwargs):
     return None
 
 
-def _finetune_init(arch, path, *, num_classes, image_size):
-    """Loads a baseline's weights into the model to train."""
+def _finetune_init(arch, path, *, num_classes, image_size, allow_nonfinite=False):
+    """Loads a baseline's weights into the model to train.
+
+    NaN or infinite values and negative variances are refused, naming the
+    tensor, unless `allow_nonfinite` (`--allow-nonfinite`).
+    """
     import keras_blurpool
     from keras_blurpool.weights import read_torch_checkpoint
+    from keras_blurpool.weights import values
 
     from .models import build_model
 
@@ -364,11 +404,15 @@ def _finetune_init(arch, path, *, num_classes, image_size):
                 arch, None, num_classes=num_classes, image_size=image_size
             )
             baseline.load_weights(path)
+            if not allow_nonfinite:
+                values.check_variables(baseline, path)
             keras_blurpool.transfer_weights(baseline, model)
         else:
             # torchvision's names (or the reference's) map onto the
             # antialiased model directly.
-            keras_blurpool.load_torch_weights(model, read_torch_checkpoint(path))
+            keras_blurpool.load_torch_weights(
+                model, read_torch_checkpoint(path), allow_nonfinite=allow_nonfinite
+            )
         print(f"initialised {model.name} from baseline weights {path}")
 
     return init
@@ -397,13 +441,34 @@ def _train_one(
     from .trainer import Trainer
 
     recipe = recipe or recipe_for(arch)
-    load_kwargs = dict(data_dir=args.data_dir, manual_dir=args.manual_dir)
+    load_kwargs = dict(
+        data_dir=args.data_dir,
+        manual_dir=args.manual_dir,
+        max_image_pixels=args.max_image_pixels,
+    )
     train_source = data_lib.load_images(data, "train", **load_kwargs)
     num_classes = train_source.num_classes
+    if num_classes == 1:
+        warnings.warn(
+            f"--data {data!r} has a single class "
+            f"({train_source.class_names[0]!r}): the softmax of one class "
+            "is 1 for every image, so the loss is 0 and the network learns "
+            "nothing; give at least two classes",
+            stacklevel=2,
+        )
     skip_bad = args.skip_bad_images
     image_size = args.image_size or image_size or train_source.image_size
     # Keep the data's resize-to-crop ratio (256/224) at other crop sizes.
     resize_size = train_source.resize_size_for(image_size)
+    for side, what in (
+        (image_size, "crops"),
+        (resize_size, "images resized to a short side"),
+    ):
+        message = _args.pixel_bound_error(
+            "--image-size", image_size, args.max_image_pixels, side, what
+        )
+        if message:
+            raise ValueError(message)
     accum = args.accum_steps
     batch_size = args.batch_size or recipe.batch_size // accum
     effective = batch_size * accum
@@ -517,6 +582,8 @@ def _train_one(
             data,
             class_names=train_source.class_names,
             skip_bad_images=skip_bad,
+            # Validation resizes to this short side: held to the bound.
+            short_side=resize_size,
             **load_kwargs,
         )
         if val_source is not None and val_source.bad_images is not None:
@@ -538,6 +605,7 @@ def _train_one(
             args.finetune_from,
             num_classes=num_classes,
             image_size=image_size,
+            allow_nonfinite=args.allow_nonfinite,
         )
     trainer = Trainer(
         config,

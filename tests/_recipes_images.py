@@ -5,6 +5,8 @@ label alignment; the TFDS and load tests share the spec error message.
 """
 
 import os
+import struct
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -46,3 +48,38 @@ def values_and_labels(source):
         (int(image.numpy()[0, 0, 0]), int(label))
         for image, label in source.dataset
     )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def write_png_bomb(path, width, height=None):
+    """A valid 1-bit gray PNG of zeros: 20000x20000 is 48 KB, 1.2 GB as RGB.
+
+    Written row block by row block, never held decoded.
+    """
+    height = width if height is None else height
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte, packed bits
+    compressor = zlib.compressobj(9)
+    parts = []
+    for start in range(0, height, 256):
+        parts.append(compressor.compress(row * min(256, height - start)))
+    parts.append(compressor.flush())
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(
+            b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", b"".join(parts)) + _png_chunk(b"IEND", b"")
+        )
+
+
+def write_png_header(path, width, height):
+    """A PNG header declaring any size (up to 2**32 - 1 a side), no pixels."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(
+            b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IEND", b"")
+        )

@@ -69,7 +69,10 @@ def assert_same_logits(torch, torch_model, keras_model, size=224, batch=2, seed=
     x = rng.standard_normal((batch, 3, h, w)).astype("float32")
     with torch.no_grad():
         expected = torch_model(torch.from_numpy(x)).numpy()
-    got = np.asarray(keras_model(x.transpose(0, 2, 3, 1), training=False))
+    import keras
+
+    got = keras.ops.convert_to_numpy(
+        keras_model(x.transpose(0, 2, 3, 1), training=False))
     assert got.shape == expected.shape
     rel = np.abs(got - expected).max() / np.abs(expected).max()
     assert rel < 1e-4, f"max |diff| / max |logit| = {rel:.3g}"

@@ -18,8 +18,8 @@ def test_keras_file_round_trip_of_a_whole_model(tmp_path):
     path = tmp_path / "resnet18.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)),
-                               atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)),
+                               keras.ops.convert_to_numpy(model(x)), atol=1e-6)
 
 
 def test_weights_h5_path(tmp_path):
@@ -29,7 +29,8 @@ def test_weights_h5_path(tmp_path):
     again = applications.MobileNetV2(input_shape=(64, 64, 3), classes=5,
                                      weights=path)
     x = np.ones((1, 64, 64, 3), "float32")
-    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)),
+                               keras.ops.convert_to_numpy(model(x)))
 
 
 def test_mixed_float16_build():
@@ -41,7 +42,7 @@ def test_mixed_float16_build():
         keras.mixed_precision.set_global_policy("float32")
     assert model.get_layer("conv1_conv").compute_dtype == "float16"
     # The softmax head stays float32 only if asked; the output is finite.
-    assert np.isfinite(np.asarray(out, "float32")).all()
+    assert np.isfinite(keras.ops.convert_to_numpy(out).astype("float32")).all()
 
 
 @pytest.mark.parametrize("kwargs,argument", [
@@ -105,7 +106,7 @@ def test_preprocess_input_matches_reference_normalisation():
     first = preprocess_input(images.transpose(0, 3, 1, 2), "channels_first")
     np.testing.assert_allclose(first, expected.transpose(0, 3, 1, 2), atol=1e-5)
     tensor = preprocess_input(keras.ops.convert_to_tensor(images))
-    np.testing.assert_allclose(np.asarray(tensor), expected, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(tensor), expected, atol=1e-5)
     with pytest.raises(ValueError, match="3 RGB channels"):
         preprocess_input(np.zeros((1, 4, 4, 4)))
 

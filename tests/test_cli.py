@@ -116,6 +116,26 @@ def test_help_names_agree_with_the_registry():
     assert models.KERAS_PREFIX == _args.KERAS_PREFIX
 
 
+def _options(parser):
+    return {a.option_strings[-1]: a for a in parser._actions if a.option_strings}
+
+
+def test_flags_of_both_command_lines_mean_the_same():
+    """One meaning per name: the flags that train and evaluate share parse,
+    bound and default alike (issue 30: --seed was bounded in one only)."""
+    trains, evaluates = _options(train.build_parser()), _options(evaluate.parser())
+    for flag in ("--seed", "--max-image-pixels", "--skip-bad-images",
+                 "--image-size", "--strategy", "--data-dir", "--manual-dir"):
+        assert trains[flag].type is evaluates[flag].type, flag
+        assert trains[flag].default == evaluates[flag].default, flag
+        assert trains[flag].choices == evaluates[flag].choices, flag
+    assert trains["--seed"].type is _args.seed
+    assert trains["--max-image-pixels"].default == 89_478_485  # Pillow's
+    for help_text in (train.build_parser().format_help(),
+                      evaluate.parser().format_help()):
+        assert "--max-image-pixels" in help_text and "89478485" in help_text
+
+
 def _imports(path):
     """`(line, module)` of each absolute import in `path`, lazy ones in
     functions included; `from a import b` gives `a` and `a.b`."""

@@ -138,7 +138,7 @@ def test_feature_extractor(reference, builder, filter_size, pool_only, size):
             **kwargs,
         )
         _load_features(model, torch_model)
-        got = np.asarray(model(x.transpose(0, 2, 3, 1), training=False))
+        got = keras.ops.convert_to_numpy(model(x.transpose(0, 2, 3, 1), training=False))
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
         if builder == "DenseNet121":
@@ -255,7 +255,7 @@ def test_input_tensor_and_weights_file(tmp_path):
         weights=path, include_top=False, pooling="avg"
     )
     for a, b in zip(model.weights, again.weights):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
 # The whole table; every filter size and the plain networks somewhere.

@@ -40,6 +40,8 @@ _ROOT = Path(__file__).resolve().parents[1]
 _COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _REPO = "timm/resnetblur50.bt_in1k"
 _HUB_ORIGIN = f"https://huggingface.co/{_REPO}/resolve/main/model.safetensors"
+# The download bound's variable, by the name users set.
+_MAX_MB = "KERAS_BLURPOOL_DOWNLOAD_MAX_MB"
 
 
 def _safetensors(tensors: dict) -> bytes:
@@ -102,13 +104,24 @@ class _Handler(BaseHTTPRequestHandler):
             # needs the commit and an ETag).
             self.send_header("X-Repo-Commit", _COMMIT)
             self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
-            if behaviour == "nolength":
+            if behaviour in ("nolength", "endless"):
                 self.send_header("Connection", "close")
                 self.close_connection = True
             else:
                 self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if head:
+                return
+            if behaviour == "endless":  # zeros until the client hangs up
+                block = bytes(1 << 16)
+                while not server.release.is_set():
+                    self.wfile.write(block)
+                return
+            if behaviour == "slow":  # half, then the rest once released
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                server.release.wait(timeout=300)
+                self.wfile.write(body[len(body) // 2 :])
                 return
             if behaviour in ("short", "reset"):
                 self.wfile.write(body[: len(body) // 2])
@@ -127,13 +140,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server:
     """A scripted HTTP server on 127.0.0.1: `files` (path -> bytes),
-    `script` (behaviour of each next GET, then "ok"), `requests` seen."""
+    `script` (behaviour of each next GET, then "ok"), `requests` seen;
+    `release` ends the "slow" and "endless" answers."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.script: list = []
         self.requests: list = []
         self.stall_s = 1.0
+        self.release = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
@@ -152,6 +167,7 @@ class _Server:
         return sum(method == "GET" for method, _, _ in self.requests)
 
     def close(self):
+        self.release.set()
         if self._thread.is_alive():
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -171,6 +187,7 @@ def local_only(tmp_path, monkeypatch):
     pause before the retry; no progress bar unless a test asks."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.delenv(download.TIMEOUT_ENV, raising=False)
+    monkeypatch.delenv(_MAX_MB, raising=False)
     monkeypatch.setenv(download.PROGRESS_ENV, "0")
     monkeypatch.setattr(download, "RETRY_DELAY", 0.01)
     real = urllib.request.urlopen
@@ -461,6 +478,9 @@ def _random_timm_state_dict(model) -> dict:
         layer.set_weights(
             [rng.standard_normal(w.shape).astype("float32") for w in layer.get_weights()]
         )
+        if isinstance(layer, keras.layers.BatchNormalization):
+            # A variance is >= 0: negative ones are refused when loading.
+            layer.moving_variance.assign(np.abs(layer.moving_variance))
         prefix = names[layer.name]
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
@@ -537,8 +557,12 @@ def refuse(*args, **kwargs):
 
 urllib.request.urlopen = refuse
 from keras_blurpool.applications import pretrained
+from keras_blurpool.weights import download
 
-state = pretrained.imagenet_state_dict("resnetblur50")
+# The registry's own origin of resnetblur50; the file is a stand-in (it
+# does not load into the network), so no `check`.
+released = pretrained.imagenet_file("resnetblur50")
+state = download.cached_state_dict(released.origin, cache_name=released.cache_name)
 print("RESULT " + json.dumps({k: v.tolist() for k, v in state.items()}))
 """
 
@@ -583,3 +607,372 @@ def test_registry_hub_origin_is_what_the_hub_path_recognises():
     assert download._hub_file(_HUB_ORIGIN) == (_REPO, "main", "model.safetensors")
     assert download._hub_file("https://huggingface.co.evil/timm/x/resolve/main/m") is None
     assert download._hub_file("file:///timm/x/resolve/main/model.safetensors") is None
+
+
+# --- a download stops at its bound -------------------------------------------
+
+_GUARD_BYTES = 64 << 20  # the tests' own stop, far above any bound they set
+
+
+def _count_reads(monkeypatch) -> list:
+    """Counts the bytes the download reads; past `_GUARD_BYTES` the test
+    itself stops it (an unbounded download would otherwise fill the disk)."""
+    inner = urllib.request.urlopen
+    read = [0]
+
+    class Counted:
+        def __init__(self, response):
+            self._response = response
+            self.headers = response.headers
+
+        def read(self, size=-1):
+            chunk = self._response.read(size)
+            read[0] += len(chunk)
+            assert read[0] <= _GUARD_BYTES, "the download went on past 64 MiB"
+            return chunk
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._response.close()
+
+    monkeypatch.setattr(
+        urllib.request, "urlopen", lambda url, *a, **k: Counted(inner(url, *a, **k))
+    )
+    return read
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_file_origin_that_never_ends_stops_at_once(tmp_path, monkeypatch):
+    """A symlink to /dev/zero: urllib's Content-Length is its size, 0."""
+    origin = tmp_path / "zero-0123abcd.pth"
+    origin.symlink_to("/dev/zero")
+    read = _count_reads(monkeypatch)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"zero-0123abcd\.pth: it sent more than the 0 "
+                       "bytes its Content-Length announced"):
+        download.cached_state_dict(origin.as_uri())
+    assert time.monotonic() - start < 10  # generous: it reads one byte
+    assert read[0] <= 1
+    assert _cache_files() == []
+
+
+def test_body_without_content_length_stops_at_the_bound(server, monkeypatch):
+    url = server.serve("/" + _named(_TINY_BYTES), _TINY_BYTES)
+    server.script = ["endless"]
+    monkeypatch.setenv(_MAX_MB, "1")
+    read = _count_reads(monkeypatch)
+    with pytest.raises(ValueError) as info:
+        download.cached_state_dict(url)
+    message = str(info.value)
+    assert f"{url}: it sent more than the download bound of 1 MB" in message
+    assert "Set KERAS_BLURPOOL_DOWNLOAD_MAX_MB (megabytes; default 1500)" in message
+    assert read[0] == 1_000_001  # the bound, and one byte to know
+    assert server.gets() == 1  # not retried
+    assert _cache_files() == []
+
+
+def test_content_length_above_the_bound_is_refused_before_reading(server, monkeypatch):
+    url = server.serve("/" + _named(_LARGE_BYTES, "large"), _LARGE_BYTES)
+    monkeypatch.setenv(_MAX_MB, "0.5")
+    read = _count_reads(monkeypatch)
+    match = (f"{url}: its Content-Length is {len(_LARGE_BYTES)} bytes, more than the "
+             r"download bound of 0\.5 MB\. .*KERAS_BLURPOOL_DOWNLOAD_MAX_MB")
+    with pytest.raises(ValueError, match=match):
+        download.cached_state_dict(url)
+    assert read[0] == 0 and server.gets() == 1
+    assert _cache_files() == []
+    # The bound is the variable's: raised, the same file loads.
+    monkeypatch.setenv(_MAX_MB, "4")
+    np.testing.assert_array_equal(download.cached_state_dict(url)["w"], _LARGE["w"])
+
+
+def test_file_origin_above_the_bound_is_refused_before_reading(tmp_path, monkeypatch):
+    origin = tmp_path / _named(_TINY_BYTES)
+    origin.write_bytes(_TINY_BYTES)
+    monkeypatch.setenv(_MAX_MB, "0.0001")  # 100 bytes
+    read = _count_reads(monkeypatch)
+    with pytest.raises(ValueError, match=f"its Content-Length is {len(_TINY_BYTES)} bytes"):
+        download.cached_state_dict(origin.as_uri())
+    assert read[0] == 0 and _cache_files() == []
+
+
+def test_file_from_huggingface_hub_is_bounded_too(tmp_path, monkeypatch):
+    blob = tmp_path / "model.safetensors"
+    blob.write_bytes(_LARGE_BYTES)
+    monkeypatch.setattr(download, "hub_downloader", lambda: lambda *a, **k: str(blob))
+    monkeypatch.setenv(_MAX_MB, "1")
+    with pytest.raises(ValueError, match=f"huggingface_hub fetched for {_HUB_ORIGIN} "
+                       rf"\({blob}\) is {len(_LARGE_BYTES)} bytes, beyond the "
+                       r"download bound of 1 MB\. Set KERAS_BLURPOOL_DOWNLOAD_MAX_MB"):
+        download.cached_state_dict(_HUB_ORIGIN, cache_name="resnetblur50.bt_in1k")
+    assert _cache_files() == []
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "inf", "nan", "1e-9"])
+def test_bad_bound_variable(server, monkeypatch, value):
+    url = server.serve("/" + _named(_TINY_BYTES), _TINY_BYTES)
+    monkeypatch.setenv(_MAX_MB, value)
+    match = f"KERAS_BLURPOOL_DOWNLOAD_MAX_MB must be a number of megabytes > 0.*{value!r}"
+    with pytest.raises(ValueError, match=match):
+        download.cached_state_dict(url)
+    assert server.requests == [] and _cache_files() == []
+
+
+def test_default_bound(monkeypatch):
+    assert download.download_max_bytes() == 1_500_000_000
+    monkeypatch.setenv(_MAX_MB, "2.5")
+    assert download.download_max_bytes() == 2_500_000
+
+
+# --- killed downloads: the next call removes what they left -------------------
+
+_DOWNLOAD_SCRIPT = """
+import sys
+from keras_blurpool.weights import download
+
+download.cached_state_dict(sys.argv[1])
+print("DOWNLOADED")
+"""
+
+
+def _download_in_a_process(url: str):
+    env = dict(os.environ, KERAS_BACKEND="numpy",
+               PYTHONPATH=os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_DOWNLOAD_SCRIPT), url], cwd=_ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # The signals' default actions (terminate), whatever this process
+        # inherited: under `nohup` SIGHUP is ignored and the child would
+        # finish its download instead of dying.
+        preexec_fn=_default_signals if sys.platform != "win32" else None,
+    )
+
+
+def _default_signals() -> None:
+    import signal
+
+    for name in ("SIGHUP", "SIGTERM"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
+def _partial_files() -> set:
+    return {name for name in _cache_files() if ".part" in name}
+
+
+def _wait_for_a_new_partial_file(process, known=frozenset()) -> str:
+    """The partial file the process is writing, once it holds bytes."""
+    directory = download.cache_dir()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        for name in _partial_files() - set(known):
+            if os.path.getsize(os.path.join(directory, name)) > 0:
+                return name
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the download ended early:\n{out}\n{err[-3000:]}")
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail("no partial file appeared")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM", "SIGHUP"])
+def test_partial_file_of_a_killed_download_is_removed_by_the_next_call(server, signal_name):
+    import signal
+
+    url = server.serve("/" + _named(_LARGE_BYTES, "large"), _LARGE_BYTES)
+    server.script = ["slow"]  # half the file, then nothing until released
+    process = _download_in_a_process(url)
+    partial = _wait_for_a_new_partial_file(process)
+    number = getattr(signal, signal_name)
+    process.send_signal(number)
+    assert process.wait(timeout=60) == -number
+    process.communicate()
+    assert _partial_files() == {partial}  # what the killed process left
+
+    server.release.set()
+    state = download.cached_state_dict(url)
+    np.testing.assert_array_equal(state["w"], _LARGE["w"])
+    stem = _named(_LARGE_BYTES, "large").split(".")[0]
+    assert _cache_files() == [f"{stem}.npz", f"{stem}.npz.sha256"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_live_download_keeps_its_partial_file(server):
+    """Another process still downloading holds its partial file: the next
+    call removes only the stale one, and the live download completes."""
+    stale_url = server.serve("/" + _named(_LARGE_BYTES, "stale"), _LARGE_BYTES)
+    live_bytes = _safetensors({"w": _LARGE["w"][::-1]})
+    live_url = server.serve("/" + _named(live_bytes, "live"), live_bytes)
+    tiny_url = server.serve("/" + _named(_TINY_BYTES), _TINY_BYTES)
+    server.script = ["slow", "slow"]
+
+    killed = _download_in_a_process(stale_url)
+    stale = _wait_for_a_new_partial_file(killed)
+    killed.kill()
+    killed.communicate(timeout=60)
+    live = _download_in_a_process(live_url)
+    live_partial = _wait_for_a_new_partial_file(live, known={stale})
+
+    download.cached_state_dict(tiny_url)
+    assert _partial_files() == {live_partial}
+
+    server.release.set()
+    out, err = live.communicate(timeout=180)
+    assert live.returncode == 0 and "DOWNLOADED" in out, err[-3000:]
+    assert _partial_files() == set()
+    stems = [_named(data, stem).split(".")[0]
+             for data, stem in ((live_bytes, "live"), (_TINY_BYTES, "tiny"))]
+    assert _cache_files() == sorted(f"{s}.npz{x}" for s in stems for x in ("", ".sha256"))
+
+
+def test_remove_stale_takes_only_unlocked_partial_files(tmp_path):
+    from keras_blurpool.weights import partial_files
+
+    directory = tmp_path / "cache"
+    directory.mkdir()
+    kept = ["x.npz", "x.npz.sha256", ".hidden", ".x.npz.lock", "x.part.npz"]
+    stale = [".x-abcd1234.part.pth", ".x-abcd1234.part.npz", ".x-1.part.sha256",
+             ".x.npz.abcd1234.partial.npz", ".x.npz.sha256.abcd1234.partial"]
+    for name in kept + stale:
+        (directory / name).write_bytes(b"data")
+    (directory / ".link-abcd1234.part.pth").symlink_to(directory / "x.npz")
+    with partial_files.part_file(str(directory), "live", ".pth") as live:
+        Path(live.path).write_bytes(b"still coming")
+        assert partial_files.remove_stale(str(directory)) == sorted(stale)
+        assert Path(live.path).read_bytes() == b"still coming"
+        assert sorted(os.listdir(directory)) == sorted(
+            kept + [".link-abcd1234.part.pth", os.path.basename(live.path)])
+    assert not os.path.lexists(live.path)  # deleted on exit, not renamed
+    with partial_files.part_file(str(directory), "x", ".npz") as partial:
+        Path(partial.path).write_bytes(b"new")
+        partial.replace(str(directory / "x.npz"))
+    assert (directory / "x.npz").read_bytes() == b"new"
+    assert oct(os.stat(directory / "x.npz").st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_partial_file_deleted_before_its_lock_is_made_again(tmp_path, monkeypatch):
+    """A cleaner may delete a new file between its creation and its lock:
+    the writer then locks a file that no path names, sees it, and makes
+    another."""
+    import fcntl
+
+    from keras_blurpool.weights import partial_files
+
+    created = []
+    real_mkstemp = partial_files.tempfile.mkstemp
+
+    def mkstemp(**kwargs):
+        descriptor, path = real_mkstemp(**kwargs)
+        created.append(path)
+        if len(created) == 1:
+            os.remove(path)  # the cleaner, in between
+        return descriptor, path
+
+    monkeypatch.setattr(partial_files.tempfile, "mkstemp", mkstemp)
+    with partial_files.part_file(str(tmp_path), "x", ".pth") as part:
+        assert part.path == created[1] and os.path.isfile(part.path)
+        probe = os.open(part.path, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(probe)
+    assert os.listdir(tmp_path) == []
+
+
+# --- the cache keeps only what loads ------------------------------------------
+
+_TAG = "test_in1k"
+
+
+@pytest.fixture(scope="module")
+def resnetblur18_weights():
+    """A random `resnetblur18` in timm's `model.safetensors` form, and the
+    Keras model that holds the same values."""
+    model = applications.ResNetBlur18(weights=None)
+    return model, _safetensors(_random_timm_state_dict(model))
+
+
+@pytest.fixture
+def hub_folder(tmp_path, monkeypatch):
+    """`resnetblur18` released as tag `_TAG` on a `file://` Hub, fetched
+    with urllib; returns the file's path there."""
+    spec = registry.get("resnetblur18")
+    monkeypatch.setitem(spec.hub_weights, _TAG, registry.HubWeights(registry.Preprocessing()))
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(registry, "HUB_BASE_URL", hub.as_uri() + "/")
+    monkeypatch.setattr(download, "hub_downloader", lambda: None)
+    target = hub / f"resnetblur18.{_TAG}" / "resolve" / "main" / "model.safetensors"
+    target.parent.mkdir(parents=True)
+    return target
+
+
+def test_a_file_that_does_not_load_is_not_cached(resnetblur18_weights, hub_folder):
+    expected, data = resnetblur18_weights
+    hub_folder.write_bytes(_TINY_BYTES)  # parses, does not fit
+    with pytest.raises(ValueError, match=f"(?s)weights fetched from {hub_folder.as_uri()} do "
+                       r"not load, so they were not cached: .*missing key 'conv1\.weight'"):
+        applications.ResNetBlur18(weights=_TAG)
+    assert _cache_files() == []
+
+    hub_folder.write_bytes(data)  # the origin is fixed: the next call loads it
+    _assert_same_weights(applications.ResNetBlur18(weights=_TAG), expected)
+    assert _cache_files() == [f"resnetblur18.{_TAG}.npz", f"resnetblur18.{_TAG}.npz.sha256"]
+
+
+def test_a_headless_model_checks_the_classifier_before_caching(
+    resnetblur18_weights, hub_folder
+):
+    """The cache serves every head configuration: loaded for a model
+    without the classifier, the file must fit the full network too."""
+    expected, data = resnetblur18_weights
+    state = _random_timm_state_dict(expected)
+    state["fc.weight"] = state["fc.weight"][:10]  # 10 classes, not 1000
+    hub_folder.write_bytes(_safetensors(state))
+    with pytest.raises(ValueError, match=r"(?s)not cached: .*fc\.weight"):
+        applications.ResNetBlur18(weights=_TAG, include_top=False)
+    assert _cache_files() == []
+
+    hub_folder.write_bytes(data)
+    headless = applications.ResNetBlur18(weights=_TAG, include_top=False)
+    assert _cache_files() == [f"resnetblur18.{_TAG}.npz", f"resnetblur18.{_TAG}.npz.sha256"]
+    hub_folder.unlink()  # offline: the cache serves the full network too
+    _assert_same_weights(applications.ResNetBlur18(weights=_TAG), expected)
+    np.testing.assert_array_equal(headless.get_layer("stem_conv").get_weights()[0],
+                                  expected.get_layer("stem_conv").get_weights()[0])
+
+
+def test_a_cached_file_that_does_not_load_names_itself(resnetblur18_weights, hub_folder):
+    """A cache entry that does not fit (as an earlier version could write):
+    the error names the file and how to delete it; deleted, the next call
+    fetches again."""
+    expected, data = resnetblur18_weights
+    hub_folder.write_bytes(data)
+    directory = Path(download.cache_dir())
+    cached = directory / f"resnetblur18.{_TAG}.npz"
+    with open(cached, "wb") as f:
+        np.savez(f, **_TINY)
+    os.chmod(cached, 0o600)
+    digest = Path(str(cached) + ".sha256")
+    digest.write_text(hashlib.sha256(cached.read_bytes()).hexdigest() + "\n")
+    os.chmod(digest, 0o600)
+    with pytest.raises(ValueError) as info:
+        applications.ResNetBlur18(weights=_TAG)
+    message = str(info.value)
+    assert f"The cached weights {cached} (fetched from {hub_folder.as_uri()}) do not " \
+           "load: The state_dict does not fit" in message
+    assert f"Delete {cached} and {digest} (rm {cached} {digest})" in message
+    cached.unlink()
+    digest.unlink()
+    _assert_same_weights(applications.ResNetBlur18(weights=_TAG), expected)
+
+
+def test_imagenet_state_dict_checks_against_the_released_network(hub_folder):
+    hub_folder.write_bytes(_TINY_BYTES)
+    with pytest.raises(ValueError, match="not cached: The state_dict does not fit model"):
+        applications.imagenet_state_dict("resnetblur18", tag=_TAG)
+    assert _cache_files() == []

@@ -194,6 +194,59 @@ def test_wrong_filter_or_missing_scoring_weights_are_refused():
         applications.load_torch_weights(_lps_resnet18(), state)
 
 
+def test_their_temperatures_load_into_the_lps_layers():
+    # Each LPS layer's gumbel_tau (where their schedule had got to) is the
+    # LPSPool2D's tau; the shortcuts' (never used: they take the main
+    # branch's choice) are dropped, as our shortcuts have none.
+    state = _authors_resnet18_state_dict()
+    state["core.layer3.0.conv2.0.component_selection.gumbel_tau"] = np.array(
+        0.7, "float32")
+    model = applications.load_torch_weights(_lps_resnet18(), state)
+    taus = {layer.name: float(np.asarray(layer.tau)) for layer in model.layers
+            if hasattr(layer, "tau")}
+    assert len(taus) == 5  # the stem's two, stages 3-5's main branches
+    assert taus.pop("conv4_block1_2_blur") == pytest.approx(0.7)
+    assert taus == pytest.approx({name: 0.3 for name in taus})
+
+
+@pytest.mark.parametrize("tau,message", [
+    (np.array(0.0, "float32"), r"must be a finite float from 0.0001"),
+    (np.array(-1.0, "float32"), r"Received: .*gumbel_tau=-1.0"),
+    (np.array([0.3, 0.3], "float32"), r"has shape \(2,\).*scalar"),
+])
+def test_a_bad_temperature_is_refused_naming_its_key(tau, message):
+    state = _authors_resnet18_state_dict()
+    key = "core.layer2.0.conv2.0.component_selection.gumbel_tau"
+    state[key] = tau
+    model = _lps_resnet18()
+    before = np.asarray(model.get_layer("conv3_block1_2_blur").tau).copy()
+    with pytest.raises(ValueError, match=f"layer2.0.conv2.0.component_selection"
+                       f".gumbel_tau.*{message}"):
+        applications.load_torch_weights(model, state)
+    assert np.asarray(model.get_layer("conv3_block1_2_blur").tau) == before
+
+
+def test_a_filter_of_another_width_or_rank_is_refused():
+    key = "core.layer2.0.conv2.0._antialias_layer.filt"
+    state = _authors_resnet18_state_dict()
+    state[key] = state[key][:5]  # 5 channels where the layer has 128
+    with pytest.raises(ValueError, match=r"filt' filters 5 channel\(s\), but "
+                       r"layer 'conv3_block1_2_blur/blur' has 128 input "
+                       "channels"):
+        applications.load_torch_weights(_lps_resnet18(), state)
+    state = _authors_resnet18_state_dict()
+    state[key] = state[key][:, :, None]  # 5-D
+    with pytest.raises(ValueError) as error:
+        applications.load_torch_weights(_lps_resnet18(), state)
+    message = str(error.value)
+    assert ("has shape (128, 1, 1, 2, 2), which is no BlurPool filter: the "
+            "reference's is (channels, 1, k, k), and layer "
+            "'conv3_block1_2_blur/blur' expects (128, 1, 2, 2)") in message
+    # It said "a filter of size 2, but the layer has filter_size=2: build
+    # the model with filter_size=2".
+    assert "build the model with" not in message
+
+
 def test_torchvision_baseline_loads_into_an_lps_network():
     # A plain torchvision ResNet-18 state dict: the authors' without the LPS
     # layers, the Sequential wrappers undone.

@@ -3,6 +3,7 @@
 import itertools
 import math
 import os
+import re
 
 import keras
 import numpy as np
@@ -14,6 +15,8 @@ from keras_blurpool import CircularPadding2D
 from keras_blurpool import LPSPool2D
 from keras_blurpool import is_antialiasing
 from keras_blurpool.callbacks import LPSTemperatureScheduler
+from keras_blurpool.layers.polyphase import MAX_POLYPHASE_STRIDE
+from keras_blurpool.layers.polyphase import MIN_TAU
 from tests.test_layers import to_numpy
 
 BACKEND = keras.backend.backend()
@@ -24,7 +27,8 @@ BACKEND = keras.backend.backend()
 
 def numpy_prepare(x, filter_size, strides, pad_type):
     """Blur (stride 1), pad odd sizes at the end, split: `[P, B, h, w, C]`."""
-    mode = {"circular": "wrap", "zero": "constant", "reflect": "reflect"}
+    mode = {"circular": "wrap", "zero": "constant", "reflect": "reflect",
+            "replicate": "edge"}
     if filter_size and filter_size > 1:
         x = _blur(x, filter_size, mode[pad_type])
     sh, sw = strides
@@ -302,6 +306,119 @@ def test_aps_bad_index_shape_is_a_clear_error():
         APSPool2D()(x, index=np.ones((2, 2, 2), "int32"))
 
 
+@pytest.mark.parametrize("index", [[4, 0], [-1, 0], np.array([0, 9]), 3,
+                                   [1.0, 2.0], [True, False], ["0", "1"]],
+                         ids=["4", "-1", "numpy-9", "scalar", "float",
+                              "bool", "str"])
+def test_aps_index_known_at_the_call_is_checked(index):
+    # Rows are computed as b * P + index: 4 would take the next sample's
+    # component 0, -1 the previous sample's last component.
+    x = random_input((2, 8, 8, 3))
+    with pytest.raises(ValueError, match=r"`index` must be int component "
+                       r"numbers from 0 to 3.*Received: index="):
+        APSPool2D(name="shortcut")(x, index=index)
+
+
+def test_aps_index_out_of_range_in_a_tensor_gives_nan():
+    # A tensor's values are known only when the graph runs, where no
+    # backend can raise: those samples' outputs are NaN, the others exact.
+    x = random_input((3, 8, 8, 2))
+    components = numpy_prepare(x, None, (2, 2), "circular")
+    index = np.array([3, 4, -1], "int32")
+    eager = to_numpy(APSPool2D()(x, index=ops.convert_to_tensor(index)))
+    inputs = keras.Input((8, 8, 2))
+    choice = keras.Input((), dtype="int32")
+    model = keras.Model([inputs, choice], APSPool2D()(inputs, index=choice))
+    compiled = model.predict([x, index], verbose=0)  # traced (jit / graph)
+    for got in (eager, compiled):
+        np.testing.assert_array_equal(got[0], components[3, 0])
+        assert np.isnan(got[1:]).all()
+    with pytest.raises(ValueError, match="int component numbers"):
+        APSPool2D()(inputs, index=keras.Input((), dtype="float32"))
+
+
+@pytest.mark.parametrize("strides", [MAX_POLYPHASE_STRIDE + 1, 1000, 2 ** 63,
+                                     (2, 20000)])
+@pytest.mark.parametrize("layer_class", [APSPool2D, LPSPool2D])
+def test_strides_are_bounded(layer_class, strides):
+    with pytest.raises(ValueError, match=r"`strides` must be an int from 1 "
+                       f"to {MAX_POLYPHASE_STRIDE}.*Received: strides="):
+        layer_class(strides=strides)
+
+
+@pytest.mark.parametrize("pad_type", ["circular", "zero", "replicate"])
+@pytest.mark.parametrize("hw,strides", [((1, 1), 3), ((2, 5), 4),
+                                        ((8, 8), MAX_POLYPHASE_STRIDE)])
+def test_maps_smaller_than_the_strides_match_numpy(hw, strides, pad_type):
+    # The padding to a multiple of the strides is larger than the map:
+    # circular padding wraps around more than once, as NumPy's "wrap".
+    x = random_input((2, *hw, 3))
+    layer = APSPool2D(strides=strides, pad_type=pad_type, return_index=True)
+    got, index = layer(x)
+    expected, expected_index = numpy_aps(x, None, (strides, strides), "l2",
+                                         pad_type)
+    np.testing.assert_array_equal(to_numpy(index), expected_index)
+    np.testing.assert_allclose(to_numpy(got), expected, atol=1e-6)
+    assert tuple(got.shape) == layer.compute_output_shape(x.shape)
+    lps = LPSPool2D(strides=strides, pad_type=pad_type, hidden_channels=2)
+    assert tuple(lps(x).shape) == tuple(got.shape)
+
+
+def test_reflect_padding_larger_than_the_map_is_refused_early():
+    layer = APSPool2D(strides=3, pad_type="reflect", name="down")
+    message = (r"'down' cannot reflect-pad a 1x1 feature map to a multiple "
+               r"of strides=\(3, 3\).*pad_type='circular'")
+    with pytest.raises(ValueError, match=message):
+        layer.compute_output_shape((2, 1, 1, 3))
+    with pytest.raises(ValueError, match=message):
+        layer(random_input((2, 1, 1, 3)))
+    with pytest.raises(ValueError, match=message):
+        layer(keras.Input((1, 1, 3)))
+    # 3x3 -> pads 1 to 4x4 at stride 2: fits.
+    assert tuple(APSPool2D(pad_type="reflect")(random_input(
+        (1, 3, 3, 1))).shape) == (1, 2, 2, 1)
+
+
+def _with_nan(x, sample, component, strides=2):
+    """`x` with a NaN in `component` of `sample` (numbered as the layers)."""
+    x = x.copy()
+    x[sample, component // strides + strides, component % strides, 0] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+def test_a_component_holding_nan_is_kept_on_every_backend(norm):
+    # TensorFlow's argmax skips NaNs, JAX's and PyTorch's take them: the
+    # layers take them everywhere (the first such component), as NumPy.
+    x = _with_nan(_with_nan(random_input((3, 8, 8, 2)), 0, 2), 0, 3)
+    x = _with_nan(x, 1, 1)
+    got, index = APSPool2D(norm=norm, return_index=True)(x)
+    _, expected = numpy_aps(np.nan_to_num(x[2:], nan=0.0), norm=norm)
+    np.testing.assert_array_equal(to_numpy(index), [2, 1, expected[0]])
+    got = to_numpy(got)
+    assert np.isnan(got[0]).any() and np.isnan(got[1]).any()
+    assert not np.isnan(got[2]).any()
+
+
+def test_lps_keeps_a_component_holding_nan_at_inference():
+    x = _with_nan(random_input((2, 8, 8, 3)), 0, 1)
+    layer = LPSPool2D(hidden_channels=3, return_index=True, seed=0)
+    got, weights = layer(x)
+    weights = to_numpy(weights)
+    assert weights[0].argmax() == 1 and np.isnan(to_numpy(got)[0]).any()
+    clean = np.argmax(to_numpy(layer.component_logits(np.moveaxis(
+        numpy_prepare(x[1:], None, (2, 2), "circular"), 0, 1).astype(
+            "float32"))), axis=1)
+    assert weights[1].argmax() == clean[0]
+    # A NaN mixing weight counts as the largest too (the shortcut's choice).
+    mixing = np.array([[0.1, np.nan, 0.9, 0.0], [0.1, 0.2, 0.6, 0.1]],
+                      "float32")
+    picked = to_numpy(APSPool2D()(x, index=mixing, training=False))
+    components = numpy_prepare(x, None, (2, 2), "circular")
+    np.testing.assert_array_equal(picked[1], components[2, 1])
+    assert np.isnan(picked[0]).any()  # component 1 of sample 0
+
+
 # --- LPSPool2D --------------------------------------------------------------
 
 
@@ -416,6 +533,46 @@ def test_lps_serializes(tmp_path):
     assert is_antialiasing(loaded.get_layer("shortcut"))
 
 
+def test_lps_trains_finitely_at_the_smallest_tau():
+    # Scores of 1e36 divided by tau=1e-4 overflowed float32 before the
+    # softmax (NaN weights); shifted by their maximum first, they do not.
+    x = random_input((2, 8, 8, 3))
+    layer = LPSPool2D(hidden_channels=3, tau=MIN_TAU, return_index=True,
+                      seed=0)
+    layer.build(x.shape)
+    first, second = layer.scoring_layers
+    first.kernel.assign(to_numpy(first.kernel) * 1e35)  # 1e34 apart
+    second.bias.assign(np.full(second.bias.shape, 1e36, "float32"))
+    logits = to_numpy(layer.component_logits(np.moveaxis(
+        numpy_prepare(x, None, (2, 2), "circular"), 0, 1).astype("float32")))
+    # Finite, but not once divided by tau.
+    assert np.isfinite(logits).all()
+    assert np.abs(logits).max() / MIN_TAU > np.finfo("float32").max
+    out, weights = layer(x, training=True)
+    # The Gumbel noise (|g| < 50) cannot reorder scores this far apart.
+    np.testing.assert_array_equal(to_numpy(weights),
+                                  np.eye(4)[logits.argmax(1)])
+    assert np.isfinite(to_numpy(out)).all()
+    w = random_input((2, 4, 4, 3), seed=1)
+    grad = _input_gradient(lambda t: layer(t, training=True)[0], x, w)
+    assert np.isfinite(grad).all() and np.abs(grad).max() > 0
+
+
+def test_tau_below_the_bound_is_refused_everywhere():
+    # 1e-50 was stored as float32 0.0: every training output was NaN.
+    for tau in (1e-50, MIN_TAU / 2, float("nan"), 1e39):
+        with pytest.raises(ValueError, match=re.escape(f"Received: tau={tau!r}")):
+            LPSPool2D(tau=tau)
+    inputs = keras.Input((8, 8, 3))
+    y = LPSPool2D(hidden_channels=2)(inputs)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(y))
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="returned 1e-50 for epoch 0"):
+        model.fit(random_input((2, 8, 8, 3)), np.ones((2, 3)), verbose=0,
+                  callbacks=[LPSTemperatureScheduler(lambda epoch: 1e-50)])
+    assert LPSPool2D(tau=MIN_TAU).initial_tau == MIN_TAU
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"tau": 0}, "tau=0"),
     ({"tau": float("inf")}, "tau=inf"),
@@ -497,6 +654,14 @@ def test_unknown_spatial_sizes_in_a_relaxed_tf_graph(pad_type):
             x = random_input((2, *hw, 4))
             np.testing.assert_array_equal(traced(x).numpy(),
                                           to_numpy(layer(x)))
+    # Maps smaller than the strides: the padding wraps around, as with
+    # known sizes.
+    small = APSPool2D(strides=3, pad_type=pad_type)
+    traced = tf.function(lambda t: small(t), input_signature=[
+        tf.TensorSpec([None, None, None, 4])])
+    for hw in [(1, 1), (2, 1), (1, 4)]:
+        x = random_input((2, *hw, 4))
+        np.testing.assert_array_equal(traced(x).numpy(), to_numpy(small(x)))
     reflect = APSPool2D(3, pad_type="reflect")
     traced = tf.function(lambda t: reflect(t), input_signature=[
         tf.TensorSpec([None, None, None, 4])])

@@ -79,3 +79,30 @@ def test_resume_markers_derive_the_hand_written_list():
         "'extendable'",
     ):
         config_lib.resume_fields("fixd")
+
+
+def _config(**kwargs):
+    settings = dict(out_dir="run", epochs=90, steps_per_epoch=100,
+                    global_batch_size=256, lr=0.1)
+    return config_lib.TrainConfig(**{**settings, **kwargs})
+
+
+def test_train_config_bounds_epochs_steps_and_seed():
+    """Issue 30: each a ValueError naming the value, not a failure later."""
+    # The largest allowed: 2**24 epochs, 2**63 - 1 steps, seed 2**32 - 1.
+    _config(epochs=2**24, steps_per_epoch=1, seed=2**32 - 1)
+    _config(epochs=1, steps_per_epoch=2**63 - 1)
+    _config(epochs=60, epoch_offset=30, schedule_epochs=90)
+    for kwargs, message in [
+        (dict(epochs=2**24 + 1), r"at most 16777216 \(2\*\*24\) epochs"),
+        (dict(epochs=10, epoch_offset=2**24 - 9), "epoch_offset=16777207"),
+        (dict(epochs=1, schedule_epochs=2**24 + 1), "schedule_epochs=16777217"),
+        (dict(epochs=2, steps_per_epoch=2**62),
+         r"`epochs` x `steps_per_epoch` must be at most 2\*\*63 - 1"),
+        (dict(seed=2**32), r"`seed` must be an int from 0 to 4294967295.*"
+         r"Received: seed=4294967296"),
+        (dict(seed=-1), "Received: seed=-1"),
+        (dict(seed=1.5), "Received: seed=1.5"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            _config(**kwargs)

@@ -106,6 +106,27 @@ def test_cli_on_tfds(tmp_path, capsys):
         (["--arch", "resnet51"], "Unknown architecture"),
         (["--data", "/no/such/folder"], "/no/such/folder"),
         (["--batch-size", "0"], "positive int"),
+        # Issue 30: bounds, each before any work.
+        (["--passes", str(10**9)],
+         "argument --passes: expected a positive int, at most 1000 (the scores "
+         "of every pass over a batch are held at once), got '1000000000'"),
+        (["--seed", "9" * 400],
+         "argument --seed: expected an int >= 0, at most 4294967295"),
+        (["--batch-size", "9" * 400], "(TensorFlow's int64), got '9999"),
+        (["--image-size", "30000"],
+         "argument --image-size: 30000 makes crops of 30000x30000 = "
+         "900,000,000 pixels, more than --max-image-pixels 89,478,485"),
+        (["--resize-size", "20000", "--max-image-pixels", str(10**8)],
+         "argument --resize-size: 20000 makes resized images of 20000x20000 "
+         "= 400,000,000 pixels, more than --max-image-pixels 100,000,000 "
+         "(the bound on the pixels of every image decoded or made); expected "
+         "at most 10000"),
+        (["--image-size", "224", "--max-shift", str(10**9)],
+         "argument --max-shift: 1000000000 makes squares of --image-size + "
+         "--max-shift of 1000000224x1000000224"),
+        (["--max-shift", str(10**9)],  # with the data's image size, 32
+         "argument --max-shift: 1000000000 makes squares of --image-size + "
+         "--max-shift of 1000000032x1000000032"),
     ],
 )
 def test_cli_bad_arguments(args, message, capsys):
@@ -168,6 +189,41 @@ def test_bad_image_is_named_or_skipped(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     (figures,) = summary["models"].values()
     assert figures["accuracy"]["num_images"] == 5
+
+
+def test_image_over_max_image_pixels_is_named_or_skipped(tmp_path, capsys):
+    """Issue 30: sized from its header, and its resize, before decoding."""
+    data = jpeg_folder(tmp_path / "images", ["cats", "dogs"], per_class=3)
+    big = os.path.join(data, "dogs", "big.jpg")
+    with open(big, "wb") as f:
+        f.write(tf.io.encode_jpeg(np.zeros((70, 60, 3), np.uint8)).numpy())
+    # 800 pixels, but 40x8000 once resized to --resize-size 40.
+    thin = os.path.join(data, "cats", "thin.png")
+    with open(thin, "wb") as f:
+        f.write(tf.io.encode_png(np.zeros((2, 400, 3), np.uint8)).numpy())
+    weights = demo_weights(tmp_path / "w.weights.h5", 4, 2)
+    command = ["--arch", "demo", "--weights", weights, "--data", data,
+               "--image-size", "32", "--resize-size", "40", "--metrics",
+               "accuracy", "--out-dir", str(tmp_path / "out"), "--verbose", "0",
+               "--max-image-pixels", "4000"]
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(command)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        f"cannot read image file {thin!r} (400x2, resized to a short side of "
+        "40, makes 40x8000 = 320,000 pixels, over max_image_pixels "
+        "(--max-image-pixels) = 4,000)" in err
+    )
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    assert evaluate.main(command + ["--skip-bad-images"]) == 0
+    assert (
+        f"2 unreadable image file(s) skipped: {thin}, {big}"
+        in capsys.readouterr().out
+    )
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    (figures,) = summary["models"].values()
+    assert figures["accuracy"]["num_images"] == 6
 
 
 def test_rows_are_labelled_by_kind():
@@ -343,3 +399,63 @@ def test_cli_validates_released_weights_as_their_authors(tmp_path, monkeypatch):
             summary["interpolation"], summary["tag"]) == (24, 24, "bicubic", "t2")
     assert built[0]["weights"] == "t2" and built[0]["input_shape"] == (24, 24, 3)
     assert set(resized) == {(24, "bicubic")}
+
+
+def test_cli_shift_metrics_table_json_and_plots(tmp_path, capsys):
+    data = jpeg_folder(tmp_path / "images", ["cats", "dogs"], per_class=2)
+    anti = demo_weights(tmp_path / "anti.weights.h5", 4, 2)
+    base = demo_weights(tmp_path / "base.weights.h5", None, 2, seed=1)
+    out = tmp_path / "out"
+    code = evaluate.main([
+        "--arch", "demo", "--filter-size", "4", "--weights", anti,
+        "--baseline-weights", base, "--data", data, "--image-size", "32",
+        "--resize-size", "36", "--max-shift", "4",
+        "--metrics", "adversarial,adversarial_circular,fractional,flip_rate",
+        "--batch-size", "4", "--out-dir", str(out), "--verbose", "0",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if line.startswith("| |"))
+    for column in ("Worst-case accuracy", "Worst-case circular accuracy",
+                   "Half-pixel consistency", "Flip rate", "Top-5 distance"):
+        assert column in header
+    assert any(line.startswith("| Delta |") for line in printed.splitlines())
+    assert sorted(os.listdir(out)) == [
+        "adversarial.png", "adversarial_circular.png", "results.json"]
+    assert os.path.getsize(out / "adversarial.png") > 10_000
+    summary = json.loads((out / "results.json").read_text())
+    assert list(summary["models"]) == ["baseline", "antialiased (filter 4)"]
+    for figures in summary["models"].values():
+        worst = figures["adversarial"]
+        assert worst["num_shifts"] == 25 and worst["offsets"] == [0, 1, 2, 3, 4]
+        assert worst["mode"] == "crop" and worst["num_images"] == 4
+        assert worst["adversarial"] <= worst["mean"]
+        assert worst["curve"]["adversarial"][-1] == worst["adversarial"]
+        assert figures["adversarial_circular"]["mode"] == "circular"
+        assert figures["fractional"]["shifts"] == [[0.5, 0.0], [0.0, 0.5], [0.5, 0.5]]
+        assert figures["flip_rate"]["length"] == 5
+        assert len(figures["flip_rate"]["per_step"]) == 4
+
+
+@pytest.mark.parametrize(
+    "metrics, extra, message",
+    [
+        ("adversarial", ["--max-shift", "9"],
+         "--max-shift is 9: pass --max-shift 8 or less"),
+        ("flip_rate", ["--max-shift", "9"], "--max-shift 8 or less"),
+        ("adversarial_circular", ["--max-shift", "32"], "--max-shift 31 or less"),
+        ("adversarial", ["--resize-size", "32"], "--resize-size equals --image-size"),
+    ],
+)
+def test_cli_shift_grid_too_large_is_refused_before_any_work(
+        tmp_path, capsys, metrics, extra, message):
+    data = jpeg_folder(tmp_path / "images", ["cats"], per_class=1)
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main([
+            "--arch", "demo", "--weights", str(tmp_path / "none.weights.h5"),
+            "--data", data, "--image-size", "32", "--resize-size", "40",
+            "--metrics", metrics, "--out-dir", str(tmp_path / "out"), *extra,
+        ])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

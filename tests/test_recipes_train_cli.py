@@ -52,6 +52,116 @@ def test_cli_rejects_bad_input(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+# Issue 30. Each with a folder that does not exist: without the bound, a
+# run would start (or fail on the folder), not stop at the argument.
+_NO_DATA = ["--arch", "demo", "--data", "/no/such/folder"]
+_DIGITS_400 = "9" * 400
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", _DIGITS_400],
+         "argument --epochs: expected a positive int, at most 16777216 (2**24: "
+         "the learning-rate schedule counts epochs in float32), got "
+         "'99999999999999999999'... (400 characters)"),
+        (["--epochs", str(2**24 + 1)], "--epochs: expected a positive int, at most 16777216"),
+        (["--seed", _DIGITS_400],
+         "argument --seed: expected an int >= 0, at most 4294967295 (2**32 - 1: "
+         "keras.utils.set_random_seed seeds NumPy"),
+        (["--seed", str(2**32)], "--seed: expected an int >= 0, at most 4294967295"),
+        (["--seed", "-1"], "--seed: expected an int >= 0, at most 4294967295"),
+        (["--steps-per-epoch", str(2**63)],
+         "--steps-per-epoch: expected a positive int, at most 9223372036854775807 "
+         "(TensorFlow's int64)"),
+        (["--eval-batch-size", "1" + "0" * 5000],
+         "--eval-batch-size: expected a positive int, at most 9223372036854775807 "
+         "(TensorFlow's int64), got '10000000000000000000'... (5001 characters)"),
+        (["--cpu-devices", str(10**18)], "--cpu-devices: expected a positive int, at most 1024"),
+        (["--epochs", "2", "--steps-per-epoch", str(2**62)],
+         "argument --steps-per-epoch: 4611686018427387904 x 2 epochs is more "
+         "than 2**63 - 1 steps (the global step is an int64)"),
+        (["--steps-per-epoch", str(2**60)],  # x the demo recipe's 12 epochs
+         "argument --steps-per-epoch: 1152921504606846976 x 12 epochs"),
+        (["--max-image-pixels", "0"], "--max-image-pixels: expected a positive int"),
+        (["--image-size", "30000"],
+         "argument --image-size: 30000 makes crops of 30000x30000 = "
+         "900,000,000 pixels, more than --max-image-pixels 89,478,485 (the "
+         "bound on the pixels of every image decoded or made); expected at "
+         "most 9459, or raise --max-image-pixels"),
+        (["--image-size", "100", "--max-image-pixels", "5000"],
+         "--image-size: 100 makes crops of 100x100 = 10,000 pixels"),
+    ],
+)
+def test_cli_bounds_its_numbers_up_front(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(_NO_DATA + argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert "no such folder" not in err  # refused before the data is opened
+
+
+def test_cli_single_class_warns(tmp_path, capsys):
+    """Issue 30: one class trains a constant softmax (loss 0), silently."""
+    root = _write_jpegs(tmp_path / "data", splits=("train",), classes=("cat",),
+                        count=4, size=40)
+    with pytest.warns(UserWarning, match=r"has a single class \('cat'\).*learns "
+                      "nothing; give at least two classes"):
+        code = train.main(["--arch", "demo", "--data", str(root),
+                           "--image-size", "32", "--epochs", "1",
+                           "--steps-per-epoch", "1", "--batch-size", "2",
+                           "--out-dir", str(tmp_path / "run"), "--quiet"])
+    assert code == 0
+
+
+def test_cli_image_over_max_image_pixels_is_named_or_skipped(
+    jpeg_folder, tmp_path, capsys
+):
+    """Issue 30: the bound is read from the header, before decoding."""
+    root = tmp_path / "data"
+    shutil.copytree(jpeg_folder, root)
+    big = root / "train" / "dog" / "big.png"
+    big.write_bytes(tf.io.encode_png(np.zeros((60, 50, 3), np.uint8)).numpy())
+    command = ["--arch", "demo", "--data", str(root), "--image-size", "32",
+               "--epochs", "1", "--steps-per-epoch", "4", "--batch-size", "4",
+               "--no-validation", "--quiet", "--max-image-pixels", "2500"]
+    assert train.main(command + ["--out-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"error: cannot read image file {str(big)!r} (50x60 = 3,000 pixels, "
+        "over max_image_pixels (--max-image-pixels) = 2,500)" in err
+    )
+    assert "Traceback" not in err
+    code = train.main(command + ["--out-dir", str(tmp_path / "b"),
+                                 "--skip-bad-images"])
+    assert code == 0
+    assert (
+        f"skipped 1 unreadable train image file(s) (--skip-bad-images): {big}"
+        in capsys.readouterr().out
+    )
+    # Validation resizes to a short side of 37 (32 x 256/224): a 400x2
+    # image (800 pixels) would be 37x7400.
+    thin = root / "val" / "cat" / "thin.png"
+    thin.write_bytes(tf.io.encode_png(np.zeros((2, 400, 3), np.uint8)).numpy())
+    command[command.index("--no-validation")] = "--skip-bad-images"
+    assert train.main(command + ["--out-dir", str(tmp_path / "v")]) == 0
+    assert (
+        f"skipped 1 unreadable validation image file(s) (--skip-bad-images): "
+        f"{thin}" in capsys.readouterr().out
+    )
+    # The resize before the centre crop is held to the bound too.
+    assert train.main(command + ["--out-dir", str(tmp_path / "c"),
+                                 "--image-size", "48"]) == 2
+    assert (
+        "--image-size: 48 makes images resized to a short side of "
+        "55x55 = 3,025 pixels, more than --max-image-pixels 2,500"
+        in capsys.readouterr().err
+    )
+
+
+
+
 def _write_jpegs(root, splits=("train", "val"), classes=("cat", "dog"), count=8,
                  size=48):
     rng = np.random.default_rng(0)

@@ -124,7 +124,7 @@ def test_features_match_reference(reference, size, pooling, filter_size):
         y = y.mean(axis=(1, 2))
     elif pooling == "max":
         y = y.max(axis=(1, 2))
-    got = np.asarray(model(x.transpose(0, 2, 3, 1), training=False))
+    got = keras.ops.convert_to_numpy(model(x.transpose(0, 2, 3, 1), training=False))
     assert got.shape == y.shape
     np.testing.assert_allclose(got, y, atol=1e-4 * np.abs(y).max())
 

@@ -38,6 +38,7 @@ def _layer_models():
         "MaxBlurPool2D": wrap(keras_blurpool.MaxBlurPool2D(filter_size=3)),
         "BlurUpSampling2D": wrap(keras_blurpool.BlurUpSampling2D(filter_size=4)),
         "CircularPadding2D": wrap(keras_blurpool.CircularPadding2D(2)),
+        "AdaptiveAvgPool2D": wrap(keras_blurpool.AdaptiveAvgPool2D(7)),
         "APSPool2D": wrap(keras_blurpool.APSPool2D(filter_size=3)),
         "LPSPool2D": wrap(keras_blurpool.LPSPool2D(filter_size=3)),
         "AntialiasAvgPool2D": wrap(keras_blurpool.layers.antialias.create_antialias(

@@ -316,9 +316,110 @@ def test_unknown_spatial_sizes():
     inputs = keras.Input((None, None, 16))
     x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="c")(inputs)
     model = keras.Model(inputs, x)
-    new = antialias_model(model)
+    with pytest.warns(UserWarning, match="only from 3 px"):
+        new = antialias_model(model)
     out = new(np.zeros((1, 20, 20, 16), "float32"))
     assert tuple(out.shape) == (1, 10, 10, 16)
+
+
+def test_unknown_sizes_say_the_new_smallest_input():
+    # Two valid 3x3 stride-2 convs take any side from 7; anti-aliased, each
+    # filter-4 reflect blur needs a map of 3, so small inputs the original
+    # took would be refused only when the model is called.
+    inputs = keras.Input((None, None, 16))
+    x = keras.layers.Conv2D(16, 3, strides=2, name="c1")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, name="c2")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    with pytest.warns(UserWarning, match=r"the original takes sides from 7 "
+                      r"px, the anti-aliased model only from (\d+) px.*'c2_blur'"
+                      ) as record:
+        new, report = antialias_model(model, return_report=True)
+    old_side, side = report.min_input_size
+    assert old_side == 7 and side > 7
+    (message,) = [str(w.message) for w in record
+                  if "antialias_model" in str(w.message)]
+    assert f"only from {side} px" in message
+    assert f"smallest input side {side} px (was 7)" in str(report)
+    model(np.zeros((1, 7, 7, 16), "float32"))
+    model(np.zeros((1, side - 1, side - 1, 16), "float32"))
+    assert new(np.zeros((1, side, side, 16), "float32")).shape == (1, 16)
+    with pytest.raises(ValueError, match="c2_blur"):
+        new(np.zeros((1, side - 1, side - 1, 16), "float32"))
+    # Zero padding fits any map: the same smallest side, no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _, report = antialias_model(model, pad_type="zero", return_report=True)
+        assert report.min_input_size == (7, 7)
+        _, report = antialias_model(_small_cnn(), return_report=True)
+        assert report.min_input_size is None  # fixed sizes
+
+
+def test_causal_strided_conv_is_left_alone_and_reported():
+    # A symmetric blur after a causal conv lets each output see later steps.
+    inputs = keras.Input((32, 16))
+    x = keras.layers.Conv1D(16, 3, strides=2, padding="causal", name="causal")(
+        inputs)
+    model = keras.Model(inputs, x)
+    with pytest.warns(UserWarning, match="Causal convs stay as they are.*causal"):
+        new, report = antialias_model(model, return_report=True)
+    assert "causal conv" in report.left_alone["causal"]
+    x = np.random.default_rng(0).normal(size=(2, 32, 16)).astype("float32")
+    later = x.copy()
+    later[:, 20:] += 10.0  # output t sees steps up to 2t
+    before, after = _np(new(x)), _np(new(later))
+    np.testing.assert_array_equal(before[:, :10], after[:, :10])
+    np.testing.assert_array_equal(before, _np(model(x)))
+    # Beside it, other strided layers are anti-aliased as usual.
+    y = keras.layers.Conv1D(16, 3, strides=2, padding="same", name="same")(
+        model.output)
+    _, report = antialias_model(keras.Model(inputs, y), return_report=True)
+    assert report.replaced["conv"] == ["same"]
+    assert list(report.left_alone) == ["causal"]
+
+
+def test_layers_called_with_a_keyword_input():
+    def build(keyword):
+        inputs = keras.Input((16, 16, 32))
+        call = (lambda layer, t: layer(inputs=t)) if keyword else (
+            lambda layer, t: layer(t))
+        a = call(keras.layers.Conv2D(32, 1, strides=2, name="proj"), inputs)
+        b = call(keras.layers.Conv2D(32, 3, strides=2, padding="same",
+                                     name="main"), inputs)
+        return keras.Model(inputs, keras.layers.Add(name="add")([a, b]))
+
+    keyword, positional = build(True), build(False)
+    positional.set_weights(keyword.get_weights())
+    new = antialias_model(keyword)
+    reference = antialias_model(positional)
+    assert _inbound_layer(new, "proj") == "proj_blur"  # before a 1x1 conv
+    assert _inbound_layer(new, "main_blur") == "main"  # after a 3x3 conv
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 32)).astype("float32")
+    np.testing.assert_allclose(_np(new(x)), _np(reference(x)), atol=1e-6)
+
+
+def test_lambda_layers_are_reused():
+    # A Python lambda does not survive get_config/from_config (Keras's
+    # safe mode refuses it); it has no stride to change, so the new model
+    # calls the same layer object.
+    inputs = keras.Input((16, 16, 16))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="c")(x)
+    model = keras.Model(inputs, x)
+    new = antialias_model(model)
+    assert new.get_layer("double") is model.get_layer("double")
+    plain = keras.Sequential([
+        keras.Input((16, 16, 16)),
+        keras.layers.Conv2D(16, 3, strides=2, padding="same", name="c")])
+    plain.set_weights(model.get_weights())
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 16)).astype("float32")
+    np.testing.assert_allclose(
+        _np(new(x)), _np(antialias_model(plain)(2.0 * x)), atol=1e-5)
+    assert new.count_params() == model.count_params()
+    sequential = keras.Sequential([keras.Input((16, 16, 16)),
+                                   model.get_layer("double"), plain.layers[0]])
+    new = antialias_model(sequential)
+    assert [layer.name for layer in new.layers] == ["double", "c", "c_blur"]
+    assert new.get_layer("double") is model.get_layer("double")
 
 
 def test_channels_first_model():

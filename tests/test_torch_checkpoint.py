@@ -935,6 +935,48 @@ def test_non_regular_files_are_refused(tmp_path):
     link.symlink_to(target)
     assert list(read_torch_checkpoint(link)) == ["w"]
 
+    loop = tmp_path / "loop.pth"
+    loop.symlink_to(loop.name)  # was a bare OSError
+    _expect_error(loop, "loop of symbolic links")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_long_sizes_are_refused_before_any_product(tmp_path, fmt):
+    # 40,000 sizes of 2**63 - 1 and a 0: their product, a big integer,
+    # took seconds before NumPy refused the shape without the path.
+    shape = (2**63 - 1,) * 39_999 + (0,)
+    storage = _FakeStorage("0", 1)
+    path = _forged_checkpoint(
+        tmp_path / "long.pth", fmt,
+        [("w", _FakeTensor(storage, shape, (1,) * len(shape)))],
+        {"0": bytes(4)},
+    )
+    with _time_limit(5):
+        _expect_error(path, "tensor of 40000 dimensions, more than the 64 NumPy")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_names_are_quoted_and_lone_surrogates_refused(tmp_path, fmt):
+    storage = _FakeStorage("0", 1)
+    tensor = _FakeTensor(storage, (1,))
+    # A key that would clear the line and print a green OK, twice once
+    # `module.` is stripped.
+    hostile = "\x1b[2K\r\x1b[32mOK"
+    path = _forged_checkpoint(
+        tmp_path / "ansi.pth", fmt,
+        [(hostile, tensor), ("module." + hostile, tensor)], {"0": bytes(4)},
+    )
+    with pytest.raises(ValueError) as info:
+        read_torch_checkpoint(path)
+    assert "\x1b" not in str(info.value) and "\r" not in str(info.value)
+    assert repr(hostile) in str(info.value)
+    # JSON and pickles can carry a lone surrogate; no file name, .npz
+    # member or HDF5 key can hold one.
+    path = _forged_checkpoint(
+        tmp_path / "surrogate.pth", fmt, [("\ud800", tensor)], {"0": bytes(4)}
+    )
+    _expect_error(path, r"tensor name '\\ud800' is not valid Unicode")
+
 
 # ---------------------------------------------------------------------------
 # Fuzzing: any mutation gives arrays or a ValueError, quickly.
@@ -1052,7 +1094,10 @@ if given is not None:
         suppress_health_check=[HealthCheck.function_scoped_fixture],
     )
     @given(
-        attack=st.sampled_from(["shared", "broadcast", "nesting", "key", "memo"]),
+        attack=st.sampled_from([
+            "shared", "broadcast", "nesting", "key", "memo", "duplicates",
+            "long_shape", "zero_size", "classes", "non_finite",
+        ]),
         count=st.integers(1, 200),
         depth=st.integers(1, 3000),
         container=st.sampled_from([b"]", b")", b"}"]),
@@ -1062,8 +1107,11 @@ if given is not None:
         import tracemalloc
 
         values = np.arange(4096, dtype="<f4")
+        if attack == "non_finite":  # read as they are: loading refuses them
+            values[count::7] = [np.nan, np.inf, -np.inf][count % 3]
         storage = _FakeStorage("0", values.size)
         entries, extra, refusal = [("w", _FakeTensor(storage, (4096,)))], [], None
+        expected = {}
         if attack == "shared":  # `count` tensors of one storage
             tensor = _FakeTensor(storage, (64, 64))
             entries += [(f"s{i}", tensor if i % 2 else _FakeTensor(storage, (64, 64)))
@@ -1088,6 +1136,28 @@ if given is not None:
             extra = [("x", _Pairs([(_KEYS[key], 0)] * count))]
             if key in ("tuple", "nested_tuple", "frozenset", "list"):
                 refusal = "refused dict key"
+        elif attack == "duplicates":  # one name `count` times: the last wins
+            entries += [("d", _FakeTensor(storage, (32, 32), offset=i))
+                        for i in range(count)]
+            expected["d"] = values[count - 1 : count - 1 + 1024].reshape(32, 32)
+        elif attack == "long_shape":  # `depth` sizes of 2**63 - 1 and a 0
+            shape = (2**63 - 1,) * (depth - 1) + (0,)
+            entries.append(("l", _FakeTensor(storage, shape, (1,) * depth)))
+            if depth > 64:
+                refusal = "more than the 64 NumPy allows"
+            elif depth > 1:
+                refusal = "multiply past 2**63 bytes"
+        elif attack == "zero_size":  # `count` empty tensors, distinct names
+            entries += [(f"z{i}", _FakeTensor(storage, (0, depth)))
+                        for i in range(count)]
+            expected.update({f"z{i}": np.zeros((0, depth), "f4")
+                             for i in range(count)})
+        elif attack == "classes":  # a classifier of 10**k classes and no input
+            shape = (10 ** min(depth, 18), 0)
+            entries.append(("fc.weight", _FakeTensor(storage, shape, (0, 1))))
+            expected["fc.weight"] = np.zeros(shape, "f4")
+        elif attack == "non_finite":
+            pass
         else:  # `count` PUTs, some beyond the memo's range
             index = depth * 2**40 if count % 2 else depth
             puts = b"".join(b"Np%d\n0" % (index + i) for i in range(count))
@@ -1108,6 +1178,9 @@ if given is not None:
                 else:
                     assert refusal is None, refusal
                     np.testing.assert_array_equal(got["w"], values)
+                    for name, want in expected.items():
+                        assert got[name].shape == want.shape, name
+                        np.testing.assert_array_equal(got[name], want)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()

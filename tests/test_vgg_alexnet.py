@@ -153,7 +153,7 @@ def test_vgg_without_top_matches_reference_features(reference, pooling):
         expected = expected.mean(axis=(1, 2))
     elif pooling == "max":
         expected = expected.max(axis=(1, 2))
-    got = np.asarray(model(x.transpose(0, 2, 3, 1), training=False))
+    got = keras.ops.convert_to_numpy(model(x.transpose(0, 2, 3, 1), training=False))
     assert got.shape == expected.shape
     scale = np.abs(expected).max()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * scale)
@@ -286,15 +286,46 @@ def test_weights_file_and_config_round_trip(tmp_path):
     model.save_weights(path)
     again = AlexNet(include_top=False, filter_size=2, weights=path)
     for a, b in zip(model.weights, again.weights):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     # The whole model, adaptive pooling and BlurPool2D included.
     model = AlexNet(classes=5, input_shape=(127, 127, 3), filter_size=2)
     clone = keras.Model.from_config(model.get_config())
     clone.set_weights(model.get_weights())
     x = np.random.default_rng(0).standard_normal((1, 127, 127, 3))
     np.testing.assert_allclose(
-        np.asarray(clone(x)), np.asarray(model(x)), atol=1e-6
+        keras.ops.convert_to_numpy(clone(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6
     )
+
+
+def test_files_saved_with_keras_adaptive_pooling_still_load(tmp_path):
+    # The head's pool was keras.layers.AdaptiveAveragePooling2D under the
+    # same name, without weights: its .weights.h5 files load into today's
+    # builders, and its .keras files still load.
+    model = AlexNet(classes=5, input_shape=(96, 96, 3))
+
+    def clone(layer):
+        if isinstance(layer, keras_blurpool.AdaptiveAvgPool2D):
+            return keras.layers.AdaptiveAveragePooling2D(6, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    old = keras.models.clone_model(model, clone_function=clone)
+    assert isinstance(old.get_layer("adaptive_avg_pool"),
+                      keras.layers.AdaptiveAveragePooling2D)
+    old.set_weights(model.get_weights())
+    path = str(tmp_path / "old.weights.h5")
+    old.save_weights(path)
+    again = AlexNet(classes=5, input_shape=(96, 96, 3), weights=path)
+    assert isinstance(again.get_layer("adaptive_avg_pool"),
+                      keras_blurpool.AdaptiveAvgPool2D)
+    # AlexNet's 2x2 map to 6x6 is right on every backend with Keras's pool.
+    x = np.random.default_rng(0).standard_normal((1, 96, 96, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(old(x))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)), expected,
+                               rtol=1e-6, atol=1e-7)
+    old.save(tmp_path / "old.keras")
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected,
+                               rtol=1e-6, atol=1e-7)
 
 
 def test_mixed_float16_build():
@@ -305,7 +336,7 @@ def test_mixed_float16_build():
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert model.get_layer("block1_pool_blur").compute_dtype == "float16"
-    assert np.isfinite(np.asarray(out, "float32")).all()
+    assert np.isfinite(keras.ops.convert_to_numpy(out).astype("float32")).all()
 
 
 # --- whole table (--zoo) ------------------------------------------------------

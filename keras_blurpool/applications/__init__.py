@@ -26,9 +26,9 @@ from keras_blurpool.applications.densenet import DenseNet169
 from keras_blurpool.applications.densenet import DenseNet201
 from keras_blurpool.applications.imagenet_utils import decode_predictions
 from keras_blurpool.applications.imagenet_utils import preprocess_input
+from keras_blurpool.applications.loading import imagenet_state_dict
 from keras_blurpool.applications.loading import load_torch_weights
 from keras_blurpool.applications.mobilenet_v2 import MobileNetV2
-from keras_blurpool.applications.pretrained import imagenet_state_dict
 from keras_blurpool.applications.resnet import ResNet18
 from keras_blurpool.applications.resnet import ResNet34
 from keras_blurpool.applications.resnet import ResNet50

@@ -19,6 +19,7 @@ from keras_blurpool.applications.blocks import apply_antialias
 from keras_blurpool.applications.blocks import batch_norm
 from keras_blurpool.applications.blocks import conv
 from keras_blurpool.applications.blocks import pooling_head
+from keras_blurpool.layers import AdaptiveAvgPool2D
 from keras_blurpool.layers import is_antialiasing
 
 # Spec kinds with a PyTorch counterpart in the state_dict.
@@ -100,13 +101,16 @@ def head(x, options: Options, *, pool_size: int, dropout_first: bool):
     """The head: torchvision's classifier with `include_top`, else the
     builder's `pooling` (`blocks.pooling_head`).
 
-    torchvision's classifier is adaptive average pooling to `pool_size`,
+    torchvision's classifier is adaptive average pooling to `pool_size`
+    (`AdaptiveAvgPool2D`, PyTorch's windows on every backend),
     then three Dense layers with dropout (before them if `dropout_first`,
     AlexNet's order, else after the first two, VGG's).
     """
     if not options.include_top:
         return pooling_head(x, options)
-    x = layers.AdaptiveAveragePooling2D(pool_size, name="adaptive_avg_pool")(x)
+    # Ours, not keras.layers.AdaptiveAveragePooling2D: Keras's gives NaN on
+    # JAX for many input sizes (docs/zoo.md, "Known issues").
+    x = AdaptiveAvgPool2D(pool_size, name="adaptive_avg_pool")(x)
     for i in (1, 2):
         if dropout_first:
             # Element-wise dropout commutes with Flatten; applying it to the

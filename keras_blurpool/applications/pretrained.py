@@ -5,9 +5,10 @@ Which checkpoints exist is part of each architecture's registry entry
 without BatchNorm), DenseNet-121, MobileNetV2 and AlexNet were released
 at filter sizes 2, 3, 4 and 5, every other architecture at filter size 4
 only, nothing for the plain networks (their weights are torchvision's).
-Fetching, verifying and caching is `keras_blurpool.weights.download`'s
-job; the cache holds the state dict, which loads into any head
-configuration.
+This module says which file (`imagenet_file`); fetching, verifying and
+caching is `keras_blurpool.weights.download`'s job, and
+`loading.imagenet_state_dict` loads the state dict into the network
+before the cache keeps it.
 
 The released weights are under the reference's CC BY-NC-SA 4.0 licence
 (non-commercial). timm's architectures (`timm_resnet.py`) instead list
@@ -17,9 +18,10 @@ fetched from the Hugging Face Hub; those are Apache-2.0.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from keras_blurpool.applications import registry
 from keras_blurpool.layers import standardize_pad_type
-from keras_blurpool.weights import download
 
 # timm's `BlurPool2d` filter size, the one of its released blur networks.
 TIMM_BLUR_FILTER_SIZE = 3
@@ -143,18 +145,33 @@ def check_imagenet_available(
         )
 
 
-def imagenet_state_dict(
+class ReleasedFile(NamedTuple):
+    """One released ImageNet checkpoint, as `download` fetches it.
+
+    Attributes:
+        origin: its URL.
+        cache_name: its cache entry's name when the file name carries no
+            SHA-256 (timm's `model.safetensors`), else None.
+        sha256: its pinned SHA-256 where the registry has one, else None.
+        network: the builder arguments of the network it was released for
+            (besides `weights=None` and the defaults), such as
+            `{"filter_size": 4}`.
+    """
+
+    origin: str
+    cache_name: str | None
+    sha256: str | None
+    network: dict
+
+
+def imagenet_file(
     arch: str,
     filter_size: int | None = None,
     *,
     fine_tuned: bool = True,
     tag: str | None = None,
-) -> dict:
-    """The released ImageNet state dict of an architecture, cached.
-
-    The first call downloads the reference's checkpoint, checks its
-    SHA-256 prefix and caches the state dict
-    (see `keras_blurpool.weights.download`); later calls read the cache.
+) -> ReleasedFile:
+    """Which released checkpoint `weights="imagenet"` fetches.
 
     Args:
         arch: registry name, e.g. `"resnet50"`.
@@ -164,22 +181,14 @@ def imagenet_state_dict(
             picks the network fine-tuned from the baseline, `False` the one
             trained from scratch where it exists.
         tag: for timm's architectures, the released weights' tag
-            (default: the architecture's `default_tag`), fetched from the
-            Hugging Face Hub as `model.safetensors` (through
-            `huggingface_hub` and its cache when it is installed).
+            (default: the architecture's `default_tag`), on the Hugging
+            Face Hub as `model.safetensors`.
 
     Returns:
-        PyTorch names to NumPy arrays, for `load_torch_weights`.
+        The `ReleasedFile`.
 
     Raises:
-        ValueError: for combinations never released, a download failure,
-            a corrupted or hostile file, or an untrusted cache.
-
-    Example:
-
-    >>> state = imagenet_state_dict("resnet50", 4)  # doctest: +SKIP
-    >>> keras_blurpool.load_torch_weights(  # doctest: +SKIP
-    ...     ResNet50(include_top=False), state)
+        ValueError: for combinations never released.
     """
     spec = registry.get(arch)
     if spec.source == "timm":
@@ -190,12 +199,18 @@ def imagenet_state_dict(
             antialias=spec.released_antialias,
             tag=tag,
         )
-        return download.cached_state_dict(
+        return ReleasedFile(
             spec.hub_origin(tag),
             cache_name=f"{arch}.{tag}",
             sha256=spec.hub_weights[tag].sha256,
+            network={
+                "antialias": spec.released_antialias,
+                "filter_size": TIMM_BLUR_FILTER_SIZE,
+            },
         )
     filter_size = 4 if filter_size is None else filter_size
     check_imagenet_available(arch, filter_size)
     origin = spec.origin(spec.released_file(filter_size, fine_tuned=fine_tuned))
-    return download.cached_state_dict(origin)
+    return ReleasedFile(
+        origin, cache_name=None, sha256=None, network={"filter_size": filter_size}
+    )

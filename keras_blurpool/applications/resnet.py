@@ -422,20 +422,27 @@ _WEIGHTS_FROM_SCRATCH = {
     "resnet101": {4: "resnet101_lpf4-f8a116ff.pth"},
 }
 
+# The LPS authors' shortcut layer (`downsample.0`) takes the main branch's
+# choice, so its temperature is never used; ours is an APSPool2D, which
+# has none.
+_SHORTCUT_TAU = re.compile(
+    r"layer\d+\.\d+\.downsample\.0\.component_selection\.gumbel_tau"
+)
+
+
 def _fix_state_dict(state_dict: dict) -> dict:
     """The LPS authors' checkpoints as the reference's names have them.
 
     Their Lightning module holds the ResNet as `core`, and every LPS layer
-    a `gumbel_tau` buffer (the temperature, set by their schedule, not a
-    weight); other state dicts pass unchanged.
+    a `gumbel_tau` buffer, the Gumbel-softmax temperature their schedule
+    had reached: it loads into the `LPSPool2D`'s `tau` (fine-tuning
+    continues from it), except the shortcuts', which take the main
+    branch's choice and are dropped. Other state dicts pass unchanged.
     """
     if not state_dict or not all(k.startswith("core.") for k in state_dict):
         return state_dict
-    return {
-        k[len("core."):]: v
-        for k, v in state_dict.items()
-        if not k.endswith(".gumbel_tau")
-    }
+    fixed = {k[len("core."):]: v for k, v in state_dict.items()}
+    return {k: v for k, v in fixed.items() if not _SHORTCUT_TAU.fullmatch(k)}
 
 
 registry.register_family(

@@ -27,9 +27,8 @@ from keras_blurpool.evaluation._checks import check_positive_int
 from keras_blurpool.evaluation.preprocessing import center_crop
 from keras_blurpool.evaluation.preprocessing import check_interpolation
 from keras_blurpool.evaluation.preprocessing import resize_short_side
-
-# Columns of a view: where its crop starts, and how far it is then rolled.
-CROP_Y, CROP_X, ROLL_Y, ROLL_X = range(4)
+from keras_blurpool.evaluation.shifts import crop_views
+from keras_blurpool.evaluation.shifts import subpixel_views
 
 _DEFAULT = object()
 
@@ -56,6 +55,18 @@ def resolve_image_size(model, image_size) -> int:
         "Cannot read a square input size from the model (input_shape="
         f"{shape}). Pass `image_size`, e.g. image_size=224."
     )
+
+
+def validation_square(image_size: int, resize_size) -> tuple[int, int]:
+    """`(resize_size, centre)`: the square, and where its centre crop starts.
+
+    `resize_size` defaults to `round(image_size / 0.875)` (256 for 224);
+    the centre crop starts at torchvision's `CenterCrop` offset.
+    """
+    if resize_size is None:
+        resize_size = int(round(image_size / 0.875))
+    resize_size = check_positive_int("resize_size", resize_size, image_size)
+    return resize_size, int(round((resize_size - image_size) / 2.0))
 
 
 def resolve_preprocess(preprocess) -> Callable:
@@ -135,36 +146,6 @@ def resize_square(image, size: int, interpolation: str = "bilinear"):
     return square
 
 
-def crop_views(images, views, size: int):
-    """One `size` x `size` view of each image: crop, then circular roll.
-
-    Args:
-        images: `(batch, S, S, channels)`.
-        views: `(batch, 4)` int32 rows `(crop_y, crop_x, roll_y, roll_x)`.
-        size: side of the view.
-
-    Returns:
-        `(batch, size, size, channels)`; pixel `(i, j)` of a view is
-        `images[b, crop_y + (i - roll_y) % size, crop_x + (j - roll_x) % size]`,
-        which is `np.roll` of the crop.
-    """
-    square = images.shape[1]
-    channels = images.shape[-1]
-    views = ops.cast(views, "int32")
-    steps = ops.arange(size, dtype="int32")[None, :]
-    rows = views[:, CROP_Y : CROP_Y + 1] + ops.mod(
-        steps - views[:, ROLL_Y : ROLL_Y + 1], size
-    )
-    cols = views[:, CROP_X : CROP_X + 1] + ops.mod(
-        steps - views[:, ROLL_X : ROLL_X + 1], size
-    )
-    batch = ops.arange(ops.shape(images)[0], dtype="int32")
-    flat = (batch[:, None, None] * square + rows[:, :, None]) * square
-    flat = flat + cols[:, None, :]
-    pixels = ops.reshape(images, (-1, channels))
-    return ops.take(pixels, flat, axis=0)
-
-
 class ViewRunner:
     """Runs a model on views of every image of a dataset.
 
@@ -181,6 +162,9 @@ class ViewRunner:
         verbose: 1 shows a progress bar.
         seed: seed of the views.
         interpolation: of the resize, `"bilinear"` or `"bicubic"`.
+        shift: `(images, views, size) -> views` cutting one view of each
+            image; default `shifts.crop_views` (integer views). Sub-pixel
+            metrics pass `shifts.subpixel_views` with their method.
     """
 
     def __init__(
@@ -196,8 +180,12 @@ class ViewRunner:
         verbose: int,
         seed: int = 0,
         interpolation: str = "bilinear",
+        shift: Callable = crop_views,
     ):
         self.model = model
+        self.shift = shift
+        self.num_classes = None
+        self._reduce = None
         self.image_size = image_size
         self.square_size = square_size
         self.view_fn = view_fn
@@ -230,7 +218,7 @@ class ViewRunner:
         return dataset.with_options(options)
 
     def _step(self, images, views, view_index):
-        view = crop_views(images, ops.take(views, view_index, axis=1), self.image_size)
+        view = self.shift(images, ops.take(views, view_index, axis=1), self.image_size)
         inputs = self.preprocess(ops.cast(view, "float32"))
         scores = self.model(inputs, training=False)
         if isinstance(scores, (list, tuple, dict)):
@@ -240,9 +228,18 @@ class ViewRunner:
             )
         return ops.cast(scores, "float32")
 
-    def run(self, dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yields `(scores, labels)` per batch: `(views, batch, classes)`."""
+    def run(
+        self, dataset, reduce: Callable | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yields `(scores, labels)` per batch: `(views, batch, classes)`.
+
+        With `reduce`, each view's `(batch, classes)` scores are replaced
+        by `reduce(scores)` as soon as they arrive (e.g. the top-1 class),
+        so that a grid of many views holds one view's scores at a time;
+        `num_classes` then records the width of the scores.
+        """
         pipeline = self._pipeline(dataset)
+        self._reduce = reduce
         total = _num_batches(dataset, self.batch_size)
         bar = keras.utils.Progbar(total, verbose=self.verbose, unit_name="batch")
         if keras.backend.backend() == "tensorflow":
@@ -262,7 +259,7 @@ class ViewRunner:
     def _run_eager(self, pipeline):
         for images, views, labels in pipeline.as_numpy_iterator():
             scores = [
-                ops.convert_to_numpy(self._step(images, views, v))
+                self._host(ops.convert_to_numpy(self._step(images, views, v)))
                 for v in range(self.num_views)
             ]
             yield np.stack(scores), labels
@@ -289,12 +286,16 @@ class ViewRunner:
                 return labels
 
         def run(images, views, v):
-            return step(images, views, v).numpy()
+            return self._host(step(images, views, v).numpy())
 
         view_indices = [tf.constant(v, "int32") for v in range(self.num_views)]
         for images, views, labels in pipeline:
             scores = [run(images, views, v) for v in view_indices]
             yield np.stack(scores), gather(labels).numpy()
+
+    def _host(self, scores: np.ndarray) -> np.ndarray:
+        self.num_classes = scores.shape[-1]
+        return scores if self._reduce is None else self._reduce(scores)
 
 
 def _num_batches(dataset, batch_size: int) -> int | None:
@@ -356,3 +357,61 @@ class Probabilities:
             return scores
         exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
         return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def top_classes_of_views(
+    model,
+    dataset,
+    views: np.ndarray,
+    *,
+    image_size: int,
+    square_size: int,
+    mode: str,
+    method: str,
+    preprocess,
+    batch_size: int,
+    verbose: int,
+    interpolation: str,
+    k: int = 1,
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """The k best classes of every image under each of a fixed list of views.
+
+    Integer views are cut with `shifts.crop_views`; as soon as one view
+    is fractional, all go through `shifts.subpixel_views(method, mode)`.
+    Each view costs one forward pass of the batch, and only its k best
+    classes are kept (ties broken by class index, as a stable sort).
+
+    Yields:
+        `(top, labels, num_classes)` per batch, `top` of shape
+        `(num_views, batch, min(k, num_classes))`, best first.
+    """
+    views = np.asarray(views, "float64")
+    if np.array_equal(views, np.round(views)):
+        table = tf.constant(views.astype("int32"))
+        shift = crop_views
+    else:
+        table = tf.constant(views.astype("float32"))
+
+        def shift(images, rows, size):
+            return subpixel_views(images, rows, size, method=method, mode=mode)
+
+    runner = ViewRunner(
+        model,
+        image_size=image_size,
+        square_size=square_size,
+        view_fn=lambda index, seed: table,
+        num_views=len(views),
+        preprocess=resolve_preprocess(preprocess),
+        batch_size=batch_size,
+        verbose=verbose,
+        interpolation=interpolation,
+        shift=shift,
+    )
+
+    def best(scores):
+        if k == 1:
+            return scores.argmax(axis=-1)[:, None]
+        return np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+
+    for top, labels in runner.run(dataset, reduce=best):
+        yield top, labels, runner.num_classes

@@ -66,11 +66,7 @@ def accuracy(
     if not top_k:
         raise ValueError("`top_k` must name at least one k, e.g. top_k=(1, 5).")
     image_size = _runner.resolve_image_size(model, image_size)
-    if resize_size is None:
-        resize_size = int(round(image_size / 0.875))
-    resize_size = _runner.check_positive_int("resize_size", resize_size, image_size)
-    # torchvision's CenterCrop offset.
-    center = int(round((resize_size - image_size) / 2.0))
+    resize_size, center = _runner.validation_square(image_size, resize_size)
     view = tf.constant([[center, center, 0, 0]], "int32")
 
     runner = _runner.ViewRunner(

@@ -122,10 +122,7 @@ def circular_shift_consistency(
     image_size = _runner.resolve_image_size(model, image_size)
     max_shift = _runner.check_positive_int("max_shift", max_shift)
     passes = _runner.check_positive_int("passes", passes)
-    if resize_size is None:
-        resize_size = int(round(image_size / 0.875))
-    resize_size = _runner.check_positive_int("resize_size", resize_size, image_size)
-    center = int(round((resize_size - image_size) / 2.0))
+    resize_size, center = _runner.validation_square(image_size, resize_size)
 
     def views(index, seed):
         return roll_pair_views(

@@ -1,6 +1,7 @@
 """Anti-aliased downsampling layers."""
 
 from keras_blurpool.layers._padding import standardize_pad_type
+from keras_blurpool.layers.adaptive_pooling import AdaptiveAvgPool2D
 from keras_blurpool.layers.antialias import AntiAliasAvgPool2D  # deprecated alias
 from keras_blurpool.layers.antialias import AntialiasAvgPool2D
 from keras_blurpool.layers.antialias import AntiAliasing  # deprecated alias
@@ -20,6 +21,7 @@ from keras_blurpool.layers.polyphase import APSPool2D
 from keras_blurpool.layers.polyphase import LPSPool2D
 
 __all__ = [
+    "AdaptiveAvgPool2D",
     "APSPool2D",
     "LPSPool2D",
     "CircularPadding2D",

@@ -39,7 +39,9 @@ def check_filter_size(filter_size) -> int:
     return check_int("filter_size", filter_size, 1, MAX_LAYER_FILTER_SIZE)
 
 
-def standardize_strides(strides, rank: int, name: str = "strides") -> tuple:
+def standardize_strides(
+    strides, rank: int, name: str = "strides", maximum: int | None = None
+) -> tuple:
     """`rank` ints >= 1 from an int or a tuple of `rank` ints, or raises.
 
     Args:
@@ -48,6 +50,7 @@ def standardize_strides(strides, rank: int, name: str = "strides") -> tuple:
         rank: the number of spatial axes.
         name: the argument's name, quoted in the message (`"size"` for
             `BlurUpSampling2D`).
+        maximum: the largest allowed int, or None for no bound.
 
     Returns:
         A tuple of `rank` Python ints.
@@ -63,10 +66,13 @@ def standardize_strides(strides, rank: int, name: str = "strides") -> tuple:
     values = strides if isinstance(strides, (tuple, list)) else (strides,)
     if len(values) == 1:
         values = tuple(values) * rank
-    if len(values) != rank or not all(is_int(s) and s >= 1 for s in values):
+    if len(values) != rank or not all(
+        is_int(s) and 1 <= s <= (maximum or s) for s in values
+    ):
+        allowed = ">= 1" if maximum is None else f"from 1 to {maximum}"
         raise ValueError(
-            f"`{name}` must be an int >= 1 or a tuple of {rank} ints >= 1. "
-            f"Received: {name}={strides!r}"
+            f"`{name}` must be an int {allowed} or a tuple of {rank} ints "
+            f"{allowed}. Received: {name}={strides!r}"
         )
     return tuple(int(s) for s in values)
 

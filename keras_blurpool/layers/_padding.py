@@ -153,8 +153,12 @@ def circular_pad(x, widths):
 
     Each pad copies the opposite border (PyTorch's "circular" mode);
     `keras.ops.pad` has no such mode on every backend, so it is two slices
-    and a concatenation per axis, which XLA and every exporter take. Each
-    width must be at most the axis's size.
+    and a concatenation per axis, which XLA and every exporter take. A
+    width larger than the axis's (known) size wraps around more than once,
+    the map repeated as by NumPy's "wrap" mode (the polyphase layers pad a
+    1x1 map to 3x3 so); the layers whose padding is an argument refuse
+    that (`check_pad_fits`). With an unknown size, each width must be at
+    most the axis's size.
 
     Args:
         x: the tensor.
@@ -167,7 +171,11 @@ def circular_pad(x, widths):
     for axis, (before, after) in sorted(widths.items()):
         axis %= len(x.shape)
         lead = (slice(None),) * axis
-        parts = [x]
+        n = x.shape[axis]
+        # Whole copies of the axis, then the rest of each pad.
+        whole_before, before = divmod(before, n) if n else (0, before)
+        whole_after, after = divmod(after, n) if n else (0, after)
+        parts = [x] * (1 + whole_before + whole_after)
         if before:
             parts.insert(0, x[lead + (slice(-before, None),)])
         if after:

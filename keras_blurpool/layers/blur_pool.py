@@ -151,6 +151,10 @@ class _BlurPool(keras.layers.Layer):
         ] + 1
 
     def compute_output_shape(self, input_shape):
+        # Refuses what build and call refuse (a map too small for the
+        # padding): shape inference at a given size then says whether the
+        # layer takes it (antialias_model's minimum input size).
+        self._check_spatial_sizes(input_shape)
         shape = list(input_shape)
         for i, axis in enumerate(self._spatial_axes):
             shape[axis] = self._output_length(shape[axis], i)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_blurpool._utils import check_int
@@ -36,6 +37,54 @@ from keras_blurpool.layers._padding import standardize_pad_type
 from keras_blurpool.layers.blur_pool import BlurPool2D
 
 NORMS = ("l1", "l2", "linf")
+
+# Networks subsample by 2 (at most 4); a polyphase layer keeps one of
+# `s_h * s_w` components and pads each side up to a multiple of its
+# stride, so its memory grows with the stride. Unbounded, a stride of
+# 20,000 asked the backend for gigabytes before failing.
+MAX_POLYPHASE_STRIDE = 16
+
+# The smallest Gumbel-softmax temperature. `softmax((logits + g) / tau)`
+# is computed as `softmax((logits + g - max) / tau)`: finite for any
+# normal float32 `tau`, and its gradient scales as `1 / tau`. Below 1e-4
+# the weights are one-hot already for logit gaps of 1e-2 (the authors
+# anneal to 0.025); a `tau` of 1e-50 was stored as float32 0.0 and every
+# training output was NaN.
+MIN_TAU = 1e-4
+
+
+def check_tau(tau, name: str = "tau") -> float:
+    """`tau` as a float from `MIN_TAU` to float32's largest, or raises.
+
+    Args:
+        tau: a Gumbel-softmax temperature.
+        name: how the message names it (`"tau"`, a scheduler's return
+            value, a checkpoint key).
+
+    Returns:
+        `float(tau)`.
+
+    Raises:
+        ValueError: `"`tau` must be a finite float from 0.0001 to ...
+            Received: tau=..."`.
+
+    Example:
+
+    >>> check_tau(0.5)
+    0.5
+    """
+    largest = float(np.finfo("float32").max)
+    if (
+        isinstance(tau, bool)
+        or not isinstance(tau, (int, float, np.integer, np.floating))
+        or not MIN_TAU <= tau <= largest
+    ):
+        raise ValueError(
+            f"`{name}` must be a finite float from {MIN_TAU:g} to {largest:g} "
+            "(the Gumbel-softmax temperature, stored in float32; training "
+            f"is finite down to {MIN_TAU:g}). Received: {name}={tau!r}"
+        )
+    return float(tau)
 
 
 class _Default(str):
@@ -127,7 +176,29 @@ def component_norms(components, norm: str):
         return ops.sum(ops.abs(c), axis=(2, 3, 4))
     if norm == "l2":
         return ops.sum(ops.square(c), axis=(2, 3, 4))
-    return ops.max(ops.abs(c), axis=(2, 3, 4))
+    # A NaN makes a sum NaN on every backend, but a maximum only on some
+    # (TensorFlow's skips it): say so explicitly.
+    largest = ops.max(ops.abs(c), axis=(2, 3, 4))
+    has_nan = ops.any(ops.isnan(c), axis=(2, 3, 4))
+    return ops.where(has_nan, ops.cast(float("nan"), largest.dtype), largest)
+
+
+def choose_component(scores):
+    """Per sample, the number of the best component: int32 `(batch,)`.
+
+    The largest of the `(batch, P)` `scores` (the first of ties), except
+    that a NaN score wins over every number (the first NaN): a component
+    holding a NaN is kept, so the NaN reaches the output on every backend,
+    as NumPy's `argmax` would choose. (TensorFlow's own argmax skips NaNs,
+    JAX's and PyTorch's take them.)
+    """
+    is_nan = ops.isnan(scores)
+    first_nan = ops.argmax(ops.cast(is_nan, "int32"), axis=1)
+    finite = ops.where(is_nan, ops.cast(-float("inf"), scores.dtype), scores)
+    best = ops.where(
+        ops.any(is_nan, axis=1), first_nan, ops.argmax(finite, axis=1)
+    )
+    return ops.cast(best, "int32")
 
 
 def select_component(components, index):
@@ -140,6 +211,25 @@ def select_component(components, index):
     flat = ops.reshape(components, (-1, *dims[2:]))
     rows = ops.arange(b, dtype="int32") * p + ops.cast(index, "int32")
     return ops.take(flat, rows, axis=0)
+
+
+def select_given_component(components, index, num_components: int):
+    """`select_component` for an `index` given by the caller.
+
+    Its values are known only when the graph runs: a number outside
+    `[0, num_components)` cannot raise there on every backend (XLA has no
+    errors), and a clamped or wrapped one would silently take another
+    component or another sample's. Such a sample's output is NaN instead,
+    on every backend. (Values known at the call, a list or a NumPy array,
+    are checked there and refused with a ValueError.)
+    """
+    valid = ops.logical_and(
+        ops.greater_equal(index, 0), ops.less(index, num_components)
+    )
+    safe = ops.cast(ops.where(valid, index, ops.zeros_like(index)), "int32")
+    outputs = select_component(components, safe)
+    valid = ops.reshape(valid, (-1,) + (1,) * (len(outputs.shape) - 1))
+    return ops.where(valid, outputs, ops.cast(float("nan"), outputs.dtype))
 
 
 def mix_components(components, weights):
@@ -164,7 +254,9 @@ class _PolyphasePool(keras.layers.Layer):
         if filter_size is not None:
             filter_size = check_filter_size(filter_size)
         self.filter_size = filter_size
-        self.strides = standardize_strides(strides, 2)
+        self.strides = standardize_strides(
+            strides, 2, maximum=MAX_POLYPHASE_STRIDE
+        )
         self.pad_type = standardize_pad_type(pad_type)
         if not isinstance(return_index, bool):
             raise ValueError(
@@ -201,11 +293,36 @@ class _PolyphasePool(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = known_channels(self, input_shape)
+        self._check_spatial_sizes(input_shape)
         if self._blur is not None:
             self._blur.build(input_shape)
         self.input_spec = keras.layers.InputSpec(
             ndim=4, axes={self._channel_axis: channels}
         )
+
+    def _check_spatial_sizes(self, shape):
+        """Raises unless each known spatial size can be padded to a
+        multiple of its stride the layer's way.
+
+        Circular padding wraps around as often as needed (a 1x1 map at
+        stride 3 is repeated, as NumPy's "wrap"); zero and replicate
+        padding fit any size; reflect padding needs a size larger than
+        the padding, `s - n % s`.
+        """
+        if self.pad_type != "reflect":
+            return
+        for axis, s in zip(self._spatial_axes, self.strides):
+            n = shape[axis]
+            if n is not None and n % s and s - n % s >= n:
+                size = "x".join(str(shape[a]) for a in self._spatial_axes)
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}' cannot reflect-pad "
+                    f"a {size} feature map to a multiple of strides="
+                    f"{self.strides}: it would pad {s - n % s} pixel(s) to a "
+                    f"side of {n}, and reflect padding needs a side larger "
+                    "than its padding. Use pad_type='circular', 'zero' or "
+                    "'replicate', or smaller strides."
+                )
 
     def _padded_sizes(self, shape):
         """Spatial sizes after padding up to multiples of the strides."""
@@ -244,9 +361,11 @@ class _PolyphasePool(keras.layers.Layer):
                 f"{self.strides}); 'circular' and 'zero' take unknown ones. "
                 f"Received a tensor of shape {tuple(x.shape)}"
             )
-        missing = (s - ops.shape(x)[axis] % s) % s
-        lead = (slice(None),) * axis
-        head = x[lead + (slice(0, missing),)]
+        n = ops.shape(x)[axis]
+        missing = (s - n % s) % s
+        # Rows 0, 1, ... wrapping around: a side smaller than the padding
+        # is repeated, as with known sizes.
+        head = ops.take(x, ops.arange(missing) % n, axis=axis)
         if self.pad_type == "zero":
             head = ops.zeros_like(head)
         return ops.concatenate([x, head], axis=axis)
@@ -262,15 +381,15 @@ class _PolyphasePool(keras.layers.Layer):
                 )
             if training:
                 return mix_components(components, index)
-            index = ops.argmax(index, axis=1)
-        elif len(index.shape) != 1:
+            return select_component(components, choose_component(index))
+        if len(index.shape) != 1:
             raise ValueError(
                 f"{type(self).__name__} '{self.name}': `index` must be int "
                 "indices of shape (batch,) or mixing weights of shape "
                 f"(batch, {self.num_components}). Received shape "
                 f"{tuple(index.shape)}"
             )
-        return select_component(components, index)
+        return select_given_component(components, index, self.num_components)
 
     def compute_output_spec(self, inputs, index=None, training=None):
         shape = self.compute_output_shape(inputs.shape)
@@ -280,6 +399,9 @@ class _PolyphasePool(keras.layers.Layer):
         return outputs, self._choice_spec(inputs, index)
 
     def compute_output_shape(self, input_shape, index_shape=None):
+        self._check_spatial_sizes(input_shape)
+        if self._blur is not None:
+            self._blur.compute_output_shape(input_shape)  # checks its padding
         shape = list(input_shape)
         for axis, size, s in zip(
             self._spatial_axes, self._padded_sizes(input_shape), self.strides
@@ -319,8 +441,10 @@ class APSPool2D(_PolyphasePool):
     circular shift of the input shifts the output circularly and nothing
     else, so a network of circularly padded convolutions and APS layers
     followed by global pooling is exactly invariant to circular shifts.
-    Odd sizes are first padded by one row/column at the end (circularly by
-    default), as APS does. Gradients flow through the chosen component.
+    Sizes that are no multiple of the strides are first padded at the end
+    (circularly by default, as APS does; a map smaller than the strides
+    wraps around more than once, and reflect padding, which cannot, is
+    refused at build). Gradients flow through the chosen component.
 
     In a residual block the shortcut must keep the same component as the
     main branch: build the main branch's layer with `return_index=True`,
@@ -329,9 +453,12 @@ class APSPool2D(_PolyphasePool):
     Args:
         filter_size: taps of the binomial blur before the selection, 1 to
             64, or None (1 and None: no blur; APS's default is 3).
-        strides: int or tuple of 2 ints, the subsampling factor.
+        strides: int or tuple of 2 ints, the subsampling factor, 1 to
+            `MAX_POLYPHASE_STRIDE` (16).
         norm: how components are compared: `"l2"` (default), `"l1"` or
-            `"linf"` (largest absolute value).
+            `"linf"` (largest absolute value). A component holding a NaN
+            counts as the largest (the first such): it is kept, and the
+            NaN reaches the output, on every backend.
         pad_type: padding of the blur and of odd sizes: `"circular"`
             (default; exact invariance), `"reflect"` (`"refl"`),
             `"replicate"` (`"repl"`) or `"zero"`. The keyword `padding` is
@@ -346,9 +473,13 @@ class APSPool2D(_PolyphasePool):
     Call arguments:
         inputs: a 4-D tensor.
         index: optional choice to apply instead of choosing: int `(batch,)`
-            component numbers (an `APSPool2D`'s `return_index`), or float
-            `(batch, s_h * s_w)` mixing weights (an `LPSPool2D`'s: mixed
-            while training, their argmax otherwise).
+            component numbers from 0 to `s_h * s_w - 1` (an `APSPool2D`'s
+            `return_index`), or float `(batch, s_h * s_w)` mixing weights
+            (an `LPSPool2D`'s: mixed while training, their argmax
+            otherwise). A number out of range is a ValueError when its
+            value is known at the call (a list, an int, a NumPy array);
+            in a tensor it gives that sample a NaN output, on every
+            backend (a graph cannot raise on its values).
         training: whether the call is a training one (mixing weights only).
 
     Input shape:
@@ -395,11 +526,67 @@ class APSPool2D(_PolyphasePool):
         )
         self.norm = norm
 
+    def __call__(self, *args, **kwargs):
+        # Checked before Keras turns a list or NumPy array into a tensor,
+        # whose values are then known only when the graph runs.
+        if len(args) > 1:
+            args = (args[0], self._check_index(args[1]), *args[2:])
+        elif "index" in kwargs:
+            kwargs["index"] = self._check_index(kwargs["index"])
+        return super().__call__(*args, **kwargs)
+
+    def _check_index(self, index):
+        """`index` (a NumPy array if it was no tensor), or a ValueError.
+
+        Shapes and dtypes are checked on every index; the values of one
+        known at the call (a Python list or int, a NumPy array) too. A
+        tensor's values are known only when the graph runs: out-of-range
+        numbers then give NaN outputs (`select_given_component`).
+        """
+        if index is None:
+            return None
+        p = self.num_components
+        if ops.is_tensor(index) or isinstance(index, keras.KerasTensor):
+            values = None
+            shape = tuple(index.shape)
+            dtype = keras.backend.standardize_dtype(index.dtype)
+        else:
+            try:
+                values = np.asarray(index)
+            except (TypeError, ValueError, OverflowError):
+                values = np.asarray(None)  # an object array: refused below
+            shape, dtype = values.shape, values.dtype.name
+        shown = index if values is None else np.array2string(
+            values, threshold=8, separator=", "
+        )
+        allowed = (
+            f"int component numbers from 0 to {p - 1} of shape (batch,) "
+            f"(strides={self.strides} has {p} polyphase components), or "
+            f"float mixing weights of shape (batch, {p})"
+        )
+        integer = dtype.startswith(("int", "uint"))
+        if len(shape) == 1 and not integer or (
+            len(shape) == 2 and not dtype.startswith(("float", "bfloat"))
+        ) or len(shape) not in (1, 2):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': `index` must be "
+                f"{allowed}. Received: index={shown} (shape {shape}, "
+                f"dtype {dtype})"
+            )
+        if values is not None and len(shape) == 1 and values.size and (
+            values.min() < 0 or values.max() >= p
+        ):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': `index` must be "
+                f"{allowed}; a number outside 0..{p - 1} would take another "
+                f"sample's component. Received: index={shown}"
+            )
+        return index if values is None else values
+
     def call(self, inputs, index=None, training=None):
         components = self._prepare(inputs)
         if index is None:
-            index = ops.argmax(component_norms(components, self.norm), axis=1)
-            index = ops.cast(index, "int32")
+            index = choose_component(component_norms(components, self.norm))
             outputs = select_component(components, index)
         else:
             outputs = self._apply_index(components, index, training)
@@ -427,11 +614,14 @@ class LPSPool2D(_PolyphasePool):
     shared by all components: a 3x3 convolution to `hidden_channels`,
     ReLU, a second 3x3 convolution (both with bias and circular padding),
     and the mean over channels and space, one logit per component. At
-    inference it keeps the component of highest logit: that choice moves
+    inference it keeps the component of highest logit (a NaN logit counts
+    as the highest, as APS's NaN norms): that choice moves
     with the input under circular shifts, so the layer is exactly
     equivariant, as APS. While training it mixes the components with
     Gumbel-softmax weights `softmax((logits + g) / tau)` (the authors'
-    soft relaxation), so the scoring network learns.
+    soft relaxation, computed with the largest score subtracted first, so
+    that it is finite for every allowed `tau`), so the scoring network
+    learns.
 
     `tau` is a non-trainable variable: set it (`layer.tau.assign(0.5)`),
     or lower it over training with
@@ -446,14 +636,16 @@ class LPSPool2D(_PolyphasePool):
     Args:
         filter_size: taps of the binomial blur before the split, 1 to 64,
             or None (1 and None: no blur).
-        strides: int or tuple of 2 ints, the subsampling factor.
+        strides: int or tuple of 2 ints, the subsampling factor, 1 to
+            `MAX_POLYPHASE_STRIDE` (16).
         hidden_channels: channels of the scoring network; None (default)
             takes the input's channels, as the authors do.
         pad_type: padding of the blur, of odd sizes and of the scoring
             convolutions: `"circular"` (default; exact invariance),
             `"reflect"` (`"refl"`), `"replicate"` (`"repl"`) or `"zero"`.
             The keyword `padding` is a deprecated alias (it warns).
-        tau: initial Gumbel-softmax temperature, a float > 0.
+        tau: initial Gumbel-softmax temperature, a float from `MIN_TAU`
+            (1e-4) to float32's largest.
         return_index: if True, the layer returns `(outputs, weights)`:
             float32 `(batch, s_h * s_w)` mixing weights, the Gumbel-softmax
             sample while training and the one-hot choice at inference.
@@ -509,15 +701,7 @@ class LPSPool2D(_PolyphasePool):
         )
         if hidden_channels is not None:
             hidden_channels = check_int("hidden_channels", hidden_channels)
-        if (
-            isinstance(tau, bool)
-            or not isinstance(tau, (int, float))
-            or not tau > 0
-            or tau == float("inf")
-        ):
-            raise ValueError(
-                f"`tau` must be a finite float > 0. Received: tau={tau!r}"
-            )
+        tau = check_tau(tau)
         if seed is not None:
             seed = check_int("seed", seed, minimum=0)
         self.hidden_channels = hidden_channels
@@ -531,6 +715,10 @@ class LPSPool2D(_PolyphasePool):
         channels = input_shape[self._channel_axis]
         hidden = self.hidden_channels or channels
         shape = list(input_shape)
+        for axis in self._spatial_axes:
+            # The kernels do not depend on the sizes; the components are
+            # smaller than the input (1x1 for a map of side <= strides).
+            shape[axis] = None
         for i in (1, 2):
             conv = keras.layers.Conv2D(
                 hidden,
@@ -585,10 +773,16 @@ class LPSPool2D(_PolyphasePool):
                 seed=self.seed_generator,
             )
             gumbel = -ops.log(-ops.log(uniform))
-            weights = ops.softmax((logits + gumbel) / self.tau, axis=1)
+            scores = logits + gumbel
+            # Shifted before the division, the scores stay finite for any
+            # tau >= MIN_TAU (the best one is 0); softmax ignores shifts.
+            scores = scores - ops.stop_gradient(
+                ops.max(scores, axis=1, keepdims=True)
+            )
+            weights = ops.softmax(scores / self.tau, axis=1)
             outputs = mix_components(components, weights)
         else:
-            index = ops.argmax(logits, axis=1)
+            index = choose_component(logits)
             outputs = select_component(components, index)
             weights = ops.one_hot(index, self.num_components, dtype="float32")
         if self.return_index:

@@ -8,8 +8,10 @@ state dict as a NumPy `.npz` in a private per-user directory
 SHA-256 of each cached file is recorded beside it when it is written and
 checked on every load; a file or directory owned by another user, or
 writable by others, is never read. The downloaded checkpoint itself is
-never kept. A state dict loads into any head configuration of its
-architecture, so nothing needs to be built to cache it.
+never kept. The state dict is cached only once the caller's `check` has
+accepted it (`applications.loading` loads it into the released network),
+so a file that parses but does not fit is fetched again next time; the
+cached state dict then serves any head configuration of its architecture.
 
 Fetching (`_fetch`): an `https://huggingface.co/<repo>/resolve/<rev>/<file>`
 origin goes through `huggingface_hub.hf_hub_download` when that library is
@@ -22,8 +24,15 @@ transient failure (a timeout, a reset or dropped connection, a body
 shorter than its `Content-Length`, HTTP 5xx, 408 or 429) and a
 `keras.utils.Progbar` sized from `Content-Length` when stdout is a terminal
 or a notebook (`$KERAS_BLURPOOL_PROGRESS` forces it on or off). Either way
-the file lands in a private temporary file of the cache directory and is
+the file lands in a private partial file of the cache directory
+(`partial_files`: a later call deletes those a killed process left) and is
 then verified and read as above: the fetch is the only difference.
+
+Bounds: no download writes more than `download_max_bytes()`
+(`$KERAS_BLURPOOL_DOWNLOAD_MAX_MB`, default `DEFAULT_MAX_MB`, 2.5 times the
+largest released file), nor more than the `Content-Length` the origin
+announced; a `Content-Length` above the bound is refused before a byte is
+read.
 """
 
 from __future__ import annotations
@@ -33,21 +42,23 @@ import http.client
 import math
 import os
 import re
+import shlex
 import ssl
 import stat
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
-from keras_blurpool._utils import atomic_path
+from keras_blurpool.weights import partial_files
 from keras_blurpool.weights.checkpoint import read_checkpoint
 from keras_blurpool.weights.files import open_regular_file
+from keras_blurpool.weights.npz import read_npz
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
 _CHUNK = 1 << 20
@@ -61,6 +72,12 @@ DEFAULT_TIMEOUT = 30.0
 TIMEOUT_ENV = "KERAS_BLURPOOL_DOWNLOAD_TIMEOUT"
 PROGRESS_ENV = "KERAS_BLURPOOL_PROGRESS"
 RETRY_DELAY = 1.0
+# The most a download may write, in megabytes (10**6 bytes), overridable
+# by MAX_MB_ENV: 2.5 times the largest released file (timm's
+# seresnextaa201d_32x8d, 599 MB of float32; the reference's VGG-19s, 575
+# MB), so that a VGG-19 checkpoint carrying its SGD momentum fits too.
+DEFAULT_MAX_MB = 1500.0
+MAX_MB_ENV = "KERAS_BLURPOOL_DOWNLOAD_MAX_MB"
 _SCHEMES = ("https", "http", "file")
 # Origins that `huggingface_hub` fetches when it is installed.
 _HUB_ORIGIN = re.compile(
@@ -196,6 +213,36 @@ def download_timeout() -> float:
     return value
 
 
+def download_max_bytes() -> int:
+    """The most bytes a download may write.
+
+    `$KERAS_BLURPOOL_DOWNLOAD_MAX_MB` (megabytes, 10**6 bytes) when set,
+    else `DEFAULT_MAX_MB` (1500, 2.5 times the largest released file).
+    Read at every download.
+
+    Raises:
+        ValueError: when the variable is not a number of megabytes > 0.
+    """
+    raw = os.environ.get(MAX_MB_ENV, "").strip()
+    if not raw:
+        return int(DEFAULT_MAX_MB * 1e6)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value * 1e6 >= 1):
+        raise ValueError(
+            f"{MAX_MB_ENV} must be a number of megabytes > 0 (the largest "
+            f"file a download may write; default {DEFAULT_MAX_MB:g}). "
+            f"Received: {MAX_MB_ENV}={raw!r}"
+        )
+    return int(value * 1e6)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.6g} MB"
+
+
 def _progress_wanted() -> bool:
     raw = os.environ.get(PROGRESS_ENV, "").strip().lower()
     if raw in ("1", "true", "yes", "on"):
@@ -235,6 +282,14 @@ class _ShortBody(OSError):
     """The connection ended before `Content-Length` bytes arrived."""
 
 
+class _TooLarge(OSError):
+    """The origin announced or sent more than a download may write."""
+
+    def __init__(self, message: str, *, bound: bool):
+        super().__init__(message)
+        self.bound = bound  # whether `download_max_bytes()` was exceeded
+
+
 def _content_length(response) -> int | None:
     value = response.headers.get("Content-Length")
     try:
@@ -269,15 +324,34 @@ def _is_transient(error: BaseException) -> bool:
     )
 
 
-def _fetch_url_once(origin: str, destination: str, timeout: float) -> str:
+def _fetch_url_once(
+    origin: str, destination: str, timeout: float, limit: int
+) -> str:
     digest = hashlib.sha256()
     with urllib.request.urlopen(origin, timeout=timeout) as response, open(
         destination, "wb"
     ) as out:
         total = _content_length(response)
+        if total is not None and total > limit:
+            raise _TooLarge(
+                f"its Content-Length is {total} bytes, more than the "
+                f"download bound of {_megabytes(limit)}",
+                bound=True,
+            )
         progress = _Progress(origin, total, _progress_wanted())
+        end = limit if total is None else total
         received = 0
-        while chunk := response.read(_CHUNK):
+        # One byte more than allowed tells a longer body from a full one.
+        while chunk := response.read(min(_CHUNK, end - received + 1)):
+            if received + len(chunk) > end:
+                raise _TooLarge(
+                    f"it sent more than the download bound of "
+                    f"{_megabytes(limit)}"
+                    if total is None
+                    else f"it sent more than the {total} bytes its "
+                    "Content-Length announced",
+                    bound=total is None,
+                )
             digest.update(chunk)
             out.write(chunk)
             received += len(chunk)
@@ -308,10 +382,11 @@ def _fetch_url(origin: str, destination: str, offline: str) -> str:
     `download_timeout()` to connect and to receive each block.
     """
     timeout = download_timeout()
+    limit = download_max_bytes()
     attempts = 2
     for attempt in range(1, attempts + 1):
         try:
-            return _fetch_url_once(origin, destination, timeout)
+            return _fetch_url_once(origin, destination, timeout, limit)
         except (OSError, http.client.HTTPException) as error:
             # URLError, HTTPError, TimeoutError, ConnectionError: OSErrors.
             transient = _is_transient(error)
@@ -330,6 +405,11 @@ def _fetch_url(origin: str, destination: str, offline: str) -> str:
                     f" Each attempt waits {timeout:g} s for the connection "
                     f"and for each block of data: set {TIMEOUT_ENV} (seconds) "
                     "to wait longer."
+                )
+            if isinstance(error, _TooLarge) and error.bound:
+                hint = (
+                    f" Set {MAX_MB_ENV} (megabytes; default "
+                    f"{DEFAULT_MAX_MB:g}) to allow larger files."
                 )
             raise ValueError(
                 f"Could not fetch the pretrained weights from {origin}: "
@@ -381,13 +461,29 @@ def _fetch_from_hub(
             f"({origin}) through huggingface_hub: "
             f"{type(error).__name__}: {error} {offline}"
         ) from error
+    limit = download_max_bytes()
     digest = hashlib.sha256()
     with open_regular_file(path, what="Hugging Face cache file") as source, open(
         destination, "wb"
     ) as out:
-        while chunk := source.read(_CHUNK):
+        size = os.fstat(source.fileno()).st_size
+        copied = 0
+        while size <= limit and (
+            chunk := source.read(min(_CHUNK, limit - copied + 1))
+        ):
+            copied += len(chunk)
+            if copied > limit:  # the file grew while copied
+                break
             digest.update(chunk)
             out.write(chunk)
+        if max(size, copied) > limit:
+            what = f"is {size} bytes" if size > limit else "grew while copied"
+            raise ValueError(
+                f"The file huggingface_hub fetched for {origin} ({path}) "
+                f"{what}, beyond the download bound of {_megabytes(limit)}. "
+                f"Set {MAX_MB_ENV} (megabytes; default {DEFAULT_MAX_MB:g}) "
+                "to allow larger files."
+            )
     return digest.hexdigest()
 
 
@@ -461,8 +557,7 @@ def _load_cached(target: str, digest_file: str) -> dict | None:
         # One descriptor: the bytes checked are the bytes loaded.
         if _sha256_of(f) == recorded:
             f.seek(0)
-            with np.load(f, allow_pickle=False) as archive:
-                return {key: archive[key] for key in archive.files}
+            return read_npz(f, target)
     warnings.warn(
         f"The cached file {target} does not match the SHA-256 recorded "
         "when it was written; fetching it again.",
@@ -473,28 +568,37 @@ def _load_cached(target: str, digest_file: str) -> dict | None:
 
 
 def cached_state_dict(
-    origin: str, *, cache_name: str | None = None, sha256: str | None = None
+    origin: str,
+    *,
+    cache_name: str | None = None,
+    sha256: str | None = None,
+    check: Callable[[dict], object] | None = None,
+    check_cached: Callable[[dict], object] | None = None,
 ) -> dict:
     """The state dict of a released checkpoint, from the cache if there.
 
     The first call downloads `origin`, checks its SHA-256 against the
-    prefix in its file name, reads it and writes the state dict
-    atomically to `<cache_dir()>/<stem>.npz` together with its SHA-256
+    prefix in its file name, reads it, passes the state dict to `check`
+    and, once `check` has accepted it, writes it atomically to
+    `<cache_dir()>/<stem>.npz` together with its SHA-256
     (`<stem>.npz.sha256`); the checkpoint is then deleted. Later calls read
-    the `.npz` after checking its owner, permissions and SHA-256.
+    the `.npz` after checking its owner, permissions and SHA-256, and pass
+    it to `check_cached`.
 
     A file whose name carries no digest (timm's `model.safetensors` on
     the Hugging Face Hub) is cached under `cache_name`; it is checked
     against `sha256` when given, and otherwise by reading it (the state
-    dict must parse, and the caller then loads it into its architecture,
-    which checks every name and shape); the cache records the SHA-256 it
-    was first fetched with and checks it on every load.
+    dict must parse) and by `check` (the caller loads it into its
+    architecture, which checks every name and shape); the cache records
+    the SHA-256 it was first fetched with and checks it on every load.
 
     A Hugging Face Hub URL is fetched with `huggingface_hub` when it is
     installed (its cache, mirror, token and offline mode apply), anything
-    else with urllib: timeouts, one retry, a progress bar (see the module
-    docstring). A failed fetch's message names the URL and what to do
-    offline.
+    else with urllib: timeouts, one retry, a progress bar, a size bound
+    (see the module docstring). A failed fetch's message names the URL and
+    what to do offline. Every call first deletes the partial files that
+    killed processes left in the cache directory
+    (`partial_files.remove_stale`).
 
     Args:
         origin: URL of the checkpoint (https://, http:// or file://), its file name
@@ -504,19 +608,31 @@ def cached_state_dict(
             no digest (`"resnetaa50d.sw_in12k_ft_in1k"`).
         sha256: the file's full SHA-256 (hex) or a prefix of it, checked
             instead of the one in the file name; None for no pinned digest.
+        check: called with a fetched state dict before it is cached; a
+            `ValueError` it raises is re-raised naming `origin`, and
+            nothing is cached (a later call fetches again). None: cached
+            once it parses.
+        check_cached: called with a state dict read from the cache; a
+            `ValueError` it raises is re-raised naming the cached file and
+            how to remove it.
 
     Returns:
         PyTorch names to NumPy arrays.
 
     Raises:
         ValueError: for an origin that is not such a URL, a bad
-            `$KERAS_BLURPOOL_DOWNLOAD_TIMEOUT` or `$KERAS_BLURPOOL_PROGRESS`,
-            a download failure, a file whose SHA-256 does not match its
-            name, a corrupted or hostile checkpoint, or an untrusted cache.
-            Nothing is left in the cache then.
+            `$KERAS_BLURPOOL_DOWNLOAD_TIMEOUT`, `$KERAS_BLURPOOL_PROGRESS` or
+            `$KERAS_BLURPOOL_DOWNLOAD_MAX_MB`, a download failure, a file
+            larger than the download bound, a file whose SHA-256 does not
+            match its name, a corrupted or hostile checkpoint, one that
+            `check` refuses, a cached one that `check_cached` refuses, or
+            an untrusted cache. Nothing new is left in the cache then (a
+            cached file that `check_cached` refuses stays, named in the
+            message, for you to delete).
     """
     _check_origin(origin)
     download_timeout()  # a bad $KERAS_BLURPOOL_DOWNLOAD_TIMEOUT, early
+    download_max_bytes()
     _progress_wanted()
     file_name = _file_name(origin)
     if cache_name is None:
@@ -533,20 +649,27 @@ def cached_state_dict(
         expected, stem = sha256 or "", cache_name
     suffix = ".safetensors" if file_name.endswith(".safetensors") else ".pth"
     directory = cache_dir()
+    partial_files.remove_stale(directory)
     target = os.path.join(directory, f"{stem}.npz")
     digest_file = target + _DIGEST_SUFFIX
     cached = _load_cached(target, digest_file)
     if cached is not None:
+        if check_cached is not None:
+            try:
+                check_cached(cached)
+            except ValueError as error:
+                raise ValueError(
+                    f"The cached weights {target} (fetched from {origin}) do "
+                    f"not load: {error}\nDelete {target} and {digest_file} "
+                    f"(rm {shlex.quote(target)} {shlex.quote(digest_file)}): "
+                    f"the next call fetches {origin} again."
+                ) from error
         return cached
 
-    fd, checkpoint = tempfile.mkstemp(
-        # Partial, and named so that `read_checkpoint` picks its reader.
-        prefix=f".{stem}-", suffix=f".part{suffix}", dir=directory
-    )
-    os.close(fd)
-    try:
+    # Partial, and named so that `read_checkpoint` picks its reader.
+    with partial_files.part_file(directory, stem, suffix) as checkpoint:
         actual = _fetch(
-            origin, checkpoint, _offline_route(origin, stem, directory)
+            origin, checkpoint.path, _offline_route(origin, stem, directory)
         )
         if not actual.startswith(expected.lower()):
             where = "the file name" if sha256 is None else "the registry"
@@ -555,7 +678,7 @@ def cached_state_dict(
                 f"is {actual}, {where} says {expected}..."
             )
         try:
-            state_dict = read_checkpoint(checkpoint)
+            state_dict = read_checkpoint(checkpoint.path)
         except ValueError as error:
             # The reader names the temporary file; name the origin instead.
             raise ValueError(
@@ -563,15 +686,23 @@ def cached_state_dict(
                 f"{str(error).split(': ', 1)[-1]}"
             ) from error
         state_dict = {key: np.asarray(value) for key, value in state_dict.items()}
-        # The digest is written last: a cached file without one is absent.
-        _remove_quietly(digest_file)
-        with atomic_path(target, private=True, suffix=".npz") as partial:
-            with open(partial, "wb") as f:
-                np.savez(f, **state_dict)
-            digest = _sha256(partial)
-        with atomic_path(digest_file, private=True) as partial:
-            with open(partial, "w", encoding="ascii") as f:
-                f.write(digest + "\n")
-    finally:
-        _remove_quietly(checkpoint)
+    if check is not None:
+        try:
+            check(state_dict)
+        except ValueError as error:
+            raise ValueError(
+                f"The weights fetched from {origin} do not load, so they were "
+                f"not cached: {error}"
+            ) from error
+    # The digest is written last: a cached file without one is absent.
+    _remove_quietly(digest_file)
+    with partial_files.part_file(directory, stem, ".npz") as partial:
+        with open(partial.path, "wb") as f:
+            np.savez(f, **state_dict)
+        digest = _sha256(partial.path)
+        partial.replace(target)
+    with partial_files.part_file(directory, stem, _DIGEST_SUFFIX) as partial:
+        with open(partial.path, "w", encoding="ascii") as f:
+            f.write(digest + "\n")
+        partial.replace(digest_file)
     return state_dict

@@ -49,6 +49,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from keras_blurpool.weights.files import open_regular_file
+from keras_blurpool.weights.names import name_problem
+from keras_blurpool.weights.names import quote
 
 # First pickle of a legacy file, and the protocol version that follows it.
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -114,6 +116,9 @@ _ALLOCATION_SLACK = 2**20
 # Containers (lists, tuples, dicts, sets) nest at most this deep. Training
 # checkpoints nest about 5 levels (optimizer -> param_groups -> params).
 _MAX_NESTING = 64
+
+# Dimensions of a tensor: NumPy's limit (torch's is the same, 64).
+_MAX_DIMENSIONS = 64
 
 # Dict keys are kept only if flat: a container key (a tuple, a frozenset)
 # could nest deep enough to crash the interpreter when hashed.
@@ -323,6 +328,12 @@ def _make_tensor(
     storage: _Storage, dtype: str, offset: Any, shape: Any, strides: Any
 ) -> _Tensor:
     _check_int(offset, "storage offset")
+    if type(shape) is tuple and len(shape) > _MAX_DIMENSIONS:
+        # Before any product of its sizes (big integers).
+        raise _CheckpointError(
+            f"tensor of {len(shape)} dimensions, more than the "
+            f"{_MAX_DIMENSIONS} NumPy allows"
+        )
     _check_ints(shape, "tensor size")
     _check_ints(strides, "tensor stride")
     if len(shape) != len(strides):
@@ -730,23 +741,23 @@ def _zip_records(file: Any, file_size: int, archive: zipfile.ZipFile) -> dict:
     for info in archive.infolist():
         name = info.filename
         if name in records:
-            raise _CheckpointError(f"record '{name}' appears twice")
+            raise _CheckpointError(f"record {quote(name)} appears twice")
         if not 0 <= info.header_offset <= end - 30:
-            raise _CheckpointError(f"record '{name}' points outside the file")
+            raise _CheckpointError(f"record {quote(name)} points outside the file")
         file.seek(info.header_offset)
         header = file.read(30)
         if len(header) != 30 or header[:4] != _ZIP_LOCAL_HEADER:
-            raise _CheckpointError(f"record '{name}' has no valid local header")
+            raise _CheckpointError(f"record {quote(name)} has no valid local header")
         name_length, extra_length = struct.unpack("<HH", header[26:30])
         encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
         if file.read(name_length) != info.orig_filename.encode(encoding):
             raise _CheckpointError(
-                f"record '{name}': local header names another file"
+                f"record {quote(name)}: local header names another file"
             )
         start = info.header_offset + 30 + name_length + extra_length
         if start + info.compress_size > end:
             raise _CheckpointError(
-                f"record '{name}' extends past the end of the records "
+                f"record {quote(name)} extends past the end of the records "
                 f"(byte {start + info.compress_size}, the records end at {end})"
             )
         records[name] = _Record(info, start)
@@ -777,13 +788,13 @@ def _read_zip_record(
         # torch.save never compresses or encrypts; a compressed record could
         # also expand far beyond the file (a zip bomb).
         raise _CheckpointError(
-            f"record '{name}' is compressed or encrypted (method "
+            f"record {quote(name)} is compressed or encrypted (method "
             f"{info.compress_type}); torch.save writes stored records only"
         )
     if limit and info.file_size > limit:
-        raise _CheckpointError(f"record '{name}' is too large ({info.file_size} bytes)")
+        raise _CheckpointError(f"record {quote(name)} is too large ({info.file_size} bytes)")
     file.seek(record.start)
-    what = f"record '{name}'"
+    what = f"record {quote(name)}"
     if budget is None:
         # Not a storage; `_zip_records` checked that it fits in the file.
         data = np.frombuffer(file.read(info.file_size), dtype=np.uint8)
@@ -793,7 +804,7 @@ def _read_zip_record(
         data = _read_exact(file, info.file_size, what, budget)
     # A zero CRC means "not computed" for torch.save; empty records have 0.
     if info.CRC and zlib.crc32(data) != info.CRC:
-        raise _CheckpointError(f"record '{name}' is corrupted (CRC mismatch)")
+        raise _CheckpointError(f"record {quote(name)} is corrupted (CRC mismatch)")
     return data
 
 
@@ -835,10 +846,10 @@ def _read_zip(file: Any, file_size: int) -> dict[str, np.ndarray]:
     for key in _storage_keys(state_dict):
         name = f"{root}/data/{key}"
         if name not in records:
-            raise _CheckpointError(f"storage {_describe(key)} has no record '{name}'")
+            raise _CheckpointError(f"storage {_describe(key)} has no record {quote(name)}")
         if records[name].info.file_size != storages[key].nbytes:
             raise _CheckpointError(
-                f"record '{name}' has {records[name].info.file_size} bytes, the "
+                f"record {quote(name)} has {records[name].info.file_size} bytes, the "
                 f"pickle declares {storages[key].nbytes}"
             )
         buffers[key] = _read_zip_record(file, records[name], budget)
@@ -957,9 +968,12 @@ def _find_state_dict(checkpoint: Any) -> dict[str, _Tensor]:
     for key, tensor in entries.items():
         # torch.nn.DataParallel / DistributedDataParallel wrap the model.
         name = key[len("module.") :] if key.startswith("module.") else key
+        problem = name_problem(name)
+        if problem:
+            raise _CheckpointError(problem)
         if name in state_dict:
             raise _CheckpointError(
-                f"state dict has '{name}' twice once 'module.' is stripped"
+                f"state dict has {quote(name)} twice once 'module.' is stripped"
             )
         state_dict[name] = tensor
     return state_dict
@@ -1009,12 +1023,12 @@ def _materialize(
                 tensor, decoded[(key, *unit)], exclusive=users[key] == 1
             )
         except _CheckpointError as error:
-            raise _CheckpointError(f"tensor '{name}': {error}") from None
+            raise _CheckpointError(f"tensor {quote(name)}: {error}") from None
         if repeats:
             broadcast += array.nbytes
             if broadcast > _MAX_BROADCAST_BYTES:
                 raise _CheckpointError(
-                    f"tensor '{name}': broadcast views (zero or overlapping "
+                    f"tensor {quote(name)}: broadcast views (zero or overlapping "
                     f"strides, repeating elements) reach {broadcast} bytes in "
                     f"total, more than the {_MAX_BROADCAST_BYTES} allowed per file"
                 )
@@ -1087,12 +1101,17 @@ def _view(
     """
     shape, strides, offset = tensor.shape, tensor.strides, tensor.offset
     storage = tensor.storage
-    if math.prod(shape) == 0:
-        # No element is read, so torch checks no bounds either.
-        try:
-            return np.empty(shape, dtype=flat.dtype), False
-        except Exception as error:
-            raise _CheckpointError(f"invalid empty size {_describe(shape)}") from error
+    if 0 in shape:
+        # No element is read, so torch checks no bounds either. NumPy
+        # still refuses nonzero sizes whose bytes multiply past 2**63.
+        nbytes = flat.dtype.itemsize * math.prod(n for n in shape if n)
+        if nbytes >= 2**63:
+            raise _CheckpointError(
+                f"empty size {_describe(shape)}: its nonzero sizes multiply "
+                "past 2**63 bytes, which NumPy refuses even for an array "
+                "without elements"
+            )
+        return np.empty(shape, dtype=flat.dtype), False
     disk_itemsize = np.dtype(_RAW_DTYPES[tensor.dtype]).itemsize
     available = storage.nbytes // disk_itemsize
     last = offset + sum((n - 1) * s for n, s in zip(shape, strides))

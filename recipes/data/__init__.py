@@ -29,6 +29,7 @@ One job per module:
 * `source`: `ImageSource` and what the sources share.
 * `tfds`, `folder`, `demo`: the three sources.
 * `bad_images`: decoding a folder's files, naming or skipping bad ones.
+* `image_header`: an image file's size from its header, before decoding.
 * `labels`: aligning a split's labels onto the training classes and
   onto ImageNet's.
 * `transforms`: augmentation, cropping, batching, normalisation.

@@ -3,7 +3,8 @@
 `ROOT/[SPLIT/]CLASS/IMAGE.{jpg,jpeg,png}`, which is how ImageNet is
 usually unpacked (`ROOT/train/n01440764/*.JPEG`, `ROOT/val/...`). Files
 are listed here, and decoded by `recipes.data.bad_images`, which names or
-skips those that cannot be read.
+skips those that cannot be read or have more than `max_image_pixels`
+pixels.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from .._args import DEFAULT_MAX_IMAGE_PIXELS
 from .bad_images import BadImages
 from .bad_images import decode_files
 from .labels import IMAGENET_WNIDS
@@ -40,6 +42,8 @@ def load_folder(
     shuffle_seed: int | None,
     class_names: tuple[str, ...] | None = None,
     skip_bad_images: bool = False,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    short_side: int | None = None,
 ) -> ImageSource:
     """Opens a split of a folder of class folders.
 
@@ -57,6 +61,10 @@ def load_folder(
         shuffle_seed: shuffle the files with this seed, or None.
         class_names: label by these names (the training split's).
         skip_bad_images: leave out the files that cannot be decoded.
+        max_image_pixels: decode no image of more pixels than this
+            (read from its header); larger ones are bad files.
+        short_side: the shorter side the images will be resized to, held
+            to `max_image_pixels` too; None for none.
 
     Returns:
         An `ImageSource` with a `bad_images` record.
@@ -82,7 +90,11 @@ def load_folder(
     # Sharding the file list means every pipeline decodes only its own
     # images.
     paths, labels = shuffle_and_shard(paths, labels, shuffle_seed, input_context)
-    bad_images = BadImages(skip=skip_bad_images)
+    bad_images = BadImages(
+        skip=skip_bad_images,
+        max_image_pixels=max_image_pixels,
+        short_side=short_side,
+    )
     return ImageSource(
         dataset=decode_files(paths, labels, bad_images),
         num_classes=len(class_names),

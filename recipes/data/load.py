@@ -12,6 +12,9 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from keras_blurpool._utils import check_int
+
+from .._args import DEFAULT_MAX_IMAGE_PIXELS
 from .demo import load_demo
 from .folder import load_folder
 from .source import SPEC_HELP
@@ -30,6 +33,8 @@ def load_images(
     shuffle_seed: int | None = None,
     class_names: Sequence[str] | None = None,
     skip_bad_images: bool = False,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    short_side: int | None = None,
 ) -> ImageSource:
     """Opens a split of a labelled image dataset.
 
@@ -88,13 +93,30 @@ def load_images(
             be read or decoded (truncated, corrupt, empty), recorded in
             the source's `bad_images`; by default the first one stops
             the iteration with an error naming it.
+        max_image_pixels: for folders, the most pixels (height x width)
+            of an image that is decoded, read from the file's header
+            before decoding: a larger image is a bad file (an error naming
+            it, or skipped with `skip_bad_images`), so that a small file
+            declaring a huge image (a PNG of 48 KB decodes to 1.2 GB at
+            20000x20000) cannot exhaust memory. The default, 89,478,485,
+            is Pillow's `Image.MAX_IMAGE_PIXELS`. Folders hold JPEG and
+            PNG files (what their extensions say); a file of another
+            format is a bad file too. TFDS datasets are decoded by TFDS,
+            and the demo's images are 40x40.
+        short_side: for folders, the shorter side the images will be
+            resized to (evaluation's resize, as `eval_dataset` and
+            `keras_blurpool.evaluation` do), or None: an image that the
+            resize would make larger than `max_image_pixels` is a bad file
+            too (a PNG of 20000x2 pixels resized to a short side of 256 is
+            256x2,560,000).
 
     Returns:
         An `ImageSource`; images and labels are deterministic given the
         arguments.
 
     Raises:
-        ValueError: on a malformed spec or argument, an unknown split, a
+        ValueError: on a malformed spec or argument (`max_image_pixels`
+            not a positive int), an unknown split, a
             folder without classes, a class without images, or a class
             that `class_names` lacks.
         FileNotFoundError: when the folder or `manual_dir` is missing.
@@ -130,6 +152,9 @@ def load_images(
         raise ValueError(
             f"shuffle_seed={shuffle_seed!r}: expected an int or None"
         )
+    check_int("max_image_pixels", max_image_pixels)
+    if short_side is not None:
+        check_int("short_side", short_side)
     if class_names is not None:
         if isinstance(class_names, str) or not all(
             isinstance(name, str) for name in class_names
@@ -160,5 +185,7 @@ def load_images(
         shuffle_seed=shuffle_seed,
         class_names=class_names,
         skip_bad_images=bool(skip_bad_images),
+        max_image_pixels=max_image_pixels,
+        short_side=short_side,
     )
 
