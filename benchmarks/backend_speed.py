@@ -182,7 +182,8 @@ def child(args):
     from keras_blurpool import BlurPool2D
 
     shape = tuple(int(v) for v in args.shape.split(","))
-    layer = BlurPool2D(args.filter_size, pad_type=args.pad_type)
+    layer = BlurPool2D(args.filter_size, pad_type=args.pad_type,
+                       implementation=args.implementation)
     layer.build(shape)
     out_shape = layer.compute_output_shape(shape)
     rng = np.random.default_rng(0)
@@ -330,6 +331,10 @@ def main(argv=None):
     parser.add_argument("--shape", default=None, help="N,H,W,C")
     parser.add_argument("--filter-size", type=int, default=4)
     parser.add_argument("--pad-type", default="reflect")
+    parser.add_argument(
+        "--implementation", default="auto",
+        help="the layer's route on every backend (default auto: each "
+             "backend's pick)")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--quick", action="store_true",
                         help="small sizes: checks that it runs")

@@ -675,15 +675,15 @@ def routes_run(monkeypatch):
 
 
 # What "auto" runs per backend: TensorFlow the "same" route for training
-# calls only, never in inference or export; JAX the slices; PyTorch the
-# padded route (in its own operations), training included.
+# calls only, never in inference or export; JAX the slices; PyTorch its
+# own "same" route where exact (training and inference), else padded.
 AUTO_ROUTES = {
     "tensorflow": {((16, 16), True): "same", ((16, 16), False): "padded",
                    ((16, 16), None): "padded", ((15, 15), True): "padded"},
     "jax": {((16, 16), True): "slices", ((16, 16), False): "slices",
             ((16, 16), None): "slices", ((15, 15), True): "slices"},
-    "torch": {((16, 16), True): "padded", ((16, 16), False): "padded",
-              ((16, 16), None): "padded", ((15, 15), True): "padded"},
+    "torch": {((16, 16), True): "same", ((16, 16), False): "same",
+              ((16, 16), None): "same", ((15, 15), True): "padded"},
 }
 
 
@@ -707,6 +707,28 @@ def test_implementation_picks_the_route(routes_run, implementation, hw,
     assert (routes_run or ["padded"]) == [expected]
     np.testing.assert_allclose(
         got, numpy_blurpool(x, 4, 2, "reflect", 0, rank=2), atol=1e-5)
+
+
+def test_torch_pads_while_tracing(routes_run):
+    """Under PyTorch's tracer (as in ONNX export) "auto" takes the padded
+    route: two operations per layer in the exported graph."""
+    if keras.backend.backend() != "torch":
+        pytest.skip("PyTorch's tracer: the torch backend only")
+    import torch
+
+    layer = BlurPool2D(4)
+    x = np.random.default_rng(0).standard_normal((2, 16, 16, 3))
+    x = torch.as_tensor(x.astype("float32"))
+    traced = torch.jit.trace(lambda v: layer(v, training=False), (x,),
+                             check_trace=False)
+    assert routes_run == ["padded"]
+    graph_ops = [n.kind() for n in traced.graph.nodes()]
+    assert graph_ops.count("aten::_convolution") == 1, graph_ops
+    np.testing.assert_allclose(
+        to_numpy(traced(x)), numpy_blurpool(x.numpy(), 4, 2, "reflect", 0,
+                                            rank=2), atol=1e-5)
+    assert to_numpy(layer(x)).shape == (2, 8, 8, 3)
+    assert routes_run == ["padded", "same"]
 
 
 # Every route on every backend equals the NumPy formula, output and input

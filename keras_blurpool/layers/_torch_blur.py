@@ -209,14 +209,14 @@ class _SameSpec:
             list(self.strides), [0, 0], [1, 1], False, [0, 0],
             stand_in.shape[1], (True, False, False))[0]
         g = _from_nchw(g, fmt)
-        # Fold the padded columns back onto input columns, then the rows
-        # onto dx. A slab of all columns in order is its own fold.
-        if slab.runs_w != ((0, x.shape[w]),):
-            shape[w] = x.shape[w]
-            folded = g.new_zeros(shape)
-            _fold(g, w, slab.runs_w, folded)
-            g = folded
-        _fold(g, h, slab.runs_h, dx)
+        # Fold the padded lines back onto the input lines they copy: one
+        # in-place add per (row run, column run), never a full-size buffer.
+        row_offset = 0
+        for q_h, count_h in slab.runs_h:
+            if q_h is not None:
+                rows = g.narrow(h, row_offset, count_h)
+                _fold(rows, w, slab.runs_w, dx.narrow(h, q_h, count_h))
+            row_offset += count_h
 
 
 class _SameBlur(torch.autograd.Function):

@@ -62,6 +62,26 @@ def binomial_filter(filter_size: int) -> np.ndarray:
     return taps / taps.sum()
 
 
+def _torch_is_tracing() -> bool:
+    """Whether PyTorch is tracing, compiling or exporting (torch backend)."""
+    import torch
+
+    return bool(
+        torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+def _torch_same_fits(layer, shape) -> bool:
+    from keras_blurpool.layers import _torch_blur
+
+    sizes = [shape[a] for a in layer._spatial_axes]
+    return _torch_blur.same_route_fits(
+        sizes, layer._taps, layer.strides, layer._pads
+    )
+
+
 class _BlurPool(keras.layers.Layer):
     """Shared implementation of BlurPool1D, BlurPool2D and BlurPool3D."""
 
@@ -242,11 +262,13 @@ class _BlurPool(keras.layers.Layer):
 
         - JAX: `"slices"` (XLA fuses the slices into one pass; its
           depthwise convolution is many times slower on a CPU).
-        - PyTorch: `"padded"`, in PyTorch's own operations (`F.pad`,
-          `F.conv2d` on the input as it lies in memory): two operations
-          each way, where the `"same"` route's border lines take some
-          twenty small ones, each of which waits for a core on a busy
-          machine.
+        - PyTorch: `"same"` where it is exact, in PyTorch's own
+          operations (`F.conv2d` on the input as it lies in memory, no
+          padded copy, the border lines recomputed in place) for
+          training and inference calls alike; `"padded"` (`F.pad`,
+          `F.conv2d`: two operations) elsewhere and while PyTorch traces,
+          compiles or exports the model, so that an exported graph
+          stays two operations per layer.
         - TensorFlow and others: `"same"` for training calls
           (`training=True`) where it is exact, `"padded"` elsewhere:
           inference and export are then two operations (pad,
@@ -274,7 +296,13 @@ class _BlurPool(keras.layers.Layer):
         backend = keras.backend.backend()
         if backend == "jax":
             return "slices" if known else "padded"
-        if self._rank == 2 and backend != "torch" and training is True:
+        if backend == "torch":
+            if self._rank == 2 and known and not _torch_is_tracing():
+                plan = self._same_padding_plan(shape)
+                if plan is not None and _torch_same_fits(self, shape):
+                    return "same"
+            return "padded"
+        if self._rank == 2 and training is True:
             if self._same_padding_plan(shape) is not None:
                 return "same"
         return "padded"
@@ -394,7 +422,9 @@ class BlurPool2D(_BlurPool):
             as in `model.fit`) where it is exact and `"padded"` elsewhere,
             inference and export included (two operations per layer,
             which every converter supports); on JAX `"slices"`; on
-            PyTorch `"padded"`, in PyTorch's own operations.
+            PyTorch `"same"` where it is exact (`"padded"` elsewhere and
+            while PyTorch traces or exports), in PyTorch's own
+            operations.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Raises:
