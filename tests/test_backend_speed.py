@@ -33,7 +33,7 @@ def test_every_backend_has_a_row_with_its_routes_and_the_floor():
     expected = {
         "TensorFlow (tf.function)": ("padded", "same", "same"),
         "JAX (jit)": ("slices", "slices", "slices"),
-        "PyTorch (eager)": ("padded", "padded", "padded"),
+        "PyTorch (eager)": ("same", "same", "same"),
     }
     for name, routes in expected.items():
         cells = _cells(text, name)
