@@ -21,6 +21,7 @@ from keras_blurpool import BlurPool1D
 from keras_blurpool import BlurPool2D
 from keras_blurpool import MaxBlurPool2D
 from keras_blurpool.layers import _same_padding
+from keras_blurpool.layers import _slices
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -623,40 +624,216 @@ def test_sparse_plan_equals_the_dense_matrices(k, s, pad_off, pad_type, n):
     np.testing.assert_allclose(same @ fold, true, atol=1e-12)
 
 
-# --- implementation="auto" | "padded" | "same" (issue 12) -----------------
+# --- implementation="auto" | "padded" | "same" | "slices" (issues 12, 26) --
+
+
+def _patch_routes(monkeypatch):
+    """Records the route each layer call runs: "same" (the generic
+    gather/scatter one or PyTorch's own), "slices", else "padded"."""
+    calls = []
+
+    def recording(module, name, route):
+        original = getattr(module, name)
+
+        def recorded(*args, **kwargs):
+            calls.append(route)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, recorded)
+
+    recording(_same_padding, "blur_same_2d", "same")
+    recording(_slices, "blur_slices", "slices")
+    if keras.backend.backend() == "torch":
+        from keras_blurpool.layers import _torch_blur
+        recording(_torch_blur, "blur_same", "same")
+        recording(_torch_blur, "blur_padded", "padded")
+    return calls
 
 
 @pytest.fixture
 def same_route_calls(monkeypatch):
-    """How many times a layer call took the "same"-convolution route."""
-    calls = []
-    original = _same_padding.blur_same_2d
+    """The calls that took the "same"-convolution route (one entry each)."""
 
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(_same_padding, "blur_same_2d", counted)
-    return calls
+    return _SameCalls(_patch_routes(monkeypatch))
 
 
-# "auto" runs the "same" route for training calls only, never in
-# inference or export.
-@pytest.mark.parametrize("implementation,hw,training,expected_calls", [
-    ("auto", (16, 16), True, 1),
-    ("auto", (16, 16), False, 0), ("auto", (16, 16), None, 0),
-    ("auto", (15, 15), True, 0),
-    ("padded", (16, 16), True, 0),
-    ("same", (16, 16), True, 1), ("same", (16, 16), False, 1),
+class _SameCalls:
+    """`len()`: how many layer calls ran the "same" route."""
+
+    def __init__(self, routes):
+        self.routes = routes
+
+    def __len__(self):
+        return self.routes.count("same")
+
+
+@pytest.fixture
+def routes_run(monkeypatch):
+    """The routes the layer calls ran, in order ("padded" where neither
+    "same" nor "slices" ran)."""
+    return _patch_routes(monkeypatch)
+
+
+# What "auto" runs per backend: TensorFlow the "same" route for training
+# calls only, never in inference or export; JAX the slices; PyTorch its
+# own "same" route where exact (training and inference), else padded.
+AUTO_ROUTES = {
+    "tensorflow": {((16, 16), True): "same", ((16, 16), False): "padded",
+                   ((16, 16), None): "padded", ((15, 15), True): "padded"},
+    "jax": {((16, 16), True): "slices", ((16, 16), False): "slices",
+            ((16, 16), None): "slices", ((15, 15), True): "slices"},
+    "torch": {((16, 16), True): "same", ((16, 16), False): "same",
+              ((16, 16), None): "same", ((15, 15), True): "padded"},
+}
+
+
+@pytest.mark.parametrize("implementation,hw,training", [
+    ("auto", (16, 16), True),
+    ("auto", (16, 16), False), ("auto", (16, 16), None),
+    ("auto", (15, 15), True),
+    ("padded", (16, 16), True),
+    ("same", (16, 16), True), ("same", (16, 16), False),
+    ("slices", (16, 16), True), ("slices", (15, 15), None),
 ])
-def test_implementation_picks_the_route(same_route_calls, implementation, hw,
-                                        training, expected_calls):
+def test_implementation_picks_the_route(routes_run, implementation, hw,
+                                        training):
     x = np.random.default_rng(0).standard_normal((2, *hw, 3))
     layer = BlurPool2D(4, implementation=implementation)
+    expected = implementation
+    if implementation == "auto":
+        expected = AUTO_ROUTES[keras.backend.backend()][hw, training]
+    assert layer._route((2, *hw, 3), training) == expected
     got = to_numpy(layer(x.astype("float32"), training=training))
-    assert len(same_route_calls) == expected_calls
+    assert (routes_run or ["padded"]) == [expected]
     np.testing.assert_allclose(
         got, numpy_blurpool(x, 4, 2, "reflect", 0, rank=2), atol=1e-5)
+
+
+def test_torch_pads_while_tracing(routes_run):
+    """Under PyTorch's tracer (as in ONNX export) "auto" takes the padded
+    route: two operations per layer in the exported graph."""
+    if keras.backend.backend() != "torch":
+        pytest.skip("PyTorch's tracer: the torch backend only")
+    import torch
+
+    layer = BlurPool2D(4)
+    x = np.random.default_rng(0).standard_normal((2, 16, 16, 3))
+    x = torch.as_tensor(x.astype("float32"))
+    traced = torch.jit.trace(lambda v: layer(v, training=False), (x,),
+                             check_trace=False)
+    assert routes_run == ["padded"]
+    graph_ops = [n.kind() for n in traced.graph.nodes()]
+    assert graph_ops.count("aten::_convolution") == 1, graph_ops
+    np.testing.assert_allclose(
+        to_numpy(traced(x)), numpy_blurpool(x.numpy(), 4, 2, "reflect", 0,
+                                            rank=2), atol=1e-5)
+    assert to_numpy(layer(x)).shape == (2, 8, 8, 3)
+    assert routes_run == ["padded", "same"]
+
+
+# Every route on every backend equals the NumPy formula, output and input
+# gradient: the routes equal one another, and the backends too.
+ROUTE_GRID = list(itertools.product(
+    range(1, 8), ["reflect", "replicate", "zero", "circular"], [1, 2, 3],
+    [0, 1], [(9, 10), (16, 12)]))
+
+
+@pytest.mark.parametrize("k,pad_type,s,pad_off,hw", ROUTE_GRID)
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_every_route_equals_the_formula(k, pad_type, s, pad_off, hw,
+                                        data_format):
+    rng = np.random.default_rng(k * 10 + s)
+    x = rng.standard_normal((2, *hw, 3)).astype("float32")
+    expected = numpy_blurpool(x, k, s, pad_type, pad_off, rank=2)
+    w = rng.standard_normal(expected.shape).astype("float32")
+    a_h, a_w = (axis_matrix(n, k, s, pad_type, pad_off) for n in hw)
+    expected_grad = np.einsum("ih,jw,nijc->nhwc", a_h, a_w, w)
+    first = data_format == "channels_first"
+    x_in, w_in = (np.moveaxis(v, -1, 1).copy() if first else v for v in (x, w))
+    routes = ["padded", "slices"]
+    if BlurPool2D(k, s, pad_type, pad_off)._same_padding_plan(
+            (2, *hw, 3)) is not None:
+        routes.append("same")
+    for route in routes:
+        layer = BlurPool2D(k, s, pad_type, pad_off, data_format=data_format,
+                           implementation=route)
+        got = to_numpy(layer(x_in))
+        grad = input_gradient(layer, x_in, w_in)
+        if first:
+            got, grad = np.moveaxis(got, 1, -1), np.moveaxis(grad, 1, -1)
+        np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=route)
+        np.testing.assert_allclose(grad, expected_grad, atol=1e-5,
+                                   err_msg=route)
+
+
+@pytest.mark.parametrize("pad_type", ["replicate", "zero"])
+def test_same_route_on_a_map_smaller_than_the_filter(pad_type):
+    # PyTorch's own "same" route needs the convolution's padding to cover
+    # the filter; on a 1x1 map it does not, and the generic route runs.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 1, 1, 3)).astype("float32")
+    w = rng.standard_normal((2, 1, 1, 3)).astype("float32")
+    layer = BlurPool2D(4, pad_type=pad_type, implementation="same")
+    np.testing.assert_allclose(
+        to_numpy(layer(x)), numpy_blurpool(x, 4, 2, pad_type, 0, rank=2),
+        atol=1e-6)
+    a = axis_matrix(1, 4, 2, pad_type, 0)
+    np.testing.assert_allclose(input_gradient(layer, x, w),
+                               np.einsum("ih,jw,nijc->nhwc", a, a, w),
+                               atol=1e-6)
+
+
+def test_slices_route_needs_known_sizes():
+    layer = BlurPool2D(4, implementation="slices", name="sl")
+    with pytest.raises(ValueError) as info:
+        layer._route((1, None, 16, 3))
+    message = str(info.value)
+    for part in ["'sl'", "implementation='slices'", "Nonex16",
+                 "implementation='auto'", "'padded'", "Received:"]:
+        assert part in message
+    # "auto" falls back to the padded route there, on every backend.
+    assert BlurPool2D(4)._route((1, None, 16, 3), True) == "padded"
+
+
+def test_slices_route_under_a_compiler():
+    """Compiled (jax.jit, tf.function with XLA, or eager PyTorch), the
+    slices route's output and input gradient equal the formula's."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, 12, 5)).astype("float32")
+    dy = rng.standard_normal((2, 8, 6, 5)).astype("float32")
+    layer = BlurPool2D(4, implementation="slices")
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def step(v, g):
+            y, vjp = jax.vjp(layer, v)
+            return y, vjp(g)[0]
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def step(v, g):
+            with tf.GradientTape() as tape:
+                tape.watch(v)
+                y = layer(v)
+            return y, tape.gradient(y, v, output_gradients=g)
+    else:
+        import torch
+
+        def step(v, g):
+            v = torch.tensor(v, requires_grad=True)
+            y = layer(v)
+            y.backward(torch.tensor(g))
+            return y.detach(), v.grad
+
+    y, dx = step(x, dy)
+    a_h, a_w = (axis_matrix(n, 4, 2, "reflect", 0) for n in (16, 12))
+    np.testing.assert_allclose(
+        to_numpy(y), numpy_blurpool(x, 4, 2, "reflect", 0, rank=2), atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(dx), np.einsum("ih,jw,nijc->nhwc", a_h, a_w, dy), atol=1e-5)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
@@ -729,9 +906,9 @@ def test_same_implementation_with_unknown_sizes_checks_at_call():
 def test_blurpool1d_implementation():
     with pytest.raises(ValueError, match="implementation='same'") as info:
         BlurPool1D(implementation="same")
-    assert "('auto', 'padded')" in str(info.value)
+    assert "('auto', 'padded', 'slices')" in str(info.value)
     x = np.random.default_rng(0).standard_normal((2, 16, 3))
-    for implementation in ["auto", "padded"]:
+    for implementation in ["auto", "padded", "slices"]:
         layer = BlurPool1D(4, pad_type="zero", implementation=implementation)
         np.testing.assert_allclose(
             to_numpy(layer(x.astype("float32"))),

@@ -49,6 +49,28 @@ def standardize_pad_type(pad_type) -> str:
     return PAD_TYPES[pad_type]
 
 
+def padded_source(q: int, n: int, pad_type: str):
+    """The input line that padded position `q` copies, None for zeros.
+
+    Position `q` counts from the first input line (negative before it,
+    `n` and up after it) on an axis of `n` lines; `pad_type` is a
+    canonical name. Reflect padding needs `|q| < n` and `q < 2n - 1`,
+    circular `-n <= q < 2n`, which `check_pad_fits` guarantees.
+
+    Example:
+
+    >>> padded_source(-1, 8, "reflect"), padded_source(8, 8, "replicate")
+    (1, 7)
+    """
+    if pad_type == "reflect":
+        return -q if q < 0 else 2 * (n - 1) - q
+    if pad_type == "replicate":
+        return min(max(q, 0), n - 1)
+    if pad_type == "circular":
+        return q % n
+    return None
+
+
 def check_pad_fits(layer, shape, pads, pad_text, settings) -> None:
     """Raises unless each known spatial size of `shape` can take its pad.
 

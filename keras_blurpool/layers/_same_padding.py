@@ -38,6 +38,8 @@ import functools
 import numpy as np
 from keras import ops
 
+from keras_blurpool.layers._padding import padded_source
+
 
 @dataclasses.dataclass(frozen=True)
 class _Rows:
@@ -82,17 +84,6 @@ class _AxisPlan:
 
     diff: _Rows  # (outputs x inputs)
     extra_t: _Rows  # (inputs x inputs)
-
-
-def _source(q, n, pad_type):
-    """The input index that padded position `q` copies (None for zeros)."""
-    if pad_type == "reflect":
-        return -q if q < 0 else 2 * (n - 1) - q
-    if pad_type == "replicate":
-        return min(max(q, 0), n - 1)
-    if pad_type == "circular":
-        return q % n
-    return None
 
 
 def same_is_aligned(n, filter_size, stride, pads):
@@ -140,7 +131,7 @@ def _axis_plan(n, taps, stride, pads, pad_type):
             if 0 <= q < n:
                 same[i, q] = same.get((i, q), 0.0) + w
                 true[i, q] = true.get((i, q), 0.0) + w
-            elif (src := _source(q, n, pad_type)) is not None:
+            elif (src := padded_source(q, n, pad_type)) is not None:
                 true[i, src] = true.get((i, src), 0.0) + w
     diff = _Rows.from_entries(
         out, {key: v - same.get(key, 0.0) for key, v in true.items()}

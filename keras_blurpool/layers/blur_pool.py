@@ -18,6 +18,7 @@ from keras import ops
 
 from keras_blurpool._utils import is_int
 from keras_blurpool.layers import _same_padding
+from keras_blurpool.layers import _slices
 from keras_blurpool.layers._checks import check_filter_size
 from keras_blurpool.layers._checks import known_channels
 from keras_blurpool.layers._checks import standardize_data_format
@@ -26,7 +27,13 @@ from keras_blurpool.layers._padding import check_pad_fits
 from keras_blurpool.layers._padding import pad_axes
 from keras_blurpool.layers._padding import standardize_pad_type
 
-_IMPLEMENTATIONS = ("auto", "padded", "same")
+_IMPLEMENTATIONS = ("auto", "padded", "same", "slices")
+# BlurPool1D has no "same" route (it is 2-D), BlurPool3D only pads.
+_IMPLEMENTATIONS_BY_RANK = {
+    1: ("auto", "padded", "slices"),
+    2: _IMPLEMENTATIONS,
+    3: ("auto", "padded"),
+}
 
 
 def binomial_filter(filter_size: int) -> np.ndarray:
@@ -55,6 +62,26 @@ def binomial_filter(filter_size: int) -> np.ndarray:
     return taps / taps.sum()
 
 
+def _torch_is_tracing() -> bool:
+    """Whether PyTorch is tracing, compiling or exporting (torch backend)."""
+    import torch
+
+    return bool(
+        torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+def _torch_same_fits(layer, shape) -> bool:
+    from keras_blurpool.layers import _torch_blur
+
+    sizes = [shape[a] for a in layer._spatial_axes]
+    return _torch_blur.same_route_fits(
+        sizes, layer._taps, layer.strides, layer._pads
+    )
+
+
 class _BlurPool(keras.layers.Layer):
     """Shared implementation of BlurPool1D, BlurPool2D and BlurPool3D."""
 
@@ -79,7 +106,7 @@ class _BlurPool(keras.layers.Layer):
                 f"Received: pad_off={pad_off!r}"
             )
         data_format = standardize_data_format(data_format)
-        allowed = _IMPLEMENTATIONS if self._rank == 2 else ("auto", "padded")
+        allowed = _IMPLEMENTATIONS_BY_RANK[self._rank]
         if not isinstance(implementation, str) or implementation not in allowed:
             raise ValueError(
                 f"`implementation` must be one of {allowed} for "
@@ -200,41 +227,113 @@ class _BlurPool(keras.layers.Layer):
             )
         return plan
 
-    def _pad(self, x):
-        return pad_axes(
-            x, self.pad_type, {a: self._pads for a in self._spatial_axes}
-        )
+    def _read_pads(self, shape):
+        """Per spatial axis, the `(before, after)` padding its windows read.
 
-    def _takes_same_route(self, training) -> bool:
-        """Whether this call may run on the "same"-convolution route.
-
-        `"auto"` takes it for training calls only, where it is faster
-        (it writes no padded copy and folds no padded gradient back); with
-        or without XLA it is never slower there (measured, docs/layers.md,
-        "Routes"). Inference and export take the padded route, two
-        operations (pad, convolution) that every converter and delegate
-        supports, where the "same" route's border correction is a few
-        dozen gathers and scatters.
+        `after` is cut to what the last window reaches: filter 4 at
+        stride 2 on an even map reads one line after it, not two, and
+        padding no window reads is work (TensorFlow's MirrorPad is a
+        fifth faster on 58x58 than on 59x59). Unknown sizes keep it all.
         """
-        if self.implementation != "auto":
-            return self.implementation == "same"
-        return training is True
+        before, after = self._pads
+        pads = []
+        for i, axis in enumerate(self._spatial_axes):
+            n = shape[axis]
+            if n is None:
+                pads.append((before, after))
+                continue
+            out = self._output_length(n, i)
+            reach = (out - 1) * self.strides[i] + self.filter_size - before - n
+            pads.append((before, max(0, min(after, reach))))
+        return pads
 
-    def call(self, inputs, training=None):
-        self._check_spatial_sizes(inputs.shape)
-        channels = inputs.shape[self._channel_axis]
+    def _pad(self, x):
+        pads = self._read_pads(x.shape)
+        return pad_axes(x, self.pad_type, dict(zip(self._spatial_axes, pads)))
+
+    def _route(self, shape, training=None) -> str:
+        """The route a call on `shape` runs: `"padded"`, `"same"` or
+        `"slices"`.
+
+        An explicit `implementation` is that route (`"same"` raises where
+        it is not exact, `"slices"` where a spatial size is unknown).
+        `"auto"` picks per backend, for the fastest route that runs
+        (measured, docs/benchmarks.md, "BlurPool2D on every backend"):
+
+        - JAX: `"slices"` (XLA fuses the slices into one pass; its
+          depthwise convolution is many times slower on a CPU).
+        - PyTorch: `"same"` where it is exact, in PyTorch's own
+          operations (`F.conv2d` on the input as it lies in memory, no
+          padded copy, the border lines recomputed in place) for
+          training and inference calls alike; `"padded"` (`F.pad`,
+          `F.conv2d`: two operations) elsewhere and while PyTorch traces,
+          compiles or exports the model, so that an exported graph
+          stays two operations per layer.
+        - TensorFlow and others: `"same"` for training calls
+          (`training=True`) where it is exact, `"padded"` elsewhere:
+          inference and export are then two operations (pad,
+          convolution) that every converter and delegate supports.
+        """
+        implementation = self.implementation
+        sizes = [shape[a] for a in self._spatial_axes]
+        known = all(n is not None for n in sizes)
+        if implementation == "slices":
+            if not known:
+                size = "x".join(str(n) for n in sizes)
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}' with "
+                    "implementation='slices' needs known spatial sizes; "
+                    f"the input's are {size} (e.g. a TensorFlow graph "
+                    "traced with None sizes). Use implementation='auto' "
+                    "(this route where the sizes are known) or 'padded'. "
+                    f"Received: input shape={tuple(shape)}"
+                )
+            return "slices"
+        if implementation != "auto":
+            if implementation == "same":
+                self._same_padding_plan(shape)  # raises where not exact
+            return implementation
+        backend = keras.backend.backend()
+        if backend == "jax":
+            return "slices" if known else "padded"
+        if backend == "torch":
+            if self._rank == 2 and known and not _torch_is_tracing():
+                plan = self._same_padding_plan(shape)
+                if plan is not None and _torch_same_fits(self, shape):
+                    return "same"
+            return "padded"
+        if self._rank == 2 and training is True:
+            if self._same_padding_plan(shape) is not None:
+                return "same"
+        return "padded"
+
+    def _kernel(self, channels):
         kernel = np.broadcast_to(
             self._kernel_2d[..., None, None],
             self._kernel_2d.shape + (channels, 1),
         )
         # A constant, not a weight: it is never trained and gets no gradient.
-        kernel = ops.convert_to_tensor(kernel, dtype=self.compute_dtype)
-        plan = None
-        if self._takes_same_route(training):
-            plan = self._same_padding_plan(inputs.shape)
-        if plan is not None:
+        return ops.convert_to_tensor(kernel, dtype=self.compute_dtype)
+
+    def call(self, inputs, training=None):
+        self._check_spatial_sizes(inputs.shape)
+        route = self._route(inputs.shape, training)
+        if route == "slices":
+            sizes = [inputs.shape[a] for a in self._spatial_axes]
+            plans = _slices.plans_for(
+                sizes, self._taps, self.strides, self._pads, self.pad_type
+            )
+            return _slices.blur_slices(inputs, plans, self._spatial_axes)
+        if self._rank == 2 and keras.backend.backend() == "torch":
+            out = self._call_torch(inputs, route)
+            if out is not None:
+                return out
+        channels = inputs.shape[self._channel_axis]
+        kernel = self._kernel(channels)
+        if route == "same":
             return _same_padding.blur_same_2d(
-                inputs, kernel, self.strides, self.data_format, plan
+                inputs, kernel, self.strides, self.data_format,
+                self._same_padding_plan(inputs.shape),
             )
         if self._same_padding_is_exact(inputs.shape):
             x, padding = inputs, "same"
@@ -246,6 +345,30 @@ class _BlurPool(keras.layers.Layer):
             strides=self.strides,
             padding=padding,
             data_format=self.data_format,
+        )
+
+    def _call_torch(self, inputs, route):
+        """PyTorch's own convolution on the input as it lies in memory
+        (`_torch_blur`), or None where that route does not apply."""
+        from keras_blurpool.layers import _torch_blur
+
+        if route == "padded":
+            return _torch_blur.blur_padded(
+                inputs, self._taps, self.strides,
+                self._read_pads(inputs.shape), self.pad_type,
+                self.data_format,
+            )
+        sizes = [inputs.shape[a] for a in self._spatial_axes]
+        if not _torch_blur.same_route_fits(
+            sizes, self._taps, self.strides, self._pads
+        ):
+            return None  # the generic "same" route below
+        plans = _slices.plans_for(
+            sizes, self._taps, self.strides, self._pads, self.pad_type
+        )
+        return _torch_blur.blur_same(
+            inputs, self._taps, self.strides, self._pads,
+            self.data_format, plans,
         )
 
     def get_config(self):
@@ -283,24 +406,32 @@ class BlurPool2D(_BlurPool):
         pad_off: extra padding on each side, an int >= 0.
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
-        implementation: how the padding is computed; the outputs and
+        implementation: how the layer is computed; the outputs and
             gradients are the same. `"padded"` writes a padded copy of the
             input and runs a "valid" convolution. `"same"` runs the
             backend's "same" convolution on the unpadded input and corrects
-            the few border rows and columns (faster on CPU); it is exact
-            only for some sizes (filter_size 2 or 4 at stride 2 on even
-            maps, 3 at stride 2 on odd maps, `pad_off=0`) and raises
-            elsewhere, at build for known spatial sizes, else at call.
-            `"auto"` (default) takes `"same"` for training calls
-            (`training=True`, as in `model.fit`) where it is exact, and
-            `"padded"` elsewhere, inference and export included (two
-            operations per layer, which every converter supports).
+            the few border rows and columns; it is exact only for some
+            sizes (filter_size 2 or 4 at stride 2 on even maps, 3 at
+            stride 2 on odd maps, `pad_off=0`) and raises elsewhere, at
+            build for known spatial sizes, else at call. `"slices"` sums
+            strided slices of the input, one per tap and axis, with the
+            border outputs from the few input lines they read (one fused
+            pass under XLA); it needs known spatial sizes and raises at
+            call without them. `"auto"` (default) picks per backend:
+            on TensorFlow `"same"` for training calls (`training=True`,
+            as in `model.fit`) where it is exact and `"padded"` elsewhere,
+            inference and export included (two operations per layer,
+            which every converter supports); on JAX `"slices"`; on
+            PyTorch `"same"` where it is exact (`"padded"` elsewhere and
+            while PyTorch traces or exports), in PyTorch's own
+            operations.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Raises:
         ValueError: for an argument outside the ranges above; at build or
-            call, for a map too small for reflect padding, or one with no
-            exact `"same"` route under `implementation="same"`.
+            call, for a map too small for reflect padding, one with no
+            exact `"same"` route under `implementation="same"`, or
+            unknown spatial sizes under `implementation="slices"`.
 
     Example:
 
@@ -348,10 +479,12 @@ class BlurPool1D(_BlurPool):
         pad_off: extra padding on each side, an int >= 0.
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
-        implementation: `"auto"` (default: the backend's "same" convolution
-            where its zero padding is the layer's, explicit padding
-            elsewhere) or `"padded"` (always explicit). The border-corrected
-            `"same"` route of `BlurPool2D` has no 1-D version.
+        implementation: `"auto"` (default: `"slices"` on JAX; elsewhere
+            the backend's "same" convolution where its zero padding is the
+            layer's, explicit padding elsewhere), `"padded"` (always
+            explicit) or `"slices"` (strided slices, see `BlurPool2D`).
+            The border-corrected `"same"` route of `BlurPool2D` has no
+            1-D version.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Raises:

@@ -24,8 +24,8 @@ class MaxBlurPool2D(keras.layers.Layer):
         pad_type: padding of the BlurPool: `"reflect"`, `"replicate"`,
             `"zero"` or `"circular"` (and the reference's aliases `"refl"`, `"repl"`).
         data_format: `"channels_last"` or `"channels_first"`.
-        implementation: the BlurPool's `"auto"`, `"padded"` or `"same"`
-            route, see `BlurPool2D`.
+        implementation: the BlurPool's `"auto"`, `"padded"`, `"same"` or
+            `"slices"` route, see `BlurPool2D`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Raises:
