@@ -1,0 +1,110 @@
+"""ConvNeXt-Tiny-AFC and its controls: the authors' checkpoints load and
+give their forward's logits; the shift-invariance guarantee holds.
+
+Small configuration throughout (depths (1, 1, 1, 1), dims (8, 16, 16, 16),
+96x96 inputs, the smallest side the networks take) to keep CI cheap.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import keras  # noqa: E402
+
+from keras_blurpool import applications  # noqa: E402
+from keras_blurpool.evaluation.shifts import fourier_shift  # noqa: E402
+from tests import _afc_torch  # noqa: E402
+
+DEPTHS, DIMS, SIDE, CLASSES = (1, 1, 1, 1), (8, 16, 16, 16), 96, 5
+BUILDERS = {
+    "afc": applications.ConvNeXtTinyAFC,
+    "circular": applications.ConvNeXtTinyCircular,
+    "aps": applications.ConvNeXtTinyAPS,
+}
+
+
+def _model(variant, **kwargs):
+    return BUILDERS[variant](
+        input_shape=(SIDE, SIDE, 3), depths=DEPTHS, dims=DIMS, classes=CLASSES,
+        classifier_activation=None, **kwargs)
+
+
+def _images(n=2, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, SIDE, SIDE, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("variant", ["afc", "circular", "aps"])
+def test_authors_checkpoint_loads_and_matches_their_forward(variant, tmp_path):
+    state = _afc_torch.state_dict(variant, DEPTHS, DIMS, CLASSES, seed=1)
+    ema = _afc_torch.state_dict(variant, DEPTHS, DIMS, CLASSES, seed=2)
+    path = tmp_path / "checkpoint-best.pth"
+    torch.save({"model": {k: torch.from_numpy(v) for k, v in state.items()},
+                "model_ema": {k: torch.from_numpy(v) for k, v in ema.items()},
+                "epoch": 299}, path)
+    x = _images()
+    want = _afc_torch.forward(torch, state, torch.from_numpy(x.transpose(0, 3, 1, 2)),
+                              variant, DEPTHS)
+    model = _model(variant, weights=str(path))
+    got = keras.ops.convert_to_numpy(model(x))
+    scale = np.abs(want).max()
+    assert np.abs(got - want).max() <= 1e-4 * scale, (got, want)
+    np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
+    # entry="model_ema" takes the moving average instead.
+    applications.load_afc_checkpoint(model, path, entry="model_ema")
+    want_ema = _afc_torch.forward(torch, ema, torch.from_numpy(x.transpose(0, 3, 1, 2)),
+                                  variant, DEPTHS)
+    got = keras.ops.convert_to_numpy(model(x))
+    assert np.abs(got - want_ema).max() <= 1e-4 * np.abs(want_ema).max()
+
+
+def test_checkpoint_of_another_variant_is_refused(tmp_path):
+    path = tmp_path / "aps.pth"
+    state = _afc_torch.state_dict("aps", DEPTHS, DIMS, CLASSES)
+    torch.save({"model": {k: torch.from_numpy(v) for k, v in state.items()}}, path)
+    model = _model("afc")
+    before = [keras.ops.convert_to_numpy(w) for w in model.weights]
+    with pytest.raises(ValueError, match="ConvNeXt-Tiny-APS's.*ConvNeXt-Tiny-AFC.*build "
+                                         "ConvNeXtTinyAPS.*Received"):
+        applications.load_afc_checkpoint(model, path)
+    for b, w in zip(before, model.weights):
+        np.testing.assert_array_equal(b, keras.ops.convert_to_numpy(w))
+    with pytest.raises(ValueError, match="no 'model_ema' entry"):
+        applications.load_afc_checkpoint(_model("aps"), path, entry="model_ema")
+    with pytest.raises(ValueError, match="weights='imagenet'"):
+        _model("afc", weights="imagenet")
+    with pytest.raises(ValueError, match="multiples of 32.*Received"):
+        applications.ConvNeXtTinyAFC(input_shape=(100, 100, 3), depths=DEPTHS, dims=DIMS)
+
+
+def _max_relative_change(model, x, shifted):
+    base = keras.ops.convert_to_numpy(model(x))
+    out = keras.ops.convert_to_numpy(model(shifted))
+    return float(np.abs(out - base).max() / np.abs(base).max())
+
+
+def test_shift_invariance_afc_aps_circular():
+    """Max relative logit change over integer circular shifts (every
+    offset 0..3 on each axis, plus two large ones) and half- and
+    quarter-pixel Fourier shifts (`fourier_shift`), 96x96 inputs."""
+    x = _images(1, seed=5)
+    integer = [(dy, dx) for dy in range(4) for dx in range(4)] + [(17, 45), (50, 3)]
+    fractional = [(0.5, 0.0), (0.0, 0.5), (0.5, 0.5), (0.25, 0.0), (0.25, 0.75)]
+    results = {}
+    for variant in BUILDERS:
+        model = _model(variant)
+        # Random weights as the test of the checkpoints uses (non-trivial
+        # layer scales, so that every block matters).
+        applications.load_afc_checkpoint(
+            model, _afc_torch.state_dict(variant, DEPTHS, DIMS, CLASSES, seed=3))
+        ints = max(_max_relative_change(model, x, np.roll(x, s, axis=(1, 2)))
+                   for s in integer)
+        fracs = max(_max_relative_change(
+            model, x, keras.ops.convert_to_numpy(
+                fourier_shift(x, np.array([dy]), np.array([dx]))))
+            for dy, dx in fractional)
+        results[variant] = (ints, fracs)
+    print("max relative logit change (integer, fractional):", results)
+    assert results["afc"][0] <= 1e-4 and results["afc"][1] <= 1e-4
+    assert results["aps"][0] <= 1e-4 and results["aps"][1] > 1e-2
+    assert results["circular"][0] > 1e-2 and results["circular"][1] > 1e-2
