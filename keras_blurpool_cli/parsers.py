@@ -49,6 +49,9 @@ ZOO_ARCHITECTURES = (
     "vgg16_bn",
     "vgg19",
     "vgg19_bn",
+    "convnext_afc_tiny",
+    "convnext_circular_tiny",
+    "convnext_aps_tiny",
 )
 
 # `keras_blurpool.applications.registry.INTERPOLATIONS` (checked too).

@@ -121,12 +121,14 @@ def forward(torch, state, x, variant, depths):
             m = f"{p}.mlp" if variant != "aps" else p
             if variant == "afc":  # AALMLP
                 y = upsample(torch, y)
-                y = F.linear(y.permute(0, 2, 3, 1), s[f"{m}.pwconv1.weight"], s[f"{m}.pwconv1.bias"])
+                y = F.linear(y.permute(0, 2, 3, 1), s[f"{m}.pwconv1.weight"],
+                             s[f"{m}.pwconv1.bias"])
                 y = poly(s, f"{m}.act", y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
                 y = F.linear(y, s[f"{m}.pwconv2.weight"], s[f"{m}.pwconv2.bias"])
                 y = lpf(torch, y.permute(0, 3, 1, 2), 0.5)[:, :, ::2, ::2].permute(0, 2, 3, 1)
             else:
-                y = F.linear(y.permute(0, 2, 3, 1), s[f"{m}.pwconv1.weight"], s[f"{m}.pwconv1.bias"])
+                y = F.linear(y.permute(0, 2, 3, 1), s[f"{m}.pwconv1.weight"],
+                             s[f"{m}.pwconv1.bias"])
                 y = F.linear(F.gelu(y), s[f"{m}.pwconv2.weight"], s[f"{m}.pwconv2.bias"])
             x = x + (s[f"{p}.gamma"] * y).permute(0, 3, 1, 2)
     x = F.layer_norm(x.mean((-2, -1)), (x.shape[1],), s["norm.weight"], s["norm.bias"], 1e-6)

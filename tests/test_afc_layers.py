@@ -62,7 +62,8 @@ def test_ideal_upsampling_is_zero_insertion_and_reconstruction(side):
 def test_masks_are_the_authors_nyquist_rule():
     # n % 4 == 0: the edge bins dropped (low-pass) or halved (reconstruction).
     np.testing.assert_array_equal(rect(8, 0.5, 0.0), [1, 1, 0, 0, 0, 0, 0, 1])
-    from keras_blurpool.layers.ideal_sampling import lowpass_mask, reconstruction_mask
+    from keras_blurpool.layers.ideal_sampling import lowpass_mask
+    from keras_blurpool.layers.ideal_sampling import reconstruction_mask
     for n in (6, 8, 10, 12, 16):
         for cutoff in (0.25, 0.5, 0.75, 1.0):
             if n * cutoff >= 2:

@@ -141,7 +141,9 @@ class _Net:
                 train_scale=True, data_format=self.data_format,
                 name=_torch("downsample_layers.0.1.residual.0"),
             )(x)
-            act = LayerScale(0.0, per_channel=False, name=_torch("downsample_layers.0.1.gamma"))(act)
+            act = LayerScale(
+                0.0, per_channel=False, name=_torch("downsample_layers.0.1.gamma")
+            )(act)
             x = layers.Add(name="stem_residual")([x, act])
             x = IdealDownsampling2D(
                 4, cutoff=0.25, data_format=self.data_format,
@@ -468,7 +470,8 @@ Example:
 (None, 1000)
 """
     build.arch = arch
-    build.variant = variant
+    build.variant = None  # no builder.Family variant: `afc_variant`
+    build.afc_variant = variant
     return build
 
 

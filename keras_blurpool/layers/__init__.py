@@ -22,10 +22,10 @@ from keras_blurpool.layers.ideal_sampling import IdealUpsampling2D
 from keras_blurpool.layers.ideal_sampling import ideal_lowpass
 from keras_blurpool.layers.layer_scale import LayerScale
 from keras_blurpool.layers.max_blur_pool import MaxBlurPool2D
-from keras_blurpool.layers.polyphase import APSPool2D
-from keras_blurpool.layers.polyphase import LPSPool2D
 from keras_blurpool.layers.polynomial_activation import LowpassPolynomialActivation
 from keras_blurpool.layers.polynomial_activation import PolynomialActivation
+from keras_blurpool.layers.polyphase import APSPool2D
+from keras_blurpool.layers.polyphase import LPSPool2D
 
 __all__ = [
     "AliasFreeLayerNormalization",
