@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 
 import keras
 from keras import layers
@@ -406,16 +407,16 @@ def _build(
 
 def _builder(builder_name: str, variant: str, arch: str):
     def build(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        name=None,
-        depths=TINY_DEPTHS,
-        dims=TINY_DIMS,
+        include_top: bool = True,
+        weights: str | os.PathLike | None = None,
+        input_tensor: keras.KerasTensor | None = None,
+        input_shape: tuple[int | None, int | None, int] | None = None,
+        pooling: str | None = None,
+        classes: int = 1000,
+        classifier_activation: str | Callable | None = "softmax",
+        name: str | None = None,
+        depths: tuple[int, int, int, int] = TINY_DEPTHS,
+        dims: tuple[int, int, int, int] = TINY_DIMS,
     ) -> keras.Model:
         return _build(
             variant,
