@@ -16,6 +16,9 @@ import argparse
 # they agree: add a new architecture here too).
 ZOO_ARCHITECTURES = (
     "alexnet",
+    "convnext_afc_tiny",
+    "convnext_circular_tiny",
+    "convnext_aps_tiny",
     "densenet121",
     "densenet161",
     "densenet169",
@@ -49,9 +52,7 @@ ZOO_ARCHITECTURES = (
     "vgg16_bn",
     "vgg19",
     "vgg19_bn",
-    "convnext_afc_tiny",
-    "convnext_circular_tiny",
-    "convnext_aps_tiny",
+
 )
 
 # `keras_blurpool.applications.registry.INTERPOLATIONS` (checked too).

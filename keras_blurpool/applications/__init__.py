@@ -13,7 +13,7 @@ module registers its architectures in `registry`.
 """
 
 from keras_blurpool.applications import alexnet
-from keras_blurpool.applications import convnext_afc  # noqa: I001 (registers last)
+from keras_blurpool.applications import convnext_afc
 from keras_blurpool.applications import densenet
 from keras_blurpool.applications import mobilenet_v2
 from keras_blurpool.applications import registry
