@@ -52,7 +52,6 @@ ZOO_ARCHITECTURES = (
     "vgg16_bn",
     "vgg19",
     "vgg19_bn",
-
 )
 
 # `keras_blurpool.applications.registry.INTERPOLATIONS` (checked too).

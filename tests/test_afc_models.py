@@ -126,3 +126,51 @@ def test_fit_trains_the_polynomial_scales():
     changed = [not np.array_equal(b, keras.ops.convert_to_numpy(w))
                for b, w in zip(before, scales)]
     assert any(changed)
+
+
+def test_full_convnext_tiny_afc_has_the_authors_parameters():
+    # Every parameter of their convnext_afc_tiny, and nothing else: the
+    # state dict of their layout at full size loads (shapes checked).
+    model = applications.ConvNeXtTinyAFC(classes=1000)
+    assert model.output_shape == (None, 1000)
+    state = _afc_torch.state_dict("afc", (3, 3, 9, 3), (96, 192, 384, 768), 1000)
+    assert model.count_params() == sum(v.size for v in state.values())
+    applications.load_afc_checkpoint(model, state)
+
+
+def test_channels_first_gives_the_same_logits():
+    state = _afc_torch.state_dict("afc", DEPTHS, DIMS, CLASSES, seed=4)
+    x = _images()
+    last = _model("afc")
+    applications.load_afc_checkpoint(last, state)
+    keras.config.set_image_data_format("channels_first")
+    try:
+        first = BUILDERS["afc"](input_shape=(3, SIDE, SIDE), depths=DEPTHS, dims=DIMS,
+                                classes=CLASSES, classifier_activation=None)
+        applications.load_afc_checkpoint(first, state)
+        got = keras.ops.convert_to_numpy(first(x.transpose(0, 3, 1, 2)))
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    want = keras.ops.convert_to_numpy(last(x))
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_saved_model_reloads(tmp_path):
+    model = _model("afc")
+    applications.load_afc_checkpoint(
+        model, _afc_torch.state_dict("afc", DEPTHS, DIMS, CLASSES, seed=5))
+    path = tmp_path / "afc.keras"
+    model.save(path)
+    x = _images(1)
+    again = keras.saving.load_model(path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)),
+                               keras.ops.convert_to_numpy(model(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_convert_cli_points_to_the_builder(tmp_path, capsys):
+    from keras_blurpool import convert
+
+    with pytest.raises(SystemExit):
+        convert.main(["convnext_afc_tiny", str(tmp_path / "x.pth"),
+                      str(tmp_path / "x.weights.h5")])
+    assert "ConvNeXtTinyAFC(weights=path)" in capsys.readouterr().err
