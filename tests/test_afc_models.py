@@ -174,3 +174,25 @@ def test_convert_cli_points_to_the_builder(tmp_path, capsys):
         convert.main(["convnext_afc_tiny", str(tmp_path / "x.pth"),
                       str(tmp_path / "x.weights.h5")])
     assert "ConvNeXtTinyAFC(weights=path)" in capsys.readouterr().err
+
+
+def test_mixed_precision_forward_and_step_stay_finite():
+    # The FFT layers and the alias-free LayerNorm compute in float32; the
+    # polynomials run in float16 (at initialisation their largest output is
+    # ~1.4e3 on N(0, 4) images, far below float16's 65504).
+    x, y = _images(2, seed=8) * 2, np.arange(2)
+    reference = _model("afc")
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = _model("afc")
+        for target, source in zip(model.weights, reference.weights):
+            target.assign(source)
+        logits = keras.ops.convert_to_numpy(keras.ops.cast(model(x), "float32"))
+        model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True))
+        loss = model.train_on_batch(x, y)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    want = keras.ops.convert_to_numpy(reference(x))
+    assert np.isfinite(logits).all() and np.isfinite(loss)
+    assert np.abs(logits - want).max() <= 3e-2 * np.abs(want).max()
