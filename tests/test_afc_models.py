@@ -130,9 +130,13 @@ def test_fit_trains_the_polynomial_scales():
 
 def test_full_convnext_tiny_afc_has_the_authors_parameters():
     # Every parameter of their convnext_afc_tiny, and nothing else: the
-    # state dict of their layout at full size loads (shapes checked).
-    model = applications.ConvNeXtTinyAFC(classes=1000)
+    # state dict of their layout at full size loads (shapes checked). Built
+    # as `python -m recipes.train --arch convnext_afc_tiny` builds it.
+    from recipes import models
+
+    model = models.build_model("convnext_afc_tiny", 4, num_classes=1000, image_size=224)
     assert model.output_shape == (None, 1000)
+    assert model.layers[-1].activation is keras.activations.linear  # logits
     state = _afc_torch.state_dict("afc", (3, 3, 9, 3), (96, 192, 384, 768), 1000)
     assert model.count_params() == sum(v.size for v in state.values())
     applications.load_afc_checkpoint(model, state)
