@@ -73,6 +73,12 @@ def test_checkpoint_of_another_variant_is_refused(tmp_path):
         applications.load_afc_checkpoint(_model("aps"), path, entry="model_ema")
     with pytest.raises(ValueError, match="weights='imagenet'"):
         _model("afc", weights="imagenet")
+    with pytest.raises(ValueError, match="existing file.*Received: weights="):
+        _model("afc", weights=str(tmp_path / "missing.pth"))
+    # Without the top, the checkpoint's `norm` and `head` are left out.
+    headless = BUILDERS["aps"](input_shape=(SIDE, SIDE, 3), depths=DEPTHS, dims=DIMS,
+                               include_top=False, pooling="avg", weights=str(path))
+    assert headless.output_shape == (None, DIMS[-1])
     with pytest.raises(ValueError, match="multiples of 32.*Received"):
         applications.ConvNeXtTinyAFC(input_shape=(100, 100, 3), depths=DEPTHS, dims=DIMS)
 

@@ -63,8 +63,8 @@ MIN_SIZE = 3 * REDUCTION
 # Where the authors publish their checkpoints (README; no licence stated).
 CHECKPOINTS_URL = "https://huggingface.co/hmichaeli/convnext-afc"
 CHECKPOINT_LICENCE = (
-    "none stated (the authors' repository and checkpoint page carry no "
-    "licence; ask them before redistributing)"
+    "none stated in the authors' repository (read the checkpoint page's "
+    "terms; ask the authors before redistributing)"
 )
 BUILDER_NAMES = {
     "afc": "ConvNeXtTinyAFC",

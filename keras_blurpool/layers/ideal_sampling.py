@@ -312,7 +312,6 @@ class IdealUpsampling2D(_FourierLayer):
     """
 
     def __init__(self, size=2, data_format=None, **kwargs):
-        kwargs.pop("cutoff", None)
         super().__init__(size, None, data_format, "size", **kwargs)
 
     @property
