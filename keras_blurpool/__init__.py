@@ -15,6 +15,9 @@ Layers:
     AntialiasAvgPool2D, binomial_filter, create_antialias,
     is_antialiasing, register_antialiasing, Antialiasing.
     AdaptiveAvgPool2D: PyTorch's adaptive average pooling (VGG, AlexNet).
+    IdealDownsampling2D, IdealUpsampling2D, PolynomialActivation,
+    LowpassPolynomialActivation, AliasFreeLayerNormalization, LayerScale,
+    ideal_lowpass: alias-free ConvNets (AFC; fractional shifts too).
 
 Models (keras_blurpool.applications):
     ResNet18 ... ResNet152, ResNeXt, WideResNet, VGG, DenseNet,
@@ -22,7 +25,9 @@ Models (keras_blurpool.applications):
     ResNetBlur*/ResNetAA*/SEResNeXtAA*, with the keras.applications
     signature; weights="imagenet" loads the released weights (the
     reference's are CC BY-NC-SA 4.0, non-commercial; timm's Apache-2.0).
-    preprocess_input, decode_predictions.
+    ConvNeXtTinyAFC and its controls ConvNeXtTinyCircular and
+    ConvNeXtTinyAPS (alias-free ConvNets; the authors' checkpoints load by
+    path). preprocess_input, decode_predictions.
 
 Your own model:
     antialias_model(model): anti-aliases any Functional or Sequential
@@ -54,6 +59,7 @@ from keras_blurpool import applications
 from keras_blurpool import callbacks
 from keras_blurpool.applications import load_torch_weights
 from keras_blurpool.layers import AdaptiveAvgPool2D
+from keras_blurpool.layers import AliasFreeLayerNormalization
 from keras_blurpool.layers import AntiAliasAvgPool2D  # deprecated alias
 from keras_blurpool.layers import AntialiasAvgPool2D
 from keras_blurpool.layers import AntiAliasing  # deprecated alias
@@ -64,10 +70,16 @@ from keras_blurpool.layers import BlurPool2D
 from keras_blurpool.layers import BlurPool3D
 from keras_blurpool.layers import BlurUpSampling2D
 from keras_blurpool.layers import CircularPadding2D
+from keras_blurpool.layers import IdealDownsampling2D
+from keras_blurpool.layers import IdealUpsampling2D
+from keras_blurpool.layers import LayerScale
+from keras_blurpool.layers import LowpassPolynomialActivation
 from keras_blurpool.layers import LPSPool2D
 from keras_blurpool.layers import MaxBlurPool2D
+from keras_blurpool.layers import PolynomialActivation
 from keras_blurpool.layers import binomial_filter
 from keras_blurpool.layers import create_antialias
+from keras_blurpool.layers import ideal_lowpass
 from keras_blurpool.layers import is_antialiasing
 from keras_blurpool.layers import register_antialiasing
 from keras_blurpool.surgery import AntialiasReport
@@ -89,6 +101,13 @@ __all__ = [
     "BlurPool3D",
     "BlurUpSampling2D",
     "MaxBlurPool2D",
+    "AliasFreeLayerNormalization",
+    "IdealDownsampling2D",
+    "IdealUpsampling2D",
+    "LayerScale",
+    "LowpassPolynomialActivation",
+    "PolynomialActivation",
+    "ideal_lowpass",
     "antialias_model",
     "applications",
     "callbacks",

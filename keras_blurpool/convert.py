@@ -26,6 +26,7 @@ largest logit difference is printed.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import re
 import sys
@@ -197,6 +198,12 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             + ", ".join(registry.ARCHITECTURES)
         )
     spec = registry.get(args.arch)
+    if "filter_size" not in inspect.signature(spec.builder).parameters:
+        parser.error(
+            f"{args.arch} is not converted here: build it with its checkpoint, "
+            f"`{spec.builder.__name__}(weights=path)`, then `model.save_weights(...)` "
+            "(docs/alias_free.md)"
+        )
     _check_output(parser, args.output)
     if args.filter_size is not None:
         try:

@@ -16,6 +16,9 @@ import argparse
 # they agree: add a new architecture here too).
 ZOO_ARCHITECTURES = (
     "alexnet",
+    "convnext_afc_tiny",
+    "convnext_circular_tiny",
+    "convnext_aps_tiny",
     "densenet121",
     "densenet161",
     "densenet169",

@@ -183,14 +183,15 @@ def _zoo(builder: Callable) -> Callable:
                     f"Received: padding={padding!r}"
                 )
             extra["padding"] = padding
+        parameters = inspect.signature(builder).parameters
+        if "filter_size" in parameters:
+            extra.update(filter_size=filter_size, antialias=antialias)
         return builder(
             include_top=True,
             weights=weights,
             input_shape=input_shape,
             classes=classes,
             classifier_activation=None,
-            filter_size=filter_size,
-            antialias=antialias,
             **extra,
         )
 

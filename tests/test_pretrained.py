@@ -173,7 +173,8 @@ def test_registry_covers_every_architecture():
         if spec.source == "reference"
     }
     assert len(reference) == 23
-    assert len(registry.ARCHITECTURES) == 23 + 11  # timm's: tests/test_timm.py
+    # timm's: tests/test_timm.py; AFC's three: tests/test_afc_models.py
+    assert len(registry.ARCHITECTURES) == 23 + 11 + 3
     for arch, spec in reference.items():
         assert spec.weights, arch
         for size, name in spec.weights.items():

@@ -18,7 +18,7 @@ def test_architectures_table_and_unknown_arch():
         "resnetblur18", "resnetblur50", "resnetblur50d", "resnetblur101d",
         "resnetaa34d", "resnetaa50", "resnetaa50d", "resnetaa101d",
         "seresnetaa50d", "seresnextaa101d_32x8d", "seresnextaa201d_32x8d",
-    }
+    } | {"convnext_afc_tiny", "convnext_circular_tiny", "convnext_aps_tiny"}
     assert set(models.ARCHITECTURES) == expected
     assert set(config_lib.RECIPES) == expected
     with pytest.raises(ValueError, match="arch='resnet51'.*resnet50"):

@@ -460,7 +460,7 @@ def test_no_state_dict(tmp_path, fmt):
     torch = _torch()
     cases = {
         "list": ([torch.ones(2)], "is a list"),
-        "entries": ({"epoch": 1, "model": {"w": torch.ones(1)}}, "'epoch', 'model'"),
+        "entries": ({"epoch": 1, "net": {"w": torch.ones(1)}}, "'epoch', 'net'"),
         "wrapped": ({"state_dict": [1]}, "'state_dict' entry is a list"),
         "keys": ({1: torch.ones(1)}, "not a str"),
         "collision": ({"module.w": torch.ones(1), "w": torch.ones(1)}, "'w' twice"),
@@ -468,6 +468,27 @@ def test_no_state_dict(tmp_path, fmt):
     for name, (obj, match) in cases.items():
         path = _save(torch, obj, tmp_path / f"{name}.pth", fmt)
         _expect_error(path, f"{match}")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_model_and_model_ema_entries(tmp_path, fmt):
+    # ConvNeXt-style training scripts (AFC's) save both next to the
+    # optimizer's state: 'model' is read by default, 'model_ema' on request.
+    torch = _torch()
+    obj = {"model": {"w": torch.ones(2)}, "model_ema": {"w": torch.full((2,), 3.0)},
+           "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}, "epoch": 299}
+    path = _save(torch, obj, tmp_path / "convnext.pth", fmt)
+    np.testing.assert_array_equal(read_torch_checkpoint(path)["w"], [1, 1])
+    np.testing.assert_array_equal(read_torch_checkpoint(path, "model_ema")["w"], [3, 3])
+    # 'state_dict' wins over 'model', as before.
+    both = _save(torch, {"state_dict": {"w": torch.zeros(1)}, "model": {"v": torch.ones(1)}},
+                 tmp_path / "both.pth", fmt)
+    assert list(read_torch_checkpoint(both)) == ["w"]
+    bare = _save(torch, {"w": torch.ones(1)}, tmp_path / "bare.pth", fmt)
+    with pytest.raises(ValueError, match="no 'model_ema' entry"):
+        read_torch_checkpoint(bare, "model_ema")
+    with pytest.raises(ValueError, match="`entry` must be.*Received: entry='ema'"):
+        read_torch_checkpoint(path, "ema")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

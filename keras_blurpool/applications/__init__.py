@@ -13,6 +13,7 @@ module registers its architectures in `registry`.
 """
 
 from keras_blurpool.applications import alexnet
+from keras_blurpool.applications import convnext_afc
 from keras_blurpool.applications import densenet
 from keras_blurpool.applications import mobilenet_v2
 from keras_blurpool.applications import registry
@@ -20,6 +21,10 @@ from keras_blurpool.applications import resnet
 from keras_blurpool.applications import timm_resnet
 from keras_blurpool.applications import vgg
 from keras_blurpool.applications.alexnet import AlexNet
+from keras_blurpool.applications.convnext_afc import ConvNeXtTinyAFC
+from keras_blurpool.applications.convnext_afc import ConvNeXtTinyAPS
+from keras_blurpool.applications.convnext_afc import ConvNeXtTinyCircular
+from keras_blurpool.applications.convnext_afc import load_afc_checkpoint
 from keras_blurpool.applications.densenet import DenseNet121
 from keras_blurpool.applications.densenet import DenseNet161
 from keras_blurpool.applications.densenet import DenseNet169

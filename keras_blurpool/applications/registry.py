@@ -167,7 +167,9 @@ class Architecture:
         released_antialias: the builder's `antialias` of the released
             weights (`"blur"`, or `"avg"` for timm's `aa` networks).
         source: whose network it is: `"reference"` (`antialiased_cnns`,
-            weights by filter size) or `"timm"` (weights by Hub tag).
+            weights by filter size), `"timm"` (weights by Hub tag) or
+            `"afc"` (the alias-free ConvNets' authors; their checkpoints
+            load by path, none is fetched).
     """
 
     name: str

@@ -2,6 +2,7 @@
 
 from keras_blurpool.layers._padding import standardize_pad_type
 from keras_blurpool.layers.adaptive_pooling import AdaptiveAvgPool2D
+from keras_blurpool.layers.alias_free_norm import AliasFreeLayerNormalization
 from keras_blurpool.layers.antialias import AntiAliasAvgPool2D  # deprecated alias
 from keras_blurpool.layers.antialias import AntialiasAvgPool2D
 from keras_blurpool.layers.antialias import AntiAliasing  # deprecated alias
@@ -16,11 +17,24 @@ from keras_blurpool.layers.blur_pool import BlurPool3D
 from keras_blurpool.layers.blur_pool import binomial_filter
 from keras_blurpool.layers.blur_upsampling import BlurUpSampling2D
 from keras_blurpool.layers.circular_padding import CircularPadding2D
+from keras_blurpool.layers.ideal_sampling import IdealDownsampling2D
+from keras_blurpool.layers.ideal_sampling import IdealUpsampling2D
+from keras_blurpool.layers.ideal_sampling import ideal_lowpass
+from keras_blurpool.layers.layer_scale import LayerScale
 from keras_blurpool.layers.max_blur_pool import MaxBlurPool2D
+from keras_blurpool.layers.polynomial_activation import LowpassPolynomialActivation
+from keras_blurpool.layers.polynomial_activation import PolynomialActivation
 from keras_blurpool.layers.polyphase import APSPool2D
 from keras_blurpool.layers.polyphase import LPSPool2D
 
 __all__ = [
+    "AliasFreeLayerNormalization",
+    "IdealDownsampling2D",
+    "IdealUpsampling2D",
+    "LayerScale",
+    "LowpassPolynomialActivation",
+    "PolynomialActivation",
+    "ideal_lowpass",
     "AdaptiveAvgPool2D",
     "APSPool2D",
     "LPSPool2D",

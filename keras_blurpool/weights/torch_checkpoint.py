@@ -808,7 +808,7 @@ def _read_zip_record(
     return data
 
 
-def _read_zip(file: Any, file_size: int) -> dict[str, np.ndarray]:
+def _read_zip(file: Any, file_size: int, entry: str | None = None) -> dict[str, np.ndarray]:
     file.seek(0)
     try:
         archive = zipfile.ZipFile(file)
@@ -840,7 +840,7 @@ def _read_zip(file: Any, file_size: int) -> dict[str, np.ndarray]:
     storages: dict[str, _Storage] = {}
     checkpoint = _unpickle(io.BytesIO(pickled), file_size, storages, "data.pkl")
     del pickled
-    state_dict = _find_state_dict(checkpoint)
+    state_dict = _find_state_dict(checkpoint, entry)
     budget = _budget(state_dict, storages)
     buffers = {}
     for key in _storage_keys(state_dict):
@@ -865,7 +865,7 @@ def _looks_like_text(head: bytes) -> bool:
     return all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
-def _read_legacy(file: Any, file_size: int) -> dict[str, np.ndarray]:
+def _read_legacy(file: Any, file_size: int, entry: str | None = None) -> dict[str, np.ndarray]:
     file.seek(0)
     reader = _BoundedReader(file, file_size)
     not_a_checkpoint = (
@@ -891,7 +891,7 @@ def _read_legacy(file: Any, file_size: int) -> dict[str, np.ndarray]:
     keys = _unpickle(reader, file_size, None, "the storage key list")
     if type(keys) is not list or any(type(key) is not str for key in keys):
         raise _CheckpointError(f"malformed storage key list {_describe(keys)}")
-    state_dict = _find_state_dict(checkpoint)
+    state_dict = _find_state_dict(checkpoint, entry)
     needed = set(_storage_keys(state_dict))
     budget = _budget(state_dict, storages)
     buffers = {}
@@ -927,8 +927,17 @@ def _read_legacy(file: Any, file_size: int) -> dict[str, np.ndarray]:
     return _materialize(state_dict, buffers, "<", budget)
 
 
-def _find_state_dict(checkpoint: Any) -> dict[str, _Tensor]:
+# Entries holding a state dict, as training scripts save them: the
+# ImageNet example's `state_dict`; ConvNeXt's (and AFC's) `model`, and
+# `model_ema`, its exponential moving average, taken only when asked for.
+STATE_DICT_ENTRIES = ("state_dict", "model", "model_ema")
+
+
+def _find_state_dict(checkpoint: Any, entry: str | None = None) -> dict[str, _Tensor]:
     """The state dict inside the unpickled checkpoint, `module.` stripped.
+
+    `entry` names the checkpoint's entry that holds it; None takes
+    `'state_dict'`, else `'model'`, else the checkpoint itself.
 
     The only dict built from the file: its keys must be str, whose hashes
     Python randomises, so no file can make their insertion slow.
@@ -939,9 +948,22 @@ def _find_state_dict(checkpoint: Any) -> dict[str, _Tensor]:
             f"{_kind(checkpoint)}, not a dict"
         )
     candidate, where = checkpoint, "the checkpoint"
+    holders = {}
     for key, value in checkpoint.pairs:  # the last one wins, as in a dict
-        if type(key) is str and key == "state_dict":
-            candidate, where = value, "the 'state_dict' entry"
+        if type(key) is str and key in STATE_DICT_ENTRIES:
+            holders[key] = value
+    if entry is not None:
+        if entry not in holders:
+            raise _CheckpointError(
+                f"the checkpoint has no {entry!r} entry (it has "
+                f"{sorted(holders) or 'none'} of {list(STATE_DICT_ENTRIES)})"
+            )
+        candidate, where = holders[entry], f"the {entry!r} entry"
+    else:
+        for key in ("state_dict", "model"):
+            if key in holders:
+                candidate, where = holders[key], f"the {key!r} entry"
+                break
     if not isinstance(candidate, _PickledDict):
         raise _CheckpointError(f"no state dict found: {where} is a {_kind(candidate)}")
     entries: dict[str, Any] = {}
@@ -955,7 +977,7 @@ def _find_state_dict(checkpoint: Any) -> dict[str, _Tensor]:
     others += [k for k, v in odd_keys if not isinstance(v, _Tensor)]
     if others:
         names = ", ".join(_describe(k) for k in others[:5])
-        hint = " and it has no 'state_dict' entry" if where == "the checkpoint" else ""
+        hint = " and it has no 'state_dict' or 'model' entry" if where == "the checkpoint" else ""
         raise _CheckpointError(
             f"no state dict found: entries of {where} are not tensors ({names}"
             f"{', ...' if len(others) > 5 else ''}){hint}"
@@ -1134,7 +1156,9 @@ def _view(
     return view, not disjoint
 
 
-def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_torch_checkpoint(
+    path: str | os.PathLike, entry: str | None = None
+) -> dict[str, np.ndarray]:
     """Reads the state dict of a PyTorch checkpoint as NumPy arrays.
 
     Reads files written by `torch.save` in either format, the zip archive
@@ -1167,6 +1191,10 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Args:
         path: path of the checkpoint (`.pth`, `.pth.tar`, `.pt`, ...).
+        entry: the checkpoint's entry holding the state dict, one of
+            `STATE_DICT_ENTRIES` (`'model_ema'` for the moving average a
+            ConvNeXt-style script saves); None takes `'state_dict'`, else
+            `'model'`, else the whole checkpoint.
 
     Returns:
         Dict of parameter and buffer names to NumPy arrays, in the order
@@ -1187,6 +1215,11 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     >>> state_dict["conv1.weight"].shape  # doctest: +SKIP
     (64, 3, 7, 7)
     """
+    if entry is not None and entry not in STATE_DICT_ENTRIES:
+        raise ValueError(
+            f"`entry` must be None or one of {STATE_DICT_ENTRIES}. "
+            f"Received: entry={entry!r}"
+        )
     path = os.fspath(path)
     with open_regular_file(path, what="PyTorch checkpoint") as file:
         try:
@@ -1195,7 +1228,7 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
             if not head:
                 raise _CheckpointError("the file is empty")
             if head.startswith(_ZIP_LOCAL_HEADER):
-                return _read_zip(file, file_size)
+                return _read_zip(file, file_size, entry)
             if head[257:262] == b"ustar":
                 raise _CheckpointError(
                     "tar checkpoints (the format of the first PyTorch "
@@ -1212,7 +1245,7 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 )
             # A pickle: a legacy checkpoint or not one at all; the magic
             # number, the first pickle, will tell.
-            return _read_legacy(file, file_size)
+            return _read_legacy(file, file_size, entry)
         except _CheckpointError as error:
             problem, cause = str(error), error.__cause__
         except Exception as error:

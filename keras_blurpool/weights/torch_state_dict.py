@@ -8,9 +8,13 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from keras_blurpool.layers import AliasFreeLayerNormalization
 from keras_blurpool.layers import APSPool2D
 from keras_blurpool.layers import BlurPool2D
+from keras_blurpool.layers import LayerScale
+from keras_blurpool.layers import LowpassPolynomialActivation
 from keras_blurpool.layers import LPSPool2D
+from keras_blurpool.layers import PolynomialActivation
 from keras_blurpool.layers import is_antialiasing
 from keras_blurpool.layers.polyphase import check_tau
 from keras_blurpool.weights import values
@@ -30,6 +34,16 @@ def _layer_tensors(layer, prefix: str) -> dict[str, tuple]:
         out = {prefix + ".weight": (layer.kernel, _oihw_to_hwio)}
     elif isinstance(layer, keras.layers.Dense):
         out = {prefix + ".weight": (layer.kernel, np.transpose)}
+    elif isinstance(layer, (keras.layers.LayerNormalization, AliasFreeLayerNormalization)):
+        return {
+            prefix + ".weight": (layer.gamma, None),
+            prefix + ".bias": (layer.beta, None),
+        }
+    elif isinstance(layer, LayerScale):
+        # The parameter itself (ConvNeXt's `gamma`): its full name.
+        return {prefix: (layer.gamma, None)}
+    elif isinstance(layer, (PolynomialActivation, LowpassPolynomialActivation)):
+        return _polynomial_tensors(layer, prefix)
     elif isinstance(layer, keras.layers.BatchNormalization):
         out = {
             prefix + ".weight": (layer.gamma, None),
@@ -45,6 +59,30 @@ def _layer_tensors(layer, prefix: str) -> dict[str, tuple]:
         )
     if getattr(layer, "use_bias", False):
         out[prefix + ".bias"] = (layer.bias, None)
+    return out
+
+
+def _coefficients(w):
+    """AFC's per-channel `coef` (C, 3, 1, 1) -> our (C, 3)."""
+    if w.ndim != 4 or w.shape[2:] != (1, 1):
+        raise ValueError("not (C, 3, 1, 1)")
+    return w.reshape(w.shape[:2])
+
+
+def _polynomial_tensors(layer, prefix: str) -> dict[str, tuple]:
+    """The AFC authors' names of a polynomial activation's tensors.
+
+    Their `PolyActPerChannel` / `LPFPolyActPerChannel` hold `coef` and,
+    where they are weights or buffers, `in_scale` and `out_scale`; their
+    `UpPolyActPerChannel` holds the same under `pact.`.
+    """
+    if getattr(layer, "upsampling", 1) > 1:
+        prefix += ".pact"
+    out = {prefix + ".coef": (layer.coefficient_variable, _coefficients)}
+    for name in ("in_scale", "out_scale"):
+        variable = getattr(layer, name + "_variable")
+        if variable is not None:
+            out[f"{prefix}.{name}"] = (variable, None)
     return out
 
 
