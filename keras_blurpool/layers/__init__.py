@@ -19,10 +19,12 @@ from keras_blurpool.layers.circular_padding import CircularPadding2D
 from keras_blurpool.layers.max_blur_pool import MaxBlurPool2D
 from keras_blurpool.layers.polyphase import APSPool2D
 from keras_blurpool.layers.polyphase import LPSPool2D
+from keras_blurpool.layers.polyphase_upsampling import APSUpSampling2D
 
 __all__ = [
     "AdaptiveAvgPool2D",
     "APSPool2D",
+    "APSUpSampling2D",
     "LPSPool2D",
     "CircularPadding2D",
     "AntialiasAvgPool2D",
