@@ -173,9 +173,16 @@ class APSUpSampling2D(keras.layers.Layer):
                 "return_index=True)(x)`, then `APSUpSampling2D()(y, "
                 "index)`. Received: index=None"
             )
-        return super().__call__(
-            inputs, check_polyphase_index(self, index), *args, **kwargs
-        )
+        index = check_polyphase_index(self, index)
+        p = self.num_components
+        if len(index.shape) == 2 and index.shape[1] not in (None, p):
+            raise ValueError(
+                f"APSUpSampling2D '{self.name}': `index` weights must have "
+                f"{p} columns (one per polyphase component of strides="
+                f"{self.strides}). Received: index of shape "
+                f"{tuple(index.shape)}"
+            )
+        return super().__call__(inputs, index, *args, **kwargs)
 
     def build(self, input_shape):
         channels = known_channels(self, input_shape)
@@ -199,12 +206,6 @@ class APSUpSampling2D(keras.layers.Layer):
 
     def call(self, inputs, index, training=None):
         p = self.num_components
-        if len(index.shape) == 2 and index.shape[1] not in (None, p):
-            raise ValueError(
-                f"APSUpSampling2D '{self.name}': `index` weights must have "
-                f"{p} columns (one per polyphase component). Received "
-                f"shape {tuple(index.shape)}"
-            )
         x = ops.expand_dims(inputs, 1)  # (batch, 1, ...)
         if len(index.shape) == 2 and training:
             # LPS while training: every offset, times its weight.
