@@ -42,10 +42,3 @@ def test_the_strided_pool_and_upsampling_control_is_not_equivariant(example, ima
     # strided pools; every other one changes the map by far more.
     assert exact == {s for s in shifts if s[0] % 4 == 0 and s[1] % 4 == 0}
     assert np.median(errors) > 1e-2
-
-
-def test_the_script_prints_both(capsys):
-    runpy.run_path(str(EXAMPLE), run_name="__main__")
-    lines = capsys.readouterr().out.splitlines()
-    assert "for 1024 of 1024 shifts" in lines[1]
-    assert "for 64 of 1024 shifts" in lines[2]
