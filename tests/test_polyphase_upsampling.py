@@ -9,6 +9,7 @@ import pytest
 from keras_blurpool import APSPool2D
 from keras_blurpool import APSUpSampling2D
 from keras_blurpool import LPSPool2D
+from keras_blurpool import is_antialiasing
 from tests.test_layers import to_numpy
 from tests.test_polyphase import _blur
 from tests.test_polyphase import numpy_aps
@@ -151,6 +152,7 @@ def test_config_round_trip():
     assert config["strides"] == (2, 3) and config["pad_type"] == "reflect"
     clone = APSUpSampling2D.from_config(config)
     assert clone.get_config() == config
+    assert is_antialiasing(clone)  # as BlurUpSampling2D
 
 
 def test_gradient_reaches_the_input():

@@ -12,7 +12,10 @@ anti-aliased too: it runs at stride 2, and after its ReLU a `BlurPool2D`
 provides the remaining factor 2. `antialias` swaps `BlurPool2D` for
 another anti-aliasing layer in the same places. The classifier is
 torchvision's: adaptive average pooling to 6x6, then three Dense layers
-with dropout.
+with dropout. `antialias="aps"` / `"lps"` run conv1 at stride 1 and
+subsample by 4 in one polyphase layer; with `padding="circular"` (conv1
+then pads 5 pixels, keeping its map's size) and `include_top=False` with
+a global pooling, the network is exactly invariant to circular shifts.
 
 Layers are described by layer specs (`layer_specs`), one per module of
 the reference's `features` `nn.Sequential`.

@@ -21,6 +21,12 @@ variants have the deep stem (three 3x3 convolutions) and the
 average-pool shortcut, the "SE" ones squeeze-and-excitation after the last
 BatchNorm of each block, the "X" ones grouped 3x3 convolutions.
 
+`antialias="aps"` / `"lps"` (not timm's) also run the stem's strided
+convolution at stride 1 and subsample after it, and the shortcut keeps
+the component the main branch kept (its 1x1 convolution, or the "D"
+variants' 2x2 average pool, then runs at stride 1): with
+`padding="circular"` the network is exactly invariant to circular shifts.
+
 timm needs sides divisible by 32 for the `aa` models (its average pools
 floor odd maps, the shortcut's ceil them); here the blocks' average pool
 keeps odd maps whole (`AntialiasAvgPool2D`), so any side from 32 works,

@@ -9,7 +9,11 @@ Reference:
 Every 2x2 max pool of stride 2 becomes a max pool of stride 1 followed by
 a `BlurPool2D` of stride 2 (or the builder's `antialias` layer). The
 classifier is torchvision's: adaptive average pooling to 7x7, then three
-Dense layers with dropout.
+Dense layers with dropout. With `padding="circular"` the convolutions pad
+circularly and the stride-1 max pools keep their map's size, so that
+`antialias="aps"` / `"lps"` with `include_top=False` and a global pooling
+is exactly invariant to circular shifts (the Flatten classifier is not:
+the builder warns).
 
 The feature extractor is a list of layer specs (`layer_specs`), one per
 module of the reference's `features` `nn.Sequential`: the same list builds
