@@ -228,3 +228,17 @@ def test_index_out_of_range_in_a_tensor_gives_nan():
     assert np.isnan(got[1:]).all()
     np.testing.assert_allclose(got[0], numpy_aps_up(x[:1], [1], 3)[0],
                                atol=1e-5)
+
+
+def test_unknown_spatial_sizes_and_mixed_precision():
+    inputs = keras.Input((None, None, 4))
+    y, index = APSPool2D(3, return_index=True)(inputs)
+    up = APSUpSampling2D(3, dtype="mixed_float16")(y, index)
+    model = keras.Model(inputs, up)
+    assert model.output_shape == (None, None, None, 4)
+    for hw in ((8, 8), (6, 10)):
+        x = random_input((2, *hw, 4))
+        got = model.predict(x, verbose=0)
+        assert got.shape == (2, *hw, 4) and got.dtype == np.float16
+        expected = numpy_aps_up(*numpy_aps(x, 3), 3)
+        np.testing.assert_allclose(got.astype("float64"), expected, atol=2e-2)
