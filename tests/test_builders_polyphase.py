@@ -88,8 +88,9 @@ def test_every_family_is_invariant_to_circular_shifts(name, antialias):
     scale = np.abs(out[0]).max()
     shifted = np.abs(out[1:-1] - out[0]).max() / scale
     assert shifted <= 1e-5, shifted
-    # Not a constant network: another image changes the output.
-    assert np.abs(out[-1] - out[0]).max() / scale > 1e-3
+    # Not a constant network: another image changes the output by far
+    # more than the tolerance.
+    assert np.abs(out[-1] - out[0]).max() / scale > 1e-4
 
 
 def test_blur_control_changes_under_shifts():
