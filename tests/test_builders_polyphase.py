@@ -1,6 +1,6 @@
 """antialias="aps"|"lps" with padding="circular" in every builder family.
 
-One member of each family at 64 px (random weights, randomised BatchNorm
+One member of each family at 64 px (DenseNet121 at 32) (random weights, randomised BatchNorm
 statistics): every circular shift in a 4x4 grid and two large ones leave
 the logits (or the pooled features, for the Flatten classifiers of VGG
 and AlexNet) unchanged within 1e-5 relative. One batched predict each.
@@ -22,14 +22,14 @@ SHIFTS = [(a, b) for a in range(4) for b in range(4)] + [(17, 33), (33, 17)]
 HEADLESS = ("VGG11", "VGG11BN", "AlexNet")
 
 
-def _build(name, antialias, **kwargs):
+def _build(name, antialias, size=SIZE, **kwargs):
     keras.utils.set_random_seed(0)
     if name in HEADLESS:
         kwargs.update(include_top=False, pooling="avg")
     else:
         kwargs.update(classes=10, classifier_activation=None)
     model = getattr(applications, name)(
-        antialias=antialias, padding="circular", input_shape=(SIZE, SIZE, 3),
+        antialias=antialias, padding="circular", input_shape=(size, size, 3),
         **kwargs,
     )
     norms = [layer for layer in model.layers
@@ -41,7 +41,7 @@ def _build(name, antialias, **kwargs):
         # and its logits do not depend on the image at all.
         for layer in norms:
             layer.momentum = 0.0
-        model(rng.uniform(0, 1, (4, SIZE, SIZE, 3)).astype("float32"),
+        model(rng.uniform(0, 1, (4, size, size, 3)).astype("float32"),
               training=True)
         for layer in norms:
             layer.momentum = 0.9
@@ -56,26 +56,28 @@ def _build(name, antialias, **kwargs):
     return model
 
 
-def _outputs(model):
+def _outputs(model, size=SIZE):
     rng = np.random.default_rng(2)
-    image, other = rng.uniform(0, 1, (2, SIZE, SIZE, 3)).astype("float32")
+    image, other = rng.uniform(0, 1, (2, size, size, 3)).astype("float32")
     batch = np.stack([np.roll(image, s, axis=(0, 1)) for s in SHIFTS] + [other])
     return np.asarray(model.predict(batch, batch_size=len(batch), verbose=0))
 
 
 @pytest.mark.parametrize(
-    "name,antialias",
+    "name,antialias,size",
     [
-        ("VGG11BN", "aps"),
-        ("DenseNet121", "aps"),
-        ("MobileNetV2", "aps"),
-        ("AlexNet", "lps"),
-        ("ResNetBlur18", "lps"),  # timm's 7x7 stem
-        ("ResNetAA34D", "aps"),  # timm's deep stem and avg_down shortcut
+        ("VGG11BN", "aps", SIZE),
+        # The deepest network at its smallest size (total stride 32, 1x1
+        # at the end; np.roll wraps the large shifts): CI time.
+        ("DenseNet121", "aps", 32),
+        ("MobileNetV2", "aps", SIZE),
+        ("AlexNet", "lps", SIZE),
+        ("ResNetBlur18", "lps", SIZE),  # timm's 7x7 stem
+        ("ResNetAA34D", "aps", SIZE),  # timm's deep stem and avg_down shortcut
     ],
 )
-def test_every_family_is_invariant_to_circular_shifts(name, antialias):
-    model = _build(name, antialias)
+def test_every_family_is_invariant_to_circular_shifts(name, antialias, size):
+    model = _build(name, antialias, size)
     kind = APSPool2D if antialias == "aps" else LPSPool2D
     assert any(isinstance(layer, kind) for layer in model.layers)
     # Convolutions and pools all run at stride 1: only the polyphase
@@ -84,7 +86,7 @@ def test_every_family_is_invariant_to_circular_shifts(name, antialias):
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.MaxPooling2D,
                               keras.layers.AveragePooling2D)):
             assert tuple(layer.strides) == (1, 1), layer.name
-    out = _outputs(model)
+    out = _outputs(model, size)
     scale = np.abs(out[0]).max()
     shifted = np.abs(out[1:-1] - out[0]).max() / scale
     assert shifted <= 1e-5, shifted
