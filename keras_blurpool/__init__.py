@@ -65,6 +65,7 @@ from keras_blurpool.layers import AntialiasAvgPool2D
 from keras_blurpool.layers import AntiAliasing  # deprecated alias
 from keras_blurpool.layers import Antialiasing
 from keras_blurpool.layers import APSPool2D
+from keras_blurpool.layers import APSUpSampling2D
 from keras_blurpool.layers import BlurPool1D
 from keras_blurpool.layers import BlurPool2D
 from keras_blurpool.layers import BlurPool3D
@@ -91,6 +92,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdaptiveAvgPool2D",
     "APSPool2D",
+    "APSUpSampling2D",
     "CircularPadding2D",
     "LPSPool2D",
     "AntialiasAvgPool2D",

@@ -221,7 +221,7 @@ def test_no_released_weights_is_a_clear_error():
         ("ResNetBlur50", {"weights": "bt_in1k", "antialias": None},
          "plain twin"),
         ("ResNetAA50D", {"weights": "imagenet", "classes": 10}, "classes"),
-        ("ResNetAA50D", {"antialias": "aps"}, "main branch only"),
+        ("ResNetAA50D", {"padding": "reflect"}, "Received: padding=.reflect."),
         ("ResNetBlur18", {"input_shape": (31, 31, 3)}, "at least 32"),
         ("ResNetBlur18", {"filter_size": 7, "input_shape": (32, 32, 3)},
          "reflect padding"),

@@ -12,7 +12,10 @@ anti-aliased too: it runs at stride 2, and after its ReLU a `BlurPool2D`
 provides the remaining factor 2. `antialias` swaps `BlurPool2D` for
 another anti-aliasing layer in the same places. The classifier is
 torchvision's: adaptive average pooling to 6x6, then three Dense layers
-with dropout.
+with dropout. `antialias="aps"` / `"lps"` run conv1 at stride 1 and
+subsample by 4 in one polyphase layer; with `padding="circular"` (conv1
+then pads 5 pixels, keeping its map's size) and `include_top=False` with
+a global pooling, the network is exactly invariant to circular shifts.
 
 Layers are described by layer specs (`layer_specs`), one per module of
 the reference's `features` `nn.Sequential`.
@@ -31,6 +34,7 @@ from keras_blurpool.applications.layer_specs import first_match
 from keras_blurpool.applications.layer_specs import head
 from keras_blurpool.applications.layer_specs import min_input_size
 from keras_blurpool.applications.layer_specs import pool_specs
+from keras_blurpool.applications.layer_specs import warn_flatten_head
 
 # Dense layer -> index in the reference's `classifier` nn.Sequential
 # (Dropout, Linear, ReLU, Dropout, Linear, ReLU, Linear).
@@ -41,9 +45,21 @@ def _relu(name: str):
     return ("relu", f"{name}_relu", {})
 
 
-def _alexnet_features(aa: AntialiasSpec | None, pool_only: bool):
+def _alexnet_features(
+    aa: AntialiasSpec | None, pool_only: bool, circular: bool = False
+):
     if aa is None:
         first = [conv_spec("conv1", 64, 11, strides=4, padding=2), _relu("conv1")]
+    elif aa.polyphase:
+        # APS and LPS: conv1 at stride 1 whatever `pool_only` (a strided
+        # convolution breaks their invariance), then one polyphase layer
+        # of stride 4. Circularly padded, conv1 pads 5 (keeps the size: a
+        # map that shrinks does not shift circularly with its input).
+        first = [
+            conv_spec("conv1", 64, 11, strides=1, padding=5 if circular else 2),
+            _relu("conv1"),
+            ("blur", "conv1_blur", {"aa": aa, "strides": 4}),
+        ]
     elif pool_only:
         # The reference has no ReLU after conv1 in this variant.
         first = [conv_spec("conv1", 64, 11, strides=4, padding=2)]
@@ -55,13 +71,13 @@ def _alexnet_features(aa: AntialiasSpec | None, pool_only: bool):
         ]
     return (
         first
-        + pool_specs("pool1", 3, aa)
+        + pool_specs("pool1", 3, aa, circular)
         + [conv_spec("conv2", 192, 5, padding=2), _relu("conv2")]
-        + pool_specs("pool2", 3, aa)
+        + pool_specs("pool2", 3, aa, circular)
         + [conv_spec("conv3", 384, 3, padding=1), _relu("conv3")]
         + [conv_spec("conv4", 256, 3, padding=1), _relu("conv4")]
         + [conv_spec("conv5", 256, 3, padding=1), _relu("conv5")]
-        + pool_specs("pool3", 3, aa)
+        + pool_specs("pool3", 3, aa, circular)
     )
 
 
@@ -77,7 +93,8 @@ def _torch_names(model) -> dict[str, str] | None:
 
 def _network(inputs, variant, options: Options):
     del variant  # the family has one member
-    x = apply_features(inputs, _alexnet_features(options.aa, options.pool_only))
+    features = _alexnet_features(options.aa, options.pool_only, options.circular)
+    x = apply_features(inputs, features, circular=options.circular)
     return head(x, options, pool_size=6, dropout_first=True)
 
 
@@ -86,9 +103,10 @@ ALEXNET = Family(
     module=__name__,
     network=_network,
     min_input_size=lambda variant, options: min_input_size(
-        _alexnet_features(options.aa, options.pool_only)
+        _alexnet_features(options.aa, options.pool_only, options.circular)
     ),
-    arguments=("pool_only",),
+    arguments=("pool_only", "padding"),
+    check=lambda variant, options: warn_flatten_head("AlexNet", options),
     defaults=lambda variant: {"pool_only": False},
     fixed_size_with_top=True,
     doc="""Instantiates the anti-aliased {title} architecture.
@@ -104,7 +122,16 @@ pool_only=pool_only)`. Its weights load with
         "unless `pool_only`",
         "first_conv": "conv1 (11x11)",
         "pool_only_note": " As in the reference, this variant has no ReLU "
-        "after conv1.",
+        "after conv1. APS and LPS always run conv1 at stride 1, then one "
+        "polyphase layer of stride 4 (a strided convolution breaks their "
+        'invariance); with `padding="circular"` conv1 then pads 5 pixels '
+        "instead of 2, so that its map keeps its size.",
+        "polyphase": '`"aps"` / `"lps"` (adaptive / learnable polyphase '
+        "sampling, `APSPool2D` / `LPSPool2D` after a blur of "
+        '`filter_size`: with `padding="circular"` and `include_top=False`, '
+        '`pooling="avg"` or `"max"`, exactly invariant to circular shifts; '
+        "the classifier of `include_top=True` flattens a map, which is not, "
+        "and the builder warns), ",
         "bn_note": " No effect here: this network has no "
         "BatchNormalization.",
     },

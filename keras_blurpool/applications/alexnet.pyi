@@ -18,6 +18,7 @@ def AlexNet(
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
     pool_only: bool = False,
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -55,7 +56,12 @@ def AlexNet(
         antialias: the anti-aliasing layer at each downsampling (after each max
             pool, run at stride 1, and after conv1 unless `pool_only`): `"blur"`
             (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average pool of
-            stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the plain
+            stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` / `"lps"`
+            (adaptive / learnable polyphase sampling, `APSPool2D` / `LPSPool2D`
+            after a blur of `filter_size`: with `padding="circular"` and
+            `include_top=False`, `pooling="avg"` or `"max"`, exactly invariant
+            to circular shifts; the classifier of `include_top=True` flattens a
+            map, which is not, and the builder warns), `None` (the plain
             network, with strided layers) or a callable `(channels, strides,
             name) -> keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
@@ -67,7 +73,14 @@ def AlexNet(
         pool_only: if `True`, only the pools are anti-aliased and conv1 (11x11)
             keeps its stride; `False` also runs it at stride 1 and anti-aliases
             after it, at about 4x its cost. As in the reference, this variant
-            has no ReLU after conv1. No effect on the plain network.
+            has no ReLU after conv1. APS and LPS always run conv1 at stride 1,
+            then one polyphase layer of stride 4 (a strided convolution breaks
+            their invariance); with `padding="circular"` conv1 then pads 5
+            pixels instead of 2, so that its map keeps its size. No effect on
+            the plain network.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend

@@ -31,6 +31,7 @@ from keras_blurpool.applications.blocks import channels
 from keras_blurpool.applications.blocks import conv
 from keras_blurpool.applications.blocks import pooling_head
 from keras_blurpool.applications.builder import Family
+from keras_blurpool.layers import CircularPadding2D
 
 _BN_SIZE = 4  # the bottleneck has `_BN_SIZE * growth_rate` channels
 
@@ -43,13 +44,15 @@ def _min_input_size(aa: AntialiasSpec | None) -> int:
     return max(MIN_INPUT_SIZE, 16 * (aa.min_map_size - 1) + 1)
 
 
-def _dense_layer(x, growth_rate: int, *, name: str):
+def _dense_layer(x, growth_rate: int, *, circular: bool = False, name: str):
     y = batch_norm(x, name=f"{name}_0_bn")
     y = layers.ReLU(name=f"{name}_0_relu")(y)
     y = conv(y, _BN_SIZE * growth_rate, 1, name=f"{name}_1_conv")
     y = batch_norm(y, name=f"{name}_1_bn")
     y = layers.ReLU(name=f"{name}_1_relu")(y)
-    y = conv(y, growth_rate, 3, padding=1, name=f"{name}_2_conv")
+    y = conv(
+        y, growth_rate, 3, padding=1, circular=circular, name=f"{name}_2_conv"
+    )
     return layers.Concatenate(axis=channel_axis(), name=f"{name}_concat")(
         [x, y]
     )
@@ -85,7 +88,10 @@ def _network(img_input, variant: DenseNetVariant, options: Options):
     growth_rate = variant.growth_rate
     stem_filters = variant.stem_filters
     antialiased = aa is not None
-    blur_stem_conv = antialiased and not options.pool_only
+    circular = options.circular
+    # APS and LPS run the stem convolution at stride 1 whatever
+    # `pool_only`: a strided convolution breaks their invariance.
+    blur_stem_conv = antialiased and (not options.pool_only or aa.polyphase)
 
     x = conv(
         img_input,
@@ -93,6 +99,7 @@ def _network(img_input, variant: DenseNetVariant, options: Options):
         7,
         strides=1 if blur_stem_conv else 2,
         padding=3,
+        circular=circular,
         name="conv1_conv",
     )
     x = batch_norm(x, name="conv1_bn")
@@ -100,7 +107,8 @@ def _network(img_input, variant: DenseNetVariant, options: Options):
     if blur_stem_conv:
         x = apply_antialias(x, aa, name="conv1_blur")
     # Zero padding equals PyTorch's -inf padding here: the input is a ReLU.
-    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    pad = CircularPadding2D if circular else layers.ZeroPadding2D
+    x = pad(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(
         3, strides=1 if antialiased else 2, name="pool1"
     )(x)
@@ -109,7 +117,9 @@ def _network(img_input, variant: DenseNetVariant, options: Options):
 
     for stage, num_layers in enumerate(blocks, start=2):
         for i in range(1, num_layers + 1):
-            x = _dense_layer(x, growth_rate, name=f"conv{stage}_block{i}")
+            x = _dense_layer(
+                x, growth_rate, circular=circular, name=f"conv{stage}_block{i}"
+            )
         if stage <= len(blocks):
             x = _transition(x, aa, name=f"pool{stage}")
 
@@ -123,7 +133,7 @@ DENSENET = Family(
     module=__name__,
     network=_network,
     min_input_size=lambda variant, options: _min_input_size(options.aa),
-    arguments=("pool_only",),
+    arguments=("pool_only", "padding"),
     doc="""Instantiates the anti-aliased {title} architecture.
 
 Reference:
@@ -143,6 +153,12 @@ torchvision, in `keras.config.image_data_format()`.
         "where": "after the stem's max pool, run at stride 1, and in place "
         "of each transition's 2x2 average pool",
         "first_conv": "the 7x7 stem convolution",
+        "pool_only_note": " APS and LPS always anti-alias it (a strided "
+        "convolution breaks their invariance).",
+        "polyphase": '`"aps"` / `"lps"` (adaptive / learnable polyphase '
+        "sampling, `APSPool2D` / `LPSPool2D` after a blur of "
+        "`filter_size`, in place of each transition's average pool: with "
+        '`padding="circular"`, exactly invariant to circular shifts), ',
     },
 )
 

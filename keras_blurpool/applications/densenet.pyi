@@ -18,6 +18,7 @@ def DenseNet121(
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
     pool_only: bool = True,
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -61,8 +62,12 @@ def DenseNet121(
             stem's max pool, run at stride 1, and in place of each transition's
             2x2 average pool): `"blur"` (`BlurPool2D`, the reference's), `"avg"`
             (a 2x2 average pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`),
-            `None` (the plain network, with strided layers) or a callable
-            `(channels, strides, name) -> keras.layers.Layer`.
+            `"aps"` / `"lps"` (adaptive / learnable polyphase sampling,
+            `APSPool2D` / `LPSPool2D` after a blur of `filter_size`, in place of
+            each transition's average pool: with `padding="circular"`, exactly
+            invariant to circular shifts), `None` (the plain network, with
+            strided layers) or a callable `(channels, strides, name) ->
+            keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
             `antialias=None`).
@@ -71,8 +76,12 @@ def DenseNet121(
             inputs.
         pool_only: if `True`, only the pools are anti-aliased and the 7x7 stem
             convolution keeps its stride; `False` also runs it at stride 1 and
-            anti-aliases after it, at about 4x its cost. No effect on the plain
-            network.
+            anti-aliases after it, at about 4x its cost. APS and LPS always
+            anti-alias it (a strided convolution breaks their invariance). No
+            effect on the plain network.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -102,6 +111,7 @@ def DenseNet161(
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
     pool_only: bool = True,
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -145,8 +155,12 @@ def DenseNet161(
             stem's max pool, run at stride 1, and in place of each transition's
             2x2 average pool): `"blur"` (`BlurPool2D`, the reference's), `"avg"`
             (a 2x2 average pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`),
-            `None` (the plain network, with strided layers) or a callable
-            `(channels, strides, name) -> keras.layers.Layer`.
+            `"aps"` / `"lps"` (adaptive / learnable polyphase sampling,
+            `APSPool2D` / `LPSPool2D` after a blur of `filter_size`, in place of
+            each transition's average pool: with `padding="circular"`, exactly
+            invariant to circular shifts), `None` (the plain network, with
+            strided layers) or a callable `(channels, strides, name) ->
+            keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
             `antialias=None`).
@@ -155,8 +169,12 @@ def DenseNet161(
             inputs.
         pool_only: if `True`, only the pools are anti-aliased and the 7x7 stem
             convolution keeps its stride; `False` also runs it at stride 1 and
-            anti-aliases after it, at about 4x its cost. No effect on the plain
-            network.
+            anti-aliases after it, at about 4x its cost. APS and LPS always
+            anti-alias it (a strided convolution breaks their invariance). No
+            effect on the plain network.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -186,6 +204,7 @@ def DenseNet169(
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
     pool_only: bool = True,
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -229,8 +248,12 @@ def DenseNet169(
             stem's max pool, run at stride 1, and in place of each transition's
             2x2 average pool): `"blur"` (`BlurPool2D`, the reference's), `"avg"`
             (a 2x2 average pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`),
-            `None` (the plain network, with strided layers) or a callable
-            `(channels, strides, name) -> keras.layers.Layer`.
+            `"aps"` / `"lps"` (adaptive / learnable polyphase sampling,
+            `APSPool2D` / `LPSPool2D` after a blur of `filter_size`, in place of
+            each transition's average pool: with `padding="circular"`, exactly
+            invariant to circular shifts), `None` (the plain network, with
+            strided layers) or a callable `(channels, strides, name) ->
+            keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
             `antialias=None`).
@@ -239,8 +262,12 @@ def DenseNet169(
             inputs.
         pool_only: if `True`, only the pools are anti-aliased and the 7x7 stem
             convolution keeps its stride; `False` also runs it at stride 1 and
-            anti-aliases after it, at about 4x its cost. No effect on the plain
-            network.
+            anti-aliases after it, at about 4x its cost. APS and LPS always
+            anti-alias it (a strided convolution breaks their invariance). No
+            effect on the plain network.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -270,6 +297,7 @@ def DenseNet201(
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
     pool_only: bool = True,
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -313,8 +341,12 @@ def DenseNet201(
             stem's max pool, run at stride 1, and in place of each transition's
             2x2 average pool): `"blur"` (`BlurPool2D`, the reference's), `"avg"`
             (a 2x2 average pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`),
-            `None` (the plain network, with strided layers) or a callable
-            `(channels, strides, name) -> keras.layers.Layer`.
+            `"aps"` / `"lps"` (adaptive / learnable polyphase sampling,
+            `APSPool2D` / `LPSPool2D` after a blur of `filter_size`, in place of
+            each transition's average pool: with `padding="circular"`, exactly
+            invariant to circular shifts), `None` (the plain network, with
+            strided layers) or a callable `(channels, strides, name) ->
+            keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
             `antialias=None`).
@@ -323,8 +355,12 @@ def DenseNet201(
             inputs.
         pool_only: if `True`, only the pools are anti-aliased and the 7x7 stem
             convolution keeps its stride; `False` also runs it at stride 1 and
-            anti-aliases after it, at about 4x its cost. No effect on the plain
-            network.
+            anti-aliases after it, at about 4x its cost. APS and LPS always
+            anti-alias it (a strided convolution breaks their invariance). No
+            effect on the plain network.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend

@@ -11,6 +11,8 @@ builds the Keras layers (`apply_features`), gives the smallest input
 
 from __future__ import annotations
 
+import warnings
+
 from keras import layers
 
 from keras_blurpool.applications.arguments import AntialiasSpec
@@ -20,6 +22,7 @@ from keras_blurpool.applications.blocks import batch_norm
 from keras_blurpool.applications.blocks import conv
 from keras_blurpool.applications.blocks import pooling_head
 from keras_blurpool.layers import AdaptiveAvgPool2D
+from keras_blurpool.layers import CircularPadding2D
 from keras_blurpool.layers import is_antialiasing
 
 # Spec kinds with a PyTorch counterpart in the state_dict.
@@ -33,12 +36,25 @@ _STATEFUL_KINDS = {
 ANY_ANTIALIAS = AntialiasSpec("blur", 4)
 
 
-def pool_specs(name: str, pool_size: int, aa: AntialiasSpec | None):
-    """Specs of a stride-2 max pool, anti-aliased unless `aa` is None."""
+def pool_specs(
+    name: str, pool_size: int, aa: AntialiasSpec | None, circular: bool = False
+):
+    """Specs of a stride-2 max pool, anti-aliased unless `aa` is None.
+
+    With `circular`, the stride-1 max pool of the anti-aliased network
+    keeps the map's size (circular padding of `pool_size - 1`, as the APS
+    and LPS networks' pools), so that a circular shift of its input
+    shifts its output.
+    """
     if aa is None:
         return [("maxpool", name, {"pool_size": pool_size, "strides": 2})]
     # Max at stride 1 (dense), then low-pass filter and subsample.
-    return [
+    pad = []
+    if circular:
+        total = pool_size - 1
+        widths = ((total // 2, total - total // 2),) * 2
+        pad = [("circular_pad", f"{name}_pad", {"padding": widths})]
+    return pad + [
         ("maxpool", name, {"pool_size": pool_size, "strides": 1}),
         ("blur", f"{name}_blur", {"aa": aa}),
     ]
@@ -47,16 +63,18 @@ def pool_specs(name: str, pool_size: int, aa: AntialiasSpec | None):
 def conv_spec(
     name: str, filters: int, kernel_size: int, *, padding: int, strides: int = 1
 ):
-    """Spec of a biased Conv2D with PyTorch's symmetric zero padding."""
+    """Spec of a biased Conv2D with PyTorch's symmetric zero padding
+    (circular padding when the features are applied with `circular`)."""
     return ("conv", name, {"filters": filters, "kernel_size": kernel_size,
                            "strides": strides, "padding": padding})
 
 
-def apply_features(x, spec):
-    """The Keras layers of `spec`, applied to `x`."""
+def apply_features(x, spec, circular: bool = False):
+    """The Keras layers of `spec`, applied to `x`; with `circular`, every
+    convolution pads circularly."""
     for kind, name, args in spec:
         if kind == "conv":
-            x = conv(x, **args, use_bias=True, name=name)
+            x = conv(x, **args, use_bias=True, circular=circular, name=name)
         elif kind == "bn":
             x = batch_norm(x, name=name)
         elif kind == "relu":
@@ -64,8 +82,12 @@ def apply_features(x, spec):
         elif kind == "maxpool":
             # "valid" pooling = PyTorch's default floor mode.
             x = layers.MaxPooling2D(**args, name=name)(x)
+        elif kind == "circular_pad":
+            x = CircularPadding2D(args["padding"], name=name)(x)
         else:
-            x = apply_antialias(x, args["aa"], name=name)
+            x = apply_antialias(
+                x, args["aa"], strides=args.get("strides", 2), name=name
+            )
     return x
 
 
@@ -78,12 +100,15 @@ def _output_size(size: int, spec):
             ] + 1
         elif kind == "maxpool":
             size = (size - args["pool_size"]) // args["strides"] + 1
+        elif kind == "circular_pad":
+            size += sum(args["padding"][0])
         elif kind == "blur":
-            # E.g. reflect padding by k // 2 needs a larger map (all blurs
-            # here have stride 2 and give ceil(size / 2)).
+            # E.g. reflect padding by k // 2 needs a larger map; a blur of
+            # stride s gives ceil(size / s).
             if size < args["aa"].min_map_size:
                 return None
-            size = (size - 1) // 2 + 1
+            strides = args.get("strides", 2)
+            size = (size - 1) // strides + 1
         if size < 1:
             return None
     return size
@@ -95,6 +120,29 @@ def min_input_size(spec) -> int:
     while _output_size(size, spec) is None:
         size += 1
     return size
+
+
+def warn_flatten_head(family: str, options: Options) -> None:
+    """Warns that APS/LPS with torchvision's classifier is not invariant.
+
+    The classifier flattens an adaptively pooled map: a circular shift of
+    the input shifts that map, and Flatten + Dense see another vector. The
+    network builds (the released weights' classifier loads into it);
+    `include_top=False` with `pooling="avg"` or `"max"` is exactly
+    invariant with `padding="circular"`.
+    """
+    if options.include_top and options.aa is not None and options.aa.polyphase:
+        warnings.warn(
+            f"{family} with antialias={options.antialias!r} and "
+            "include_top=True: the classifier flattens an adaptively "
+            "pooled map, so the logits are not invariant to shifts of "
+            "the input (only the features are equivariant). For exact "
+            "invariance to circular shifts, build with include_top=False, "
+            "pooling='avg' (or 'max') and padding='circular', and put "
+            "your classifier on the pooled features.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def head(x, options: Options, *, pool_size: int, dropout_first: bool):

@@ -28,6 +28,7 @@ from keras_blurpool.applications.blocks import channels
 from keras_blurpool.applications.blocks import conv
 from keras_blurpool.applications.blocks import pooling_head
 from keras_blurpool.applications.builder import Family
+from keras_blurpool.layers import CircularPadding2D
 from keras_blurpool.layers import is_antialiasing
 
 # Expansion factor, output channels, repeats, stride of the first repeat.
@@ -59,7 +60,7 @@ def _relu6(x, name: str):
     return layers.ReLU(6.0, name=name)(x)
 
 
-def _inverted_res_block(x, expansion, filters, stride, aa, block_id):
+def _inverted_res_block(x, expansion, filters, stride, aa, block_id, circular=False):
     prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
     in_channels = channels(x)
     y = x
@@ -69,7 +70,8 @@ def _inverted_res_block(x, expansion, filters, stride, aa, block_id):
         y = batch_norm(y, name=f"{prefix}expand_BN")
         y = _relu6(y, f"{prefix}expand_relu")
     blur = stride != 1 and aa is not None
-    y = layers.ZeroPadding2D(1, name=f"{prefix}pad")(y)
+    pad = CircularPadding2D if circular else layers.ZeroPadding2D
+    y = pad(1, name=f"{prefix}pad")(y)
     y = layers.DepthwiseConv2D(
         3,
         strides=1 if blur else stride,
@@ -91,9 +93,22 @@ def _inverted_res_block(x, expansion, filters, stride, aa, block_id):
 def _network(img_input, variant, options: Options):
     del variant  # the family has one member
     aa = options.aa
-    x = conv(img_input, _STEM_FILTERS, 3, strides=2, padding=1, name="Conv1")
+    # APS and LPS run the stem convolution at stride 1 and subsample after
+    # its ReLU6: a strided convolution breaks their invariance.
+    polyphase = aa is not None and aa.polyphase
+    x = conv(
+        img_input,
+        _STEM_FILTERS,
+        3,
+        strides=1 if polyphase else 2,
+        padding=1,
+        circular=options.circular,
+        name="Conv1",
+    )
     x = batch_norm(x, name="bn_Conv1")
     x = _relu6(x, "Conv1_relu")
+    if polyphase:
+        x = apply_antialias(x, aa, name="Conv1_blur")
 
     block_id = 0
     for expansion, filters, repeats, stride in _BLOCKS:
@@ -105,6 +120,7 @@ def _network(img_input, variant, options: Options):
                 stride if i == 0 else 1,
                 aa,
                 block_id,
+                circular=options.circular,
             )
             block_id += 1
 
@@ -127,6 +143,7 @@ MOBILENET_V2 = Family(
     module=__name__,
     network=_network,
     min_input_size=lambda variant, options: _min_input_size(options.aa),
+    arguments=("padding",),
     doc="""Instantiates the anti-aliased MobileNetV2 architecture.
 
 Reference:
@@ -147,6 +164,12 @@ Inputs are RGB images normalised as for torchvision, in
     doc_fields={
         "where": "after the depthwise convolution of every stride-2 "
         "block, run at stride 1",
+        "polyphase": '`"aps"` / `"lps"` (adaptive / learnable polyphase '
+        "sampling, `APSPool2D` / `LPSPool2D` after a blur of "
+        "`filter_size`; they also run the stem convolution at stride 1 and "
+        "subsample after its ReLU6, `Conv1_blur`: with "
+        '`padding="circular"`, exactly invariant to circular shifts; the '
+        "residual additions are all at stride 1), ",
     },
 )
 

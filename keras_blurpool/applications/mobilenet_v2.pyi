@@ -17,6 +17,7 @@ def MobileNetV2(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -61,15 +62,23 @@ def MobileNetV2(
         antialias: the anti-aliasing layer at each downsampling (after the
             depthwise convolution of every stride-2 block, run at stride 1):
             `"blur"` (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average
-            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the
-            plain network, with strided layers) or a callable `(channels,
-            strides, name) -> keras.layers.Layer`.
+            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` /
+            `"lps"` (adaptive / learnable polyphase sampling, `APSPool2D` /
+            `LPSPool2D` after a blur of `filter_size`; they also run the stem
+            convolution at stride 1 and subsample after its ReLU6, `Conv1_blur`:
+            with `padding="circular"`, exactly invariant to circular shifts; the
+            residual additions are all at stride 1), `None` (the plain network,
+            with strided layers) or a callable `(channels, strides, name) ->
+            keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
             `antialias=None`).
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend

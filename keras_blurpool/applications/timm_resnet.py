@@ -21,6 +21,12 @@ variants have the deep stem (three 3x3 convolutions) and the
 average-pool shortcut, the "SE" ones squeeze-and-excitation after the last
 BatchNorm of each block, the "X" ones grouped 3x3 convolutions.
 
+`antialias="aps"` / `"lps"` (not timm's) also run the stem's strided
+convolution at stride 1 and subsample after it, and the shortcut keeps
+the component the main branch kept (its 1x1 convolution, or the "D"
+variants' 2x2 average pool, then runs at stride 1): with
+`padding="circular"` the network is exactly invariant to circular shifts.
+
 timm needs sides divisible by 32 for the `aa` models (its average pools
 floor odd maps, the shortcut's ceil them); here the blocks' average pool
 keeps odd maps whole (`AntialiasAvgPool2D`), so any side from 32 works,
@@ -42,7 +48,6 @@ from keras import layers
 
 from keras_blurpool.applications import registry
 from keras_blurpool.applications.arguments import MIN_INPUT_SIZE
-from keras_blurpool.applications.arguments import POLYPHASE
 from keras_blurpool.applications.arguments import AntialiasSpec
 from keras_blurpool.applications.arguments import Options
 from keras_blurpool.applications.blocks import apply_antialias
@@ -50,10 +55,12 @@ from keras_blurpool.applications.blocks import batch_norm
 from keras_blurpool.applications.blocks import channels
 from keras_blurpool.applications.blocks import conv
 from keras_blurpool.applications.blocks import data_format
+from keras_blurpool.applications.blocks import follow_choice
 from keras_blurpool.applications.blocks import pooling_head
 from keras_blurpool.applications.builder import Family
 from keras_blurpool.applications.registry import HubWeights
 from keras_blurpool.applications.registry import Preprocessing
+from keras_blurpool.layers import CircularPadding2D
 
 _STAGE_PLANES = (64, 128, 256, 512)
 _BOTTLENECK_EXPANSION = 4
@@ -108,8 +115,23 @@ def _squeeze_excite(x, *, name: str):
     return layers.Multiply(name=f"{name}_se_excite")([x, s])
 
 
-def _block(x, planes: int, *, strides: int, config: TimmResNetVariant, aa, name: str):
-    """timm's `Bottleneck` or `BasicBlock`."""
+def _block(
+    x,
+    planes: int,
+    *,
+    strides: int,
+    config: TimmResNetVariant,
+    aa,
+    circular: bool = False,
+    name: str,
+):
+    """timm's `Bottleneck` or `BasicBlock`.
+
+    With APS or LPS the shortcut keeps the polyphase component the main
+    branch kept (`follow_choice`): its 1x1 convolution runs at stride 1
+    after the subsampling, and the "D" shortcut's 2x2 average pool runs
+    at stride 1 (padded as the convolutions) before it.
+    """
     if config.bottleneck:
         width = int(planes * config.base_width / 64) * config.cardinality
         out_channels = planes * _BOTTLENECK_EXPANSION
@@ -121,11 +143,17 @@ def _block(x, planes: int, *, strides: int, config: TimmResNetVariant, aa, name:
         convs = ((3, planes, 1), (3, planes, 1))
         strided = 1
     antialiased = aa is not None and strides > 1
+    polyphase = antialiased and aa.polyphase
 
-    y = x
+    y, choice = x, None
     for i, (kernel_size, filters, groups) in enumerate(convs, start=1):
         if antialiased and i == strided + 1:
-            y = apply_antialias(y, aa, strides=strides, name=f"{name}_{i}_blur")
+            y = apply_antialias(
+                y, aa, strides=strides, name=f"{name}_{i}_blur",
+                return_index=polyphase,
+            )
+            if polyphase:
+                y, choice = y
         y = conv(
             y,
             filters,
@@ -133,6 +161,7 @@ def _block(x, planes: int, *, strides: int, config: TimmResNetVariant, aa, name:
             strides=strides if i == strided and not antialiased else 1,
             padding=kernel_size // 2,
             groups=groups,
+            circular=circular,
             name=f"{name}_{i}_conv",
         )
         # timm's zero_init_last: each block starts as the identity.
@@ -145,7 +174,20 @@ def _block(x, planes: int, *, strides: int, config: TimmResNetVariant, aa, name:
     shortcut = x
     if strides > 1 or channels(x) != out_channels:
         if config.avg_down:
-            if strides > 1:
+            if strides > 1 and polyphase:
+                # The 2x2 average at stride 1 (its map keeps its size),
+                # then the main branch's component, without another blur.
+                pad = CircularPadding2D if circular else layers.ZeroPadding2D
+                shortcut = pad(((0, 1), (0, 1)), name=f"{name}_0_pad")(shortcut)
+                shortcut = layers.AveragePooling2D(
+                    strides, strides=1, data_format=data_format(),
+                    name=f"{name}_0_pool",
+                )(shortcut)
+                shortcut = follow_choice(
+                    shortcut, dataclasses.replace(aa, filter_size=1), choice,
+                    strides=strides, name=f"{name}_0_blur",
+                )
+            elif strides > 1:
                 # AvgPool2d(2, ceil_mode=True, count_include_pad=False).
                 shortcut = layers.AveragePooling2D(
                     strides,
@@ -154,6 +196,11 @@ def _block(x, planes: int, *, strides: int, config: TimmResNetVariant, aa, name:
                     data_format=data_format(),
                     name=f"{name}_0_pool",
                 )(shortcut)
+            shortcut = conv(shortcut, out_channels, 1, name=f"{name}_0_conv")
+        elif polyphase:
+            shortcut = follow_choice(
+                shortcut, aa, choice, strides=strides, name=f"{name}_0_blur"
+            )
             shortcut = conv(shortcut, out_channels, 1, name=f"{name}_0_conv")
         else:
             shortcut = conv(
@@ -164,21 +211,45 @@ def _block(x, planes: int, *, strides: int, config: TimmResNetVariant, aa, name:
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def _stem(x, *, config: TimmResNetVariant, aa: AntialiasSpec | None):
-    """The 7x7 or deep stem, then the (anti-aliased) pool: 4x downsampling."""
+def _stem(
+    x, *, config: TimmResNetVariant, aa: AntialiasSpec | None, circular: bool = False
+):
+    """The 7x7 or deep stem, then the (anti-aliased) pool: 4x downsampling.
+
+    APS and LPS run the stem's strided convolution at stride 1 and
+    subsample after its ReLU (`stem_conv_blur`, or `stem_1_blur` in the
+    deep stem): a strided convolution breaks their invariance.
+    """
+    polyphase = aa is not None and aa.polyphase
+    stride = 1 if polyphase else 2
     if config.stem_width is None:
-        x = conv(x, 64, 7, strides=2, padding=3, name="stem_conv")
+        x = conv(
+            x, 64, 7, strides=stride, padding=3, circular=circular,
+            name="stem_conv",
+        )
+        first = "stem_conv_blur"
     else:
         width = config.stem_width
-        x = conv(x, width, 3, strides=2, padding=1, name="stem_1_conv")
+        x = conv(
+            x, width, 3, strides=stride, padding=1, circular=circular,
+            name="stem_1_conv",
+        )
         x = batch_norm(x, name="stem_1_bn")
         x = layers.Activation("relu", name="stem_1_relu")(x)
-        x = conv(x, width, 3, padding=1, name="stem_2_conv")
+        if polyphase:
+            x = apply_antialias(x, aa, name="stem_1_blur")
+        x = conv(
+            x, width, 3, padding=1, circular=circular, name="stem_2_conv"
+        )
         x = batch_norm(x, name="stem_2_bn")
         x = layers.Activation("relu", name="stem_2_relu")(x)
-        x = conv(x, 2 * width, 3, padding=1, name="stem_3_conv")
+        x = conv(
+            x, 2 * width, 3, padding=1, circular=circular, name="stem_3_conv"
+        )
     x = batch_norm(x, name="stem_bn")
     x = layers.Activation("relu", name="stem_relu")(x)
+    if polyphase and config.stem_width is None:
+        x = apply_antialias(x, aa, name=first)
     if aa is not None and aa.antialias == "avg":
         # timm's `AvgPool2d(2)` in place of the max pool; it floors odd
         # maps, as timm does (no shortcut has to match here).
@@ -186,7 +257,8 @@ def _stem(x, *, config: TimmResNetVariant, aa: AntialiasSpec | None):
             2, strides=2, data_format=data_format(), name="stem_pool"
         )(x)
     # Zero padding equals PyTorch's -inf padding here: inputs are >= 0.
-    x = layers.ZeroPadding2D(1, data_format=data_format(), name="stem_pad")(x)
+    pad = CircularPadding2D if circular else layers.ZeroPadding2D
+    x = pad(1, data_format=data_format(), name="stem_pad")(x)
     if aa is None:
         return layers.MaxPooling2D(
             3, strides=2, data_format=data_format(), name="stem_pool"
@@ -203,8 +275,10 @@ def _min_input_size(aa: AntialiasSpec | None) -> int:
         return MIN_INPUT_SIZE
     size = MIN_INPUT_SIZE
     while True:
-        side = (size - 1) // 2 + 1  # the strided stem convolution
         blurred = []
+        if aa.polyphase:
+            blurred.append(size)  # the stem convolution, at stride 1
+        side = (size - 1) // 2 + 1
         for _ in range(4):  # stem_blur and the first block of stages 3-5
             blurred.append(side)
             side = (side + 1) // 2
@@ -213,21 +287,9 @@ def _min_input_size(aa: AntialiasSpec | None) -> int:
         size += 1
 
 
-def _check(variant: TimmResNetVariant, options: Options) -> None:
-    antialias = options.antialias
-    if isinstance(antialias, str) and antialias in POLYPHASE:
-        raise ValueError(
-            "timm's ResNets anti-alias their main branch only (timm's "
-            "design); APS and LPS need the shortcut to keep the main "
-            "branch's component: use the reference ResNets "
-            "(`keras_blurpool.applications.ResNet50(antialias='aps')`). "
-            f"Received: antialias={antialias!r}"
-        )
-
-
 def _network(img_input, variant: TimmResNetVariant, options: Options):
     aa = options.aa
-    x = _stem(img_input, config=variant, aa=aa)
+    x = _stem(img_input, config=variant, aa=aa, circular=options.circular)
     for stage, (planes, blocks) in enumerate(zip(_STAGE_PLANES, variant.repeats)):
         for block in range(blocks):
             x = _block(
@@ -236,6 +298,7 @@ def _network(img_input, variant: TimmResNetVariant, options: Options):
                 strides=2 if stage > 0 and block == 0 else 1,
                 config=variant,
                 aa=aa,
+                circular=options.circular,
                 name=f"conv{stage + 2}_block{block + 1}",
             )
     return pooling_head(x, options)
@@ -288,8 +351,8 @@ TIMM_RESNET = Family(
     module=__name__,
     network=_network,
     min_input_size=lambda variant, options: _min_input_size(options.aa),
+    arguments=("padding",),
     defaults=lambda variant: {"antialias": variant.antialias, "filter_size": 3},
-    check=_check,
     doc="""Instantiates timm's {title}.
 
 Equals timm's `{arch}` (`timm.create_model("{arch}")`): a timm state dict
@@ -304,6 +367,13 @@ as timm's `BlurPool2d`, even ones as the reference's.
         "the strided 3x3 convolution of the first block of stages 3-5; "
         "`\"avg\"` replaces the stem's max pool; the shortcut keeps its "
         "stride, as in timm",
+        "polyphase": '`"aps"` / `"lps"` (adaptive / learnable polyphase '
+        "sampling, `APSPool2D` / `LPSPool2D` after a blur of "
+        "`filter_size`, at the stem's convolution, run at stride 1, its "
+        "max pool and the strided 3x3 convolutions, the shortcut keeping "
+        "the main branch's component after its 1x1 convolution or "
+        '2x2 average pool, run at stride 1: with `padding="circular"`, '
+        "exactly invariant to circular shifts), ",
         "imagenet": "timm's released weights of the default tag, "
         "Apache-2.0, fetched once from the Hugging Face Hub, verified and "
         "cached",

@@ -17,6 +17,7 @@ def ResNetBlur18(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 3,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -57,8 +58,14 @@ def ResNetBlur18(
             convolution of the first block of stages 3-5; `"avg"` replaces the
             stem's max pool; the shortcut keeps its stride, as in timm):
             `"blur"` (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average
-            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the
-            plain network, with strided layers) or a callable `(channels,
+            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` /
+            `"lps"` (adaptive / learnable polyphase sampling, `APSPool2D` /
+            `LPSPool2D` after a blur of `filter_size`, at the stem's
+            convolution, run at stride 1, its max pool and the strided 3x3
+            convolutions, the shortcut keeping the main branch's component after
+            its 1x1 convolution or 2x2 average pool, run at stride 1: with
+            `padding="circular"`, exactly invariant to circular shifts), `None`
+            (the plain network, with strided layers) or a callable `(channels,
             strides, name) -> keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
@@ -66,6 +73,9 @@ def ResNetBlur18(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -94,6 +104,7 @@ def ResNetBlur50(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 3,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -137,8 +148,14 @@ def ResNetBlur50(
             convolution of the first block of stages 3-5; `"avg"` replaces the
             stem's max pool; the shortcut keeps its stride, as in timm):
             `"blur"` (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average
-            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the
-            plain network, with strided layers) or a callable `(channels,
+            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` /
+            `"lps"` (adaptive / learnable polyphase sampling, `APSPool2D` /
+            `LPSPool2D` after a blur of `filter_size`, at the stem's
+            convolution, run at stride 1, its max pool and the strided 3x3
+            convolutions, the shortcut keeping the main branch's component after
+            its 1x1 convolution or 2x2 average pool, run at stride 1: with
+            `padding="circular"`, exactly invariant to circular shifts), `None`
+            (the plain network, with strided layers) or a callable `(channels,
             strides, name) -> keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
@@ -146,6 +163,9 @@ def ResNetBlur50(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -174,6 +194,7 @@ def ResNetBlur50D(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 3,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -214,8 +235,14 @@ def ResNetBlur50D(
             convolution of the first block of stages 3-5; `"avg"` replaces the
             stem's max pool; the shortcut keeps its stride, as in timm):
             `"blur"` (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average
-            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the
-            plain network, with strided layers) or a callable `(channels,
+            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` /
+            `"lps"` (adaptive / learnable polyphase sampling, `APSPool2D` /
+            `LPSPool2D` after a blur of `filter_size`, at the stem's
+            convolution, run at stride 1, its max pool and the strided 3x3
+            convolutions, the shortcut keeping the main branch's component after
+            its 1x1 convolution or 2x2 average pool, run at stride 1: with
+            `padding="circular"`, exactly invariant to circular shifts), `None`
+            (the plain network, with strided layers) or a callable `(channels,
             strides, name) -> keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
@@ -223,6 +250,9 @@ def ResNetBlur50D(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -251,6 +281,7 @@ def ResNetBlur101D(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 3,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -291,8 +322,14 @@ def ResNetBlur101D(
             convolution of the first block of stages 3-5; `"avg"` replaces the
             stem's max pool; the shortcut keeps its stride, as in timm):
             `"blur"` (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average
-            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the
-            plain network, with strided layers) or a callable `(channels,
+            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` /
+            `"lps"` (adaptive / learnable polyphase sampling, `APSPool2D` /
+            `LPSPool2D` after a blur of `filter_size`, at the stem's
+            convolution, run at stride 1, its max pool and the strided 3x3
+            convolutions, the shortcut keeping the main branch's component after
+            its 1x1 convolution or 2x2 average pool, run at stride 1: with
+            `padding="circular"`, exactly invariant to circular shifts), `None`
+            (the plain network, with strided layers) or a callable `(channels,
             strides, name) -> keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
@@ -300,6 +337,9 @@ def ResNetBlur101D(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -328,6 +368,7 @@ def ResNetAA34D(
     antialias: str | Callable | None = 'avg',
     filter_size: int | None = 3,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -368,8 +409,14 @@ def ResNetAA34D(
             convolution of the first block of stages 3-5; `"avg"` replaces the
             stem's max pool; the shortcut keeps its stride, as in timm):
             `"blur"` (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average
-            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the
-            plain network, with strided layers) or a callable `(channels,
+            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` /
+            `"lps"` (adaptive / learnable polyphase sampling, `APSPool2D` /
+            `LPSPool2D` after a blur of `filter_size`, at the stem's
+            convolution, run at stride 1, its max pool and the strided 3x3
+            convolutions, the shortcut keeping the main branch's component after
+            its 1x1 convolution or 2x2 average pool, run at stride 1: with
+            `padding="circular"`, exactly invariant to circular shifts), `None`
+            (the plain network, with strided layers) or a callable `(channels,
             strides, name) -> keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
@@ -377,6 +424,9 @@ def ResNetAA34D(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -405,6 +455,7 @@ def ResNetAA50(
     antialias: str | Callable | None = 'avg',
     filter_size: int | None = 3,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -448,8 +499,14 @@ def ResNetAA50(
             convolution of the first block of stages 3-5; `"avg"` replaces the
             stem's max pool; the shortcut keeps its stride, as in timm):
             `"blur"` (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average
-            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the
-            plain network, with strided layers) or a callable `(channels,
+            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` /
+            `"lps"` (adaptive / learnable polyphase sampling, `APSPool2D` /
+            `LPSPool2D` after a blur of `filter_size`, at the stem's
+            convolution, run at stride 1, its max pool and the strided 3x3
+            convolutions, the shortcut keeping the main branch's component after
+            its 1x1 convolution or 2x2 average pool, run at stride 1: with
+            `padding="circular"`, exactly invariant to circular shifts), `None`
+            (the plain network, with strided layers) or a callable `(channels,
             strides, name) -> keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
@@ -457,6 +514,9 @@ def ResNetAA50(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -485,6 +545,7 @@ def ResNetAA50D(
     antialias: str | Callable | None = 'avg',
     filter_size: int | None = 3,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -528,8 +589,14 @@ def ResNetAA50D(
             convolution of the first block of stages 3-5; `"avg"` replaces the
             stem's max pool; the shortcut keeps its stride, as in timm):
             `"blur"` (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average
-            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the
-            plain network, with strided layers) or a callable `(channels,
+            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` /
+            `"lps"` (adaptive / learnable polyphase sampling, `APSPool2D` /
+            `LPSPool2D` after a blur of `filter_size`, at the stem's
+            convolution, run at stride 1, its max pool and the strided 3x3
+            convolutions, the shortcut keeping the main branch's component after
+            its 1x1 convolution or 2x2 average pool, run at stride 1: with
+            `padding="circular"`, exactly invariant to circular shifts), `None`
+            (the plain network, with strided layers) or a callable `(channels,
             strides, name) -> keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
@@ -537,6 +604,9 @@ def ResNetAA50D(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -565,6 +635,7 @@ def ResNetAA101D(
     antialias: str | Callable | None = 'avg',
     filter_size: int | None = 3,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -608,8 +679,14 @@ def ResNetAA101D(
             convolution of the first block of stages 3-5; `"avg"` replaces the
             stem's max pool; the shortcut keeps its stride, as in timm):
             `"blur"` (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average
-            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the
-            plain network, with strided layers) or a callable `(channels,
+            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` /
+            `"lps"` (adaptive / learnable polyphase sampling, `APSPool2D` /
+            `LPSPool2D` after a blur of `filter_size`, at the stem's
+            convolution, run at stride 1, its max pool and the strided 3x3
+            convolutions, the shortcut keeping the main branch's component after
+            its 1x1 convolution or 2x2 average pool, run at stride 1: with
+            `padding="circular"`, exactly invariant to circular shifts), `None`
+            (the plain network, with strided layers) or a callable `(channels,
             strides, name) -> keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
@@ -617,6 +694,9 @@ def ResNetAA101D(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -645,6 +725,7 @@ def SEResNetAA50D(
     antialias: str | Callable | None = 'avg',
     filter_size: int | None = 3,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -685,8 +766,14 @@ def SEResNetAA50D(
             convolution of the first block of stages 3-5; `"avg"` replaces the
             stem's max pool; the shortcut keeps its stride, as in timm):
             `"blur"` (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average
-            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the
-            plain network, with strided layers) or a callable `(channels,
+            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` /
+            `"lps"` (adaptive / learnable polyphase sampling, `APSPool2D` /
+            `LPSPool2D` after a blur of `filter_size`, at the stem's
+            convolution, run at stride 1, its max pool and the strided 3x3
+            convolutions, the shortcut keeping the main branch's component after
+            its 1x1 convolution or 2x2 average pool, run at stride 1: with
+            `padding="circular"`, exactly invariant to circular shifts), `None`
+            (the plain network, with strided layers) or a callable `(channels,
             strides, name) -> keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
@@ -694,6 +781,9 @@ def SEResNetAA50D(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -722,6 +812,7 @@ def SEResNeXtAA101D_32x8d(
     antialias: str | Callable | None = 'avg',
     filter_size: int | None = 3,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -769,8 +860,14 @@ def SEResNeXtAA101D_32x8d(
             convolution of the first block of stages 3-5; `"avg"` replaces the
             stem's max pool; the shortcut keeps its stride, as in timm):
             `"blur"` (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average
-            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the
-            plain network, with strided layers) or a callable `(channels,
+            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` /
+            `"lps"` (adaptive / learnable polyphase sampling, `APSPool2D` /
+            `LPSPool2D` after a blur of `filter_size`, at the stem's
+            convolution, run at stride 1, its max pool and the strided 3x3
+            convolutions, the shortcut keeping the main branch's component after
+            its 1x1 convolution or 2x2 average pool, run at stride 1: with
+            `padding="circular"`, exactly invariant to circular shifts), `None`
+            (the plain network, with strided layers) or a callable `(channels,
             strides, name) -> keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
@@ -778,6 +875,9 @@ def SEResNeXtAA101D_32x8d(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -806,6 +906,7 @@ def SEResNeXtAA201D_32x8d(
     antialias: str | Callable | None = 'avg',
     filter_size: int | None = 3,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -852,8 +953,14 @@ def SEResNeXtAA201D_32x8d(
             convolution of the first block of stages 3-5; `"avg"` replaces the
             stem's max pool; the shortcut keeps its stride, as in timm):
             `"blur"` (`BlurPool2D`, the reference's), `"avg"` (a 2x2 average
-            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `None` (the
-            plain network, with strided layers) or a callable `(channels,
+            pool of stride 2, as timm's `aa_layer=nn.AvgPool2d`), `"aps"` /
+            `"lps"` (adaptive / learnable polyphase sampling, `APSPool2D` /
+            `LPSPool2D` after a blur of `filter_size`, at the stem's
+            convolution, run at stride 1, its max pool and the strided 3x3
+            convolutions, the shortcut keeping the main branch's component after
+            its 1x1 convolution or 2x2 average pool, run at stride 1: with
+            `padding="circular"`, exactly invariant to circular shifts), `None`
+            (the plain network, with strided layers) or a callable `(channels,
             strides, name) -> keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
             without a blur), or `None` for the plain network (as
@@ -861,6 +968,9 @@ def SEResNeXtAA201D_32x8d(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend

@@ -9,7 +9,11 @@ Reference:
 Every 2x2 max pool of stride 2 becomes a max pool of stride 1 followed by
 a `BlurPool2D` of stride 2 (or the builder's `antialias` layer). The
 classifier is torchvision's: adaptive average pooling to 7x7, then three
-Dense layers with dropout.
+Dense layers with dropout. With `padding="circular"` the convolutions pad
+circularly and the stride-1 max pools keep their map's size, so that
+`antialias="aps"` / `"lps"` with `include_top=False` and a global pooling
+is exactly invariant to circular shifts (the Flatten classifier is not:
+the builder warns).
 
 The feature extractor is a list of layer specs (`layer_specs`), one per
 module of the reference's `features` `nn.Sequential`: the same list builds
@@ -31,6 +35,7 @@ from keras_blurpool.applications.layer_specs import first_match
 from keras_blurpool.applications.layer_specs import head
 from keras_blurpool.applications.layer_specs import min_input_size
 from keras_blurpool.applications.layer_specs import pool_specs
+from keras_blurpool.applications.layer_specs import warn_flatten_head
 
 # Convolutions per block (all 3x3) for each depth; block widths below.
 _STAGES = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3),
@@ -41,7 +46,9 @@ _WIDTHS = (64, 128, 256, 512, 512)
 _VGG_HEAD = {"fc1": 0, "fc2": 3, "predictions": 6}
 
 
-def _vgg_features(depth: int, use_bn: bool, aa: AntialiasSpec | None):
+def _vgg_features(
+    depth: int, use_bn: bool, aa: AntialiasSpec | None, circular: bool = False
+):
     spec = []
     for block, (convs, width) in enumerate(zip(_STAGES[depth], _WIDTHS), 1):
         for i in range(1, convs + 1):
@@ -49,7 +56,7 @@ def _vgg_features(depth: int, use_bn: bool, aa: AntialiasSpec | None):
             if use_bn:
                 spec += [("bn", f"block{block}_bn{i}", {})]
             spec += [("relu", f"block{block}_relu{i}", {})]
-        spec += pool_specs(f"block{block}_pool", 2, aa)
+        spec += pool_specs(f"block{block}_pool", 2, aa, circular)
     return spec
 
 
@@ -79,9 +86,10 @@ class VGGVariant:
 
 
 def _network(inputs, variant: VGGVariant, options: Options):
-    x = apply_features(
-        inputs, _vgg_features(variant.depth, variant.batch_norm, options.aa)
+    features = _vgg_features(
+        variant.depth, variant.batch_norm, options.aa, options.circular
     )
+    x = apply_features(inputs, features, circular=options.circular)
     return head(x, options, pool_size=7, dropout_first=False)
 
 
@@ -90,8 +98,12 @@ VGG = Family(
     module=__name__,
     network=_network,
     min_input_size=lambda variant, options: min_input_size(
-        _vgg_features(variant.depth, variant.batch_norm, options.aa)
+        _vgg_features(
+            variant.depth, variant.batch_norm, options.aa, options.circular
+        )
     ),
+    arguments=("padding",),
+    check=lambda variant, options: warn_flatten_head("VGG", options),
     fixed_size_with_top=True,
     doc="""Instantiates the anti-aliased {title} architecture.
 
@@ -104,6 +116,12 @@ torchvision's `{arch}` load too, into any `antialias`.
         "top": "adaptive average pooling to 7x7, `flatten`, `fc1`, `fc2`, "
         "`predictions`",
         "where": "after each max pool, run at stride 1",
+        "polyphase": '`"aps"` / `"lps"` (adaptive / learnable polyphase '
+        "sampling, `APSPool2D` / `LPSPool2D` after a blur of "
+        '`filter_size`: with `padding="circular"` and `include_top=False`, '
+        '`pooling="avg"` or `"max"`, exactly invariant to circular shifts; '
+        "the classifier of `include_top=True` flattens a map, which is not, "
+        "and the builder warns), ",
     },
 )
 # VGGs without BatchNorm take the flag like every builder.

@@ -17,6 +17,7 @@ def VGG11(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -55,7 +56,12 @@ def VGG11(
         antialias: the anti-aliasing layer at each downsampling (after each max
             pool, run at stride 1): `"blur"` (`BlurPool2D`, the reference's),
             `"avg"` (a 2x2 average pool of stride 2, as timm's
-            `aa_layer=nn.AvgPool2d`), `None` (the plain network, with strided
+            `aa_layer=nn.AvgPool2d`), `"aps"` / `"lps"` (adaptive / learnable
+            polyphase sampling, `APSPool2D` / `LPSPool2D` after a blur of
+            `filter_size`: with `padding="circular"` and `include_top=False`,
+            `pooling="avg"` or `"max"`, exactly invariant to circular shifts;
+            the classifier of `include_top=True` flattens a map, which is not,
+            and the builder warns), `None` (the plain network, with strided
             layers) or a callable `(channels, strides, name) ->
             keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
@@ -64,6 +70,9 @@ def VGG11(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -93,6 +102,7 @@ def VGG11BN(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -131,7 +141,12 @@ def VGG11BN(
         antialias: the anti-aliasing layer at each downsampling (after each max
             pool, run at stride 1): `"blur"` (`BlurPool2D`, the reference's),
             `"avg"` (a 2x2 average pool of stride 2, as timm's
-            `aa_layer=nn.AvgPool2d`), `None` (the plain network, with strided
+            `aa_layer=nn.AvgPool2d`), `"aps"` / `"lps"` (adaptive / learnable
+            polyphase sampling, `APSPool2D` / `LPSPool2D` after a blur of
+            `filter_size`: with `padding="circular"` and `include_top=False`,
+            `pooling="avg"` or `"max"`, exactly invariant to circular shifts;
+            the classifier of `include_top=True` flattens a map, which is not,
+            and the builder warns), `None` (the plain network, with strided
             layers) or a callable `(channels, strides, name) ->
             keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
@@ -140,6 +155,9 @@ def VGG11BN(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -168,6 +186,7 @@ def VGG13(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -206,7 +225,12 @@ def VGG13(
         antialias: the anti-aliasing layer at each downsampling (after each max
             pool, run at stride 1): `"blur"` (`BlurPool2D`, the reference's),
             `"avg"` (a 2x2 average pool of stride 2, as timm's
-            `aa_layer=nn.AvgPool2d`), `None` (the plain network, with strided
+            `aa_layer=nn.AvgPool2d`), `"aps"` / `"lps"` (adaptive / learnable
+            polyphase sampling, `APSPool2D` / `LPSPool2D` after a blur of
+            `filter_size`: with `padding="circular"` and `include_top=False`,
+            `pooling="avg"` or `"max"`, exactly invariant to circular shifts;
+            the classifier of `include_top=True` flattens a map, which is not,
+            and the builder warns), `None` (the plain network, with strided
             layers) or a callable `(channels, strides, name) ->
             keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
@@ -215,6 +239,9 @@ def VGG13(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -244,6 +271,7 @@ def VGG13BN(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -282,7 +310,12 @@ def VGG13BN(
         antialias: the anti-aliasing layer at each downsampling (after each max
             pool, run at stride 1): `"blur"` (`BlurPool2D`, the reference's),
             `"avg"` (a 2x2 average pool of stride 2, as timm's
-            `aa_layer=nn.AvgPool2d`), `None` (the plain network, with strided
+            `aa_layer=nn.AvgPool2d`), `"aps"` / `"lps"` (adaptive / learnable
+            polyphase sampling, `APSPool2D` / `LPSPool2D` after a blur of
+            `filter_size`: with `padding="circular"` and `include_top=False`,
+            `pooling="avg"` or `"max"`, exactly invariant to circular shifts;
+            the classifier of `include_top=True` flattens a map, which is not,
+            and the builder warns), `None` (the plain network, with strided
             layers) or a callable `(channels, strides, name) ->
             keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
@@ -291,6 +324,9 @@ def VGG13BN(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -319,6 +355,7 @@ def VGG16(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -357,7 +394,12 @@ def VGG16(
         antialias: the anti-aliasing layer at each downsampling (after each max
             pool, run at stride 1): `"blur"` (`BlurPool2D`, the reference's),
             `"avg"` (a 2x2 average pool of stride 2, as timm's
-            `aa_layer=nn.AvgPool2d`), `None` (the plain network, with strided
+            `aa_layer=nn.AvgPool2d`), `"aps"` / `"lps"` (adaptive / learnable
+            polyphase sampling, `APSPool2D` / `LPSPool2D` after a blur of
+            `filter_size`: with `padding="circular"` and `include_top=False`,
+            `pooling="avg"` or `"max"`, exactly invariant to circular shifts;
+            the classifier of `include_top=True` flattens a map, which is not,
+            and the builder warns), `None` (the plain network, with strided
             layers) or a callable `(channels, strides, name) ->
             keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
@@ -366,6 +408,9 @@ def VGG16(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -395,6 +440,7 @@ def VGG16BN(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -433,7 +479,12 @@ def VGG16BN(
         antialias: the anti-aliasing layer at each downsampling (after each max
             pool, run at stride 1): `"blur"` (`BlurPool2D`, the reference's),
             `"avg"` (a 2x2 average pool of stride 2, as timm's
-            `aa_layer=nn.AvgPool2d`), `None` (the plain network, with strided
+            `aa_layer=nn.AvgPool2d`), `"aps"` / `"lps"` (adaptive / learnable
+            polyphase sampling, `APSPool2D` / `LPSPool2D` after a blur of
+            `filter_size`: with `padding="circular"` and `include_top=False`,
+            `pooling="avg"` or `"max"`, exactly invariant to circular shifts;
+            the classifier of `include_top=True` flattens a map, which is not,
+            and the builder warns), `None` (the plain network, with strided
             layers) or a callable `(channels, strides, name) ->
             keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
@@ -442,6 +493,9 @@ def VGG16BN(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -470,6 +524,7 @@ def VGG19(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -508,7 +563,12 @@ def VGG19(
         antialias: the anti-aliasing layer at each downsampling (after each max
             pool, run at stride 1): `"blur"` (`BlurPool2D`, the reference's),
             `"avg"` (a 2x2 average pool of stride 2, as timm's
-            `aa_layer=nn.AvgPool2d`), `None` (the plain network, with strided
+            `aa_layer=nn.AvgPool2d`), `"aps"` / `"lps"` (adaptive / learnable
+            polyphase sampling, `APSPool2D` / `LPSPool2D` after a blur of
+            `filter_size`: with `padding="circular"` and `include_top=False`,
+            `pooling="avg"` or `"max"`, exactly invariant to circular shifts;
+            the classifier of `include_top=True` flattens a map, which is not,
+            and the builder warns), `None` (the plain network, with strided
             layers) or a callable `(channels, strides, name) ->
             keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
@@ -517,6 +577,9 @@ def VGG19(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend
@@ -546,6 +609,7 @@ def VGG19BN(
     antialias: str | Callable | None = 'blur',
     filter_size: int | None = 4,
     pad_type: str = 'reflect',
+    padding: str = 'zero',
     synchronized_batch_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
@@ -584,7 +648,12 @@ def VGG19BN(
         antialias: the anti-aliasing layer at each downsampling (after each max
             pool, run at stride 1): `"blur"` (`BlurPool2D`, the reference's),
             `"avg"` (a 2x2 average pool of stride 2, as timm's
-            `aa_layer=nn.AvgPool2d`), `None` (the plain network, with strided
+            `aa_layer=nn.AvgPool2d`), `"aps"` / `"lps"` (adaptive / learnable
+            polyphase sampling, `APSPool2D` / `LPSPool2D` after a blur of
+            `filter_size`: with `padding="circular"` and `include_top=False`,
+            `pooling="avg"` or `"max"`, exactly invariant to circular shifts;
+            the classifier of `include_top=True` flattens a map, which is not,
+            and the builder warns), `None` (the plain network, with strided
             layers) or a callable `(channels, strides, name) ->
             keras.layers.Layer`.
         filter_size: taps of the binomial blur filter, 1 to 7 (1: subsampling
@@ -593,6 +662,9 @@ def VGG19BN(
         pad_type: padding of the blur: `"reflect"` (the reference's and timm's),
             `"replicate"`, `"zero"` or `"circular"`; the last three take smaller
             inputs.
+        padding: padding of every convolution and pool of the body: `"zero"`
+            (PyTorch's) or `"circular"` (the map wraps around, as APS's and
+            LPS's shift-invariant networks; the blur then pads circularly too).
         synchronized_batch_norm: if `True`, BatchNormalization computes its
             batch statistics over all replicas of a `tf.distribute` strategy
             (Keras's `BatchNormalization(synchronized=True)`; TensorFlow backend

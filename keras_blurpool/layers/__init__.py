@@ -26,6 +26,7 @@ from keras_blurpool.layers.polynomial_activation import LowpassPolynomialActivat
 from keras_blurpool.layers.polynomial_activation import PolynomialActivation
 from keras_blurpool.layers.polyphase import APSPool2D
 from keras_blurpool.layers.polyphase import LPSPool2D
+from keras_blurpool.layers.polyphase_upsampling import APSUpSampling2D
 
 __all__ = [
     "AliasFreeLayerNormalization",
@@ -37,6 +38,7 @@ __all__ = [
     "ideal_lowpass",
     "AdaptiveAvgPool2D",
     "APSPool2D",
+    "APSUpSampling2D",
     "LPSPool2D",
     "CircularPadding2D",
     "AntialiasAvgPool2D",

@@ -29,6 +29,7 @@ from keras_blurpool.layers.blur_upsampling import BlurUpSampling2D
 from keras_blurpool.layers.max_blur_pool import MaxBlurPool2D
 from keras_blurpool.layers.polyphase import APSPool2D
 from keras_blurpool.layers.polyphase import LPSPool2D
+from keras_blurpool.layers.polyphase_upsampling import APSUpSampling2D
 
 # What a builder's `antialias` may be.
 AntialiasChoice = Union[str, Callable[..., keras.layers.Layer], None]
@@ -120,6 +121,7 @@ for _cls in (
     MaxBlurPool2D,
     APSPool2D,
     LPSPool2D,
+    APSUpSampling2D,
 ):
     register_antialiasing(_cls)
 

@@ -238,6 +238,58 @@ def mix_components(components, weights):
     return ops.sum(components * weights[:, :, None, None, None], axis=1)
 
 
+def check_polyphase_index(layer, index):
+    """`index` (a NumPy array if it was no tensor), or a ValueError.
+
+    The index a polyphase layer (`APSPool2D`, `APSUpSampling2D`) is called
+    with; `layer` has `name`, `strides` and `num_components`.
+
+    Shapes and dtypes are checked on every index; the values of one
+    known at the call (a Python list or int, a NumPy array) too. A
+    tensor's values are known only when the graph runs: out-of-range
+    numbers then give NaN outputs (`select_given_component`).
+    """
+    if index is None:
+        return None
+    p = layer.num_components
+    if ops.is_tensor(index) or isinstance(index, keras.KerasTensor):
+        values = None
+        shape = tuple(index.shape)
+        dtype = keras.backend.standardize_dtype(index.dtype)
+    else:
+        try:
+            values = np.asarray(index)
+        except (TypeError, ValueError, OverflowError):
+            values = np.asarray(None)  # an object array: refused below
+        shape, dtype = values.shape, values.dtype.name
+    shown = index if values is None else np.array2string(
+        values, threshold=8, separator=", "
+    )
+    allowed = (
+        f"int component numbers from 0 to {p - 1} of shape (batch,) "
+        f"(strides={layer.strides} has {p} polyphase components), or "
+        f"float mixing weights of shape (batch, {p})"
+    )
+    integer = dtype.startswith(("int", "uint"))
+    if len(shape) == 1 and not integer or (
+        len(shape) == 2 and not dtype.startswith(("float", "bfloat"))
+    ) or len(shape) not in (1, 2):
+        raise ValueError(
+            f"{type(layer).__name__} '{layer.name}': `index` must be "
+            f"{allowed}. Received: index={shown} (shape {shape}, "
+            f"dtype {dtype})"
+        )
+    if values is not None and len(shape) == 1 and values.size and (
+        values.min() < 0 or values.max() >= p
+    ):
+        raise ValueError(
+            f"{type(layer).__name__} '{layer.name}': `index` must be "
+            f"{allowed}; a number outside 0..{p - 1} would take another "
+            f"sample's component. Received: index={shown}"
+        )
+    return index if values is None else values
+
+
 class _PolyphasePool(keras.layers.Layer):
     """What APSPool2D and LPSPool2D share: blur, padding, selection."""
 
@@ -536,52 +588,9 @@ class APSPool2D(_PolyphasePool):
         return super().__call__(*args, **kwargs)
 
     def _check_index(self, index):
-        """`index` (a NumPy array if it was no tensor), or a ValueError.
-
-        Shapes and dtypes are checked on every index; the values of one
-        known at the call (a Python list or int, a NumPy array) too. A
-        tensor's values are known only when the graph runs: out-of-range
-        numbers then give NaN outputs (`select_given_component`).
-        """
-        if index is None:
-            return None
-        p = self.num_components
-        if ops.is_tensor(index) or isinstance(index, keras.KerasTensor):
-            values = None
-            shape = tuple(index.shape)
-            dtype = keras.backend.standardize_dtype(index.dtype)
-        else:
-            try:
-                values = np.asarray(index)
-            except (TypeError, ValueError, OverflowError):
-                values = np.asarray(None)  # an object array: refused below
-            shape, dtype = values.shape, values.dtype.name
-        shown = index if values is None else np.array2string(
-            values, threshold=8, separator=", "
-        )
-        allowed = (
-            f"int component numbers from 0 to {p - 1} of shape (batch,) "
-            f"(strides={self.strides} has {p} polyphase components), or "
-            f"float mixing weights of shape (batch, {p})"
-        )
-        integer = dtype.startswith(("int", "uint"))
-        if len(shape) == 1 and not integer or (
-            len(shape) == 2 and not dtype.startswith(("float", "bfloat"))
-        ) or len(shape) not in (1, 2):
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}': `index` must be "
-                f"{allowed}. Received: index={shown} (shape {shape}, "
-                f"dtype {dtype})"
-            )
-        if values is not None and len(shape) == 1 and values.size and (
-            values.min() < 0 or values.max() >= p
-        ):
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}': `index` must be "
-                f"{allowed}; a number outside 0..{p - 1} would take another "
-                f"sample's component. Received: index={shown}"
-            )
-        return index if values is None else values
+        """`index` (a NumPy array if it was no tensor), or a ValueError
+        (`check_polyphase_index`)."""
+        return check_polyphase_index(self, index)
 
     def call(self, inputs, index=None, training=None):
         components = self._prepare(inputs)
