@@ -362,9 +362,13 @@ def rebuild(model, options, report, prefix=""):
             pairs.append((layer, new))
             return new
         strides = _strides2(layer)
+        kernel = _effective_kernel(layer)
+        if all(k == 1 for k in kernel) and id(layer) not in plan.strided:
+            new = _surgery._clone(layer)  # pointwise: nothing to pad
+            pairs.append((layer, new))
+            return new
         new = _surgery._clone(layer, strides=1, padding="valid")
         pairs.append((layer, new))
-        kernel = _effective_kernel(layer)
         if id(layer) not in padding_of and any(k > 1 for k in kernel):
             edit(new).pad = CircularPadding2D(
                 padding=tuple(_split(k - 1, None) for k in kernel),
