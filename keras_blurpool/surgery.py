@@ -210,6 +210,19 @@ def antialias_model(
       `padding="same"` is preceded by `BlurUpSampling2D` and runs at
       stride 1.
 
+    With `antialias="aps"` or `"lps"` the copy is instead exactly
+    invariant to circular shifts of its input (Chaman & Dokmanić; Rojas-
+    Gomez et al.): every 2-D conv and pool pads circularly (`k - 1` pixels,
+    `padding="valid"`; a `ZeroPadding2D` feeding it becomes that padding),
+    every strided one runs at stride 1 followed by `APSPool2D` /
+    `LPSPool2D` of its stride, and downsamplers whose branches meet at a
+    merge keep one polyphase component (the first chooses, the others
+    follow its `index`). What cannot be made invariant (a Flatten head, a
+    positional embedding, a side not divisible by the total stride,
+    upsampling, a custom layer with strided layers inside) is reported in
+    `AntialiasReport.not_invariant` and warned about. See
+    docs/shift_invariance.md, "Any model".
+
     Layer names, weights and the parameter count are kept: the
     original's `.weights.h5` loads into the result. The original model is
     not changed; its `Lambda` layers (no stride, a function no config can
@@ -223,24 +236,36 @@ def antialias_model(
         model: a built Functional or Sequential `keras.Model`.
         antialias: the anti-aliasing layer, as `create_antialias`:
             `"blur"` (`BlurPool1D/2D/3D` by the layer's rank), `"avg"`
-            (`AntialiasAvgPool2D`; a "same" average pool in 1-D and 3-D) or
-            a callable `(channels, strides, name) -> keras.layers.Layer`.
-        filter_size: taps of the binomial filter per axis (`"blur"`).
+            (`AntialiasAvgPool2D`; a "same" average pool in 1-D and 3-D),
+            a callable `(channels, strides, name) -> keras.layers.Layer`,
+            or `"aps"` / `"lps"` (polyphase sampling with circular padding:
+            exact circular-shift invariance).
+        filter_size: taps of the binomial filter per axis: None (default)
+            gives 4 for `"blur"` and 3 for `"aps"`/`"lps"` (the blur
+            before the polyphase choice; 1: none).
         convs: anti-alias strided convolutions.
         max_pools: anti-alias strided max pools.
         avg_pools: anti-alias strided average pools.
         upsampling: replace `UpSampling2D` and strided `Conv2DTranspose`
             by blurred upsampling.
         min_channels: layers whose input has fewer channels are left alone
-            (composer's default, 16, leaves RGB stems alone).
+            (None: composer's 16, which leaves RGB stems alone; 0 with
+            `"aps"`/`"lps"`, where a layer left alone breaks invariance).
         blur_first: composer's cheaper variant for convs: blur at stride 1
             (`antialias` made with `strides=1`), then the original strided
             conv. Pools are anti-aliased as without it. Not with
             `antialias="avg"`, which is no low-pass filter at stride 1.
         skip: layer names, or a predicate `layer -> bool`, of layers to
             leave alone.
-        pad_type: padding of the blur, `"reflect"`, `"replicate"` or
-            `"zero"`.
+        pad_type: padding of the blur, `"reflect"` (None: the default),
+            `"replicate"` or `"zero"`; with `"aps"`/`"lps"` None or
+            `"circular"` only.
+        padding: `"aps"`/`"lps"` only: `"circular"` or None (the same).
+            Other values are refused: with zero padding no shift stays
+            exact.
+        strict: `"aps"`/`"lps"` only: raise a ValueError, instead of
+            warning, when layers keep the result from being exactly
+            invariant.
         return_report: also return an `AntialiasReport`.
 
     Returns:
@@ -249,7 +274,11 @@ def antialias_model(
         `return_report=True`.
 
     Raises:
-        ValueError: for a bad argument; a subclassed or unbuilt model
+        ValueError: for a bad argument; with `"aps"`/`"lps"`, a strided
+            layer whose input size is unknown (naming it), a map smaller
+            than half a kernel (naming the padding layer), or, with
+            `strict=True`, a layer that is not invariant; a subclassed or
+            unbuilt model
             (say what to do); an anti-aliasing layer that does not fit a
             feature map (naming the layer: e.g. reflect padding of a map
             too small for the filter).
@@ -259,7 +288,8 @@ def antialias_model(
             result is then a copy); when its inputs have unknown spatial
             sizes and the new model needs larger ones than the original
             (the warning says the new minimum, also in the report's
-            `min_input_size`).
+            `min_input_size`); with `"aps"`/`"lps"`, when layers keep the
+            result from being exactly invariant (naming each and why).
 
     Example:
 
