@@ -151,7 +151,11 @@ def _rewritable(layer, options):
 
 def _positional_weights(layer, spatial):
     """A weight shaped like the map (a positional embedding), or None."""
-    if isinstance(layer, _CONVS_2D + (keras.layers.Dense,)) or None in spatial:
+    if (
+        isinstance(layer, _CONVS_2D + (keras.layers.Dense,))
+        or None in spatial
+        or spatial == (1, 1)  # any broadcast weight would match
+    ):
         return None
     for weight in getattr(layer, "weights", []):
         shape = tuple(weight.shape)

@@ -31,11 +31,11 @@ import keras
 from keras_blurpool._utils import check_int
 from keras_blurpool.layers import antialias as _antialias
 from keras_blurpool.layers import standardize_pad_type
+from keras_blurpool.layers._checks import check_filter_size
 from keras_blurpool.layers.blur_pool import BlurPool1D
 from keras_blurpool.layers.blur_pool import BlurPool2D
 from keras_blurpool.layers.blur_pool import BlurPool3D
 from keras_blurpool.layers.blur_upsampling import BlurUpSampling2D
-from keras_blurpool.layers._checks import check_filter_size
 
 _LOG = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import pytest
 
 import keras_blurpool
 from keras_blurpool import antialias_model
+from tests._invariance import random_image as make_image
 from tests._invariance import randomize_batchnorm
 from tests._invariance import shift_changes
-from tests._invariance import random_image as make_image
 
 SHIFTS = [(dy, dx) for dy in range(4) for dx in range(4)] + [(9, 21)]
 
