@@ -8,9 +8,9 @@ import pytest
 
 from keras_blurpool import antialias_model
 from tests._invariance import GRID_SHIFTS
-from tests._invariance import random_image
-from tests._invariance import randomize_batchnorm
 from tests._invariance import shift_changes
+from tests.test_surgery_invariance import build
+from tests.test_surgery_invariance import images
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() == "tensorflow",
@@ -21,10 +21,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.mark.parametrize("name", ["ResNet50", "MobileNetV2"])
 def test_aps_surgery_is_exactly_invariant_on_this_backend(name):
     keras.utils.set_random_seed(0)
-    model = getattr(keras.applications, name)(
-        weights=None, include_top=False, pooling="avg", input_shape=(64, 64, 3)
-    )
-    randomize_batchnorm(model)
+    model = build(name, 64)
     new = antialias_model(model, "aps")
-    changes = shift_changes(new, random_image(64), GRID_SHIFTS[::3])
+    # Every third shift: 22 offsets of the 8x8 grid and (45, 50).
+    changes = shift_changes(new, images(name, 64)[0], GRID_SHIFTS[::3])
     assert changes.max() <= 1e-5, changes.max()
