@@ -18,27 +18,15 @@ def pytest_addoption(parser):
         action="store_true",
         help="also run the reference comparison of every architecture",
     )
-    parser.addoption(
-        "--slow",
-        action="store_true",
-        help="also run the slow checks (the heaviest keras.applications "
-        "models of tests/test_surgery_invariance.py)",
-    )
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "zoo: whole-table reference comparison (run with --zoo)"
     )
-    config.addinivalue_line("markers", "slow: heavy checks (run with --slow)")
 
 
 def pytest_collection_modifyitems(config, items):
-    skip_slow = pytest.mark.skip(reason="slow check: pass --slow")
-    if not config.getoption("--slow"):
-        for item in items:
-            if "slow" in item.keywords:
-                item.add_marker(skip_slow)
     if config.getoption("--zoo"):
         return
     skip = pytest.mark.skip(reason="whole architecture table: pass --zoo")

@@ -71,17 +71,7 @@ def _build(name, size):
     return model
 
 
-# The three heaviest run with `--slow` only (together about 45 s here).
-SLOW = ("DenseNet121", "ConvNeXtTiny", "Xception")
-
-
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
-        for name in MODELS
-    ],
-)
+@pytest.fixture(scope="module", params=list(MODELS))
 def case(request):
     name = request.param
     size = MODELS[name]
