@@ -231,7 +231,11 @@ def _apply_layer(plan, model, node, layer, out, options, consumers, breaks):
         if not _surgery._is_graph_model(layer):
             return breaks(layer, "a subclassed nested model: its call() cannot "
                                  "be rewritten")
-        # Rewritten on its own: its choices are its own.
+        # Rewritten on its own (its layers reported under its name): a
+        # pooled output is invariant if it is; a map has choices of its
+        # own, which no outer branch can share.
+        if len(node.outputs[0].shape) != 4:
+            return None
         return out + [f"nested:{layer.name}"]
     input_tensor = node.input_tensors[0] if node.input_tensors else None
     output = node.outputs[0] if node.outputs else None
