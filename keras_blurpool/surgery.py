@@ -31,6 +31,7 @@ import keras
 from keras_blurpool._utils import check_int
 from keras_blurpool.layers import antialias as _antialias
 from keras_blurpool.layers import standardize_pad_type
+from keras_blurpool.layers._checks import check_filter_size
 from keras_blurpool.layers.blur_pool import BlurPool1D
 from keras_blurpool.layers.blur_pool import BlurPool2D
 from keras_blurpool.layers.blur_pool import BlurPool3D
@@ -102,6 +103,12 @@ class AntialiasReport:
             transposed conv whose shape stride 1 cannot keep, a causal
             conv, a subclassed nested model, a custom layer with strided
             layers inside).
+        not_invariant: with `antialias="aps"|"lps"`, name -> why that
+            layer keeps the model from being exactly invariant to circular
+            shifts (a Flatten head, zero padding, a map side not divisible
+            by a stride, a custom layer with strided layers inside, ...).
+        circular: with `antialias="aps"|"lps"`, the names of the convs and
+            pools made circular (circular padding, `padding="valid"`).
         min_input_size: for a model whose inputs have unknown spatial
             sizes, `(original, new)`: the smallest side (the same on
             every unknown axis) each model takes, found by shape
@@ -115,6 +122,8 @@ class AntialiasReport:
         default_factory=lambda: {kind: [] for kind in _KINDS}
     )
     left_alone: dict = dataclasses.field(default_factory=dict)
+    not_invariant: dict = dataclasses.field(default_factory=dict)
+    circular: list = dataclasses.field(default_factory=list)
     min_input_size: tuple | None = None
 
     @property
@@ -134,6 +143,11 @@ class AntialiasReport:
         )
         if self.left_alone:
             text += f"; left {len(self.left_alone)} strided layer(s) alone"
+        if self.not_invariant:
+            text += (
+                f"; {len(self.not_invariant)} layer(s) not exactly invariant: "
+                + ", ".join(self.not_invariant)
+            )
         if self.min_input_size and self.min_input_size[1] > self.min_input_size[0]:
             text += (
                 f"; smallest input side {self.min_input_size[1]} px (was "
@@ -159,16 +173,18 @@ class _Options:
 def antialias_model(
     model: keras.Model,
     antialias: _antialias.AntialiasChoice = "blur",
-    filter_size: int = 4,
+    filter_size: int | None = None,
     *,
     convs: bool = True,
     max_pools: bool = True,
     avg_pools: bool = True,
     upsampling: bool = False,
-    min_channels: int = 16,
+    min_channels: int | None = None,
     blur_first: bool = False,
     skip: SkipChoice = None,
-    pad_type: str = "reflect",
+    pad_type: str | None = None,
+    padding: str | None = None,
+    strict: bool = False,
     return_report: bool = False,
 ):
     """Returns an anti-aliased copy of a Functional or Sequential model.
@@ -194,6 +210,19 @@ def antialias_model(
       `padding="same"` is preceded by `BlurUpSampling2D` and runs at
       stride 1.
 
+    With `antialias="aps"` or `"lps"` the copy is instead exactly
+    invariant to circular shifts of its input (Chaman & Dokmanić; Rojas-
+    Gomez et al.): every 2-D conv and pool pads circularly (`k - 1` pixels,
+    `padding="valid"`; a `ZeroPadding2D` feeding it becomes that padding),
+    every strided one runs at stride 1 followed by `APSPool2D` /
+    `LPSPool2D` of its stride, and downsamplers whose branches meet at a
+    merge keep one polyphase component (the first chooses, the others
+    follow its `index`). What cannot be made invariant (a Flatten head, a
+    positional embedding, a side not divisible by the total stride,
+    upsampling, a custom layer with strided layers inside) is reported in
+    `AntialiasReport.not_invariant` and warned about. See
+    docs/shift_invariance.md, "Any model".
+
     Layer names, weights and the parameter count are kept: the
     original's `.weights.h5` loads into the result. The original model is
     not changed; its `Lambda` layers (no stride, a function no config can
@@ -207,24 +236,36 @@ def antialias_model(
         model: a built Functional or Sequential `keras.Model`.
         antialias: the anti-aliasing layer, as `create_antialias`:
             `"blur"` (`BlurPool1D/2D/3D` by the layer's rank), `"avg"`
-            (`AntialiasAvgPool2D`; a "same" average pool in 1-D and 3-D) or
-            a callable `(channels, strides, name) -> keras.layers.Layer`.
-        filter_size: taps of the binomial filter per axis (`"blur"`).
+            (`AntialiasAvgPool2D`; a "same" average pool in 1-D and 3-D),
+            a callable `(channels, strides, name) -> keras.layers.Layer`,
+            or `"aps"` / `"lps"` (polyphase sampling with circular padding:
+            exact circular-shift invariance).
+        filter_size: taps of the binomial filter per axis: None (default)
+            gives 4 for `"blur"` and 3 for `"aps"`/`"lps"` (the blur
+            before the polyphase choice; 1: none).
         convs: anti-alias strided convolutions.
         max_pools: anti-alias strided max pools.
         avg_pools: anti-alias strided average pools.
         upsampling: replace `UpSampling2D` and strided `Conv2DTranspose`
             by blurred upsampling.
         min_channels: layers whose input has fewer channels are left alone
-            (composer's default, 16, leaves RGB stems alone).
+            (None: composer's 16, which leaves RGB stems alone; 0 with
+            `"aps"`/`"lps"`, where a layer left alone breaks invariance).
         blur_first: composer's cheaper variant for convs: blur at stride 1
             (`antialias` made with `strides=1`), then the original strided
             conv. Pools are anti-aliased as without it. Not with
             `antialias="avg"`, which is no low-pass filter at stride 1.
         skip: layer names, or a predicate `layer -> bool`, of layers to
             leave alone.
-        pad_type: padding of the blur, `"reflect"`, `"replicate"` or
-            `"zero"`.
+        pad_type: padding of the blur, `"reflect"` (None: the default),
+            `"replicate"` or `"zero"`; with `"aps"`/`"lps"` None or
+            `"circular"` only.
+        padding: `"aps"`/`"lps"` only: `"circular"` or None (the same).
+            Other values are refused: with zero padding no shift stays
+            exact.
+        strict: `"aps"`/`"lps"` only: raise a ValueError, instead of
+            warning, when layers keep the result from being exactly
+            invariant.
         return_report: also return an `AntialiasReport`.
 
     Returns:
@@ -233,7 +274,11 @@ def antialias_model(
         `return_report=True`.
 
     Raises:
-        ValueError: for a bad argument; a subclassed or unbuilt model
+        ValueError: for a bad argument; with `"aps"`/`"lps"`, a strided
+            layer whose input size is unknown (naming it), a map smaller
+            than half a kernel (naming the padding layer), or, with
+            `strict=True`, a layer that is not invariant; a subclassed or
+            unbuilt model
             (say what to do); an anti-aliasing layer that does not fit a
             feature map (naming the layer: e.g. reflect padding of a map
             too small for the filter).
@@ -243,7 +288,8 @@ def antialias_model(
             result is then a copy); when its inputs have unknown spatial
             sizes and the new model needs larger ones than the original
             (the warning says the new minimum, also in the report's
-            `min_input_size`).
+            `min_input_size`); with `"aps"`/`"lps"`, when layers keep the
+            result from being exactly invariant (naming each and why).
 
     Example:
 
@@ -255,12 +301,45 @@ def antialias_model(
     >>> report.counts["conv"]
     4
     """
+    polyphase = isinstance(antialias, str) and antialias in ("aps", "lps")
+    if polyphase:
+        _check_polyphase_arguments(
+            antialias, filter_size, upsampling, blur_first, pad_type,
+            padding, strict,
+        )
+        if filter_size is None:
+            filter_size = polyphase_surgery.DEFAULT_POLYPHASE_FILTER_SIZE
+        if min_channels is None:
+            min_channels = 0
+        pad_type = "circular"
+    else:
+        if padding is not None:
+            raise ValueError(
+                "`padding` applies to antialias='aps' or 'lps' only (their "
+                "circular padding); with "
+                f"antialias={antialias!r} the model's own padding is kept. "
+                f"Received: padding={padding!r}"
+            )
+        if not isinstance(strict, bool) or strict:
+            raise ValueError(
+                "`strict` applies to antialias='aps' or 'lps' only (it makes "
+                "what is not exactly invariant an error). Received: "
+                f"strict={strict!r}"
+            )
+        filter_size = 4 if filter_size is None else filter_size
+        min_channels = 16 if min_channels is None else min_channels
+        pad_type = "reflect" if pad_type is None else pad_type
     options = _options(
         antialias, filter_size, convs, max_pools, avg_pools, upsampling,
         min_channels, blur_first, skip, pad_type,
     )
     _check_model(model, "model")
     report = AntialiasReport()
+    if polyphase:
+        new_model = polyphase_surgery.rebuild(model, options, report)
+        polyphase_surgery.warn_not_invariant(model, report, strict)
+        _LOG.info("antialias_model(%s): %s", model.name, report)
+        return (new_model, report) if return_report else new_model
     new_model = _rebuild(model, options, report, prefix="")
     if report.total and _has_unknown_sizes(model):
         _report_min_input_size(model, new_model, report)
@@ -293,17 +372,9 @@ def _options(antialias, filter_size, convs, max_pools, avg_pools, upsampling,
             "nothing. Received: antialias=None"
         )
     if isinstance(antialias, str) and antialias in ("aps", "lps"):
-        raise ValueError(
-            f"antialias={antialias!r} is not available in antialias_model: "
-            "polyphase sampling is shift-invariant only when each residual "
-            "shortcut keeps the component its main branch kept, which "
-            "surgery on an arbitrary graph cannot arrange. Build the "
-            "network with keras_blurpool.applications (e.g. "
-            f"ResNet50(antialias={antialias!r}, padding='circular')), or "
-            "use APSPool2D/LPSPool2D with return_index/index yourself. "
-            "Allowed here: 'blur', 'avg' or a callable"
-        )
-    filter_size = check_int("filter_size", filter_size)
+        filter_size = check_filter_size(filter_size)
+    else:
+        filter_size = check_int("filter_size", filter_size)
     min_channels = check_int("min_channels", min_channels, minimum=0)
     for name, value in (("convs", convs), ("max_pools", max_pools),
                         ("avg_pools", avg_pools), ("upsampling", upsampling),
@@ -331,6 +402,43 @@ def _options(antialias, filter_size, convs, max_pools, avg_pools, upsampling,
         blur_first=blur_first,
         skip=_skip_predicate(skip),
     )
+
+
+def _check_polyphase_arguments(antialias, filter_size, upsampling, blur_first,
+                               pad_type, padding, strict):
+    """Refuses what `antialias="aps"|"lps"` cannot honour."""
+    if padding is not None and padding != "circular":
+        raise ValueError(
+            f"antialias={antialias!r} needs padding='circular' (or None, its "
+            "default): polyphase sampling is exactly invariant only to "
+            "circular shifts of a circularly padded network; with the "
+            "model's zero padding it would be invariant to no shift at all "
+            "exactly, and only approximately to crop shifts. For approximate "
+            "invariance with the original padding use antialias='blur'. "
+            f"Received: padding={padding!r}"
+        )
+    if pad_type is not None and pad_type != "circular":
+        raise ValueError(
+            f"antialias={antialias!r} pads its blur and odd maps circularly; "
+            "`pad_type` must be None or 'circular'. Received: "
+            f"pad_type={pad_type!r}"
+        )
+    if upsampling:
+        raise ValueError(
+            f"antialias={antialias!r} does not rewrite UpSampling2D or "
+            "Conv2DTranspose (they are reported as not invariant); pass "
+            "upsampling=False. Received: upsampling=True"
+        )
+    if blur_first:
+        raise ValueError(
+            f"antialias={antialias!r} chooses a polyphase component after the "
+            "stride-1 layer; blur_first does not apply. Received: "
+            "blur_first=True"
+        )
+    if not isinstance(strict, bool):
+        raise ValueError(
+            f"`strict` must be True or False. Received: strict={strict!r}"
+        )
 
 
 def _skip_predicate(skip):
@@ -856,3 +964,7 @@ def _report_min_input_size(model, new_model, report):
             "model is called; pad_type='zero' or 'replicate' fits any map.",
             stacklevel=3,
         )
+
+
+# The APS / LPS rewrite uses this module's graph helpers.
+from keras_blurpool import polyphase_surgery  # noqa: E402

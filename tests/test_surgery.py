@@ -499,8 +499,8 @@ def test_map_too_small_names_the_layer():
     [
         ({"antialias": None}, "antialias=None"),
         ({"antialias": "gauss"}, "antialias='gauss'"),
-        ({"antialias": "aps"}, "antialias='aps' is not available"),
-        ({"antialias": "lps"}, "antialias='lps' is not available"),
+        ({"antialias": "aps", "padding": "same"}, "padding='same'"),
+        ({"antialias": "lps", "pad_type": "zero"}, "pad_type='zero'"),
         ({"filter_size": 0}, "filter_size"),
         ({"min_channels": -1}, "min_channels"),
         ({"convs": "yes"}, "convs='yes'"),
