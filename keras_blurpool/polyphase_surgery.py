@@ -26,6 +26,20 @@ al., NeurIPS 2022), each applied here to the graph as it is:
    chooses (`return_index=True`) and the others take its choice
    (`index=`).
 
+4. An upsampler (`UpSampling2D`, or `Conv2DTranspose` with strides > 1)
+   is paired with the downsampler of the last subsampling in its input's
+   history when their strides are equal: in a U-Net the decoder level's
+   input came down through its encoder level's pool, and the upsampled
+   map meets that pool's input (the skip) at a merge, where the histories
+   are matched as in rule 3. The upsampler puts its input back at the
+   offset that downsampler chose (`APSUpSampling2D(x, index)`, zeros
+   elsewhere): an `UpSampling2D` becomes `APSUpSampling2D` with the
+   surgery's blur, a `Conv2DTranspose` becomes `APSUpSampling2D` without
+   blur, then the same transposed conv at stride 1 made circular (its
+   output on a periodic input, unchanged where the index is 0). An
+   upsampler whose input was not subsampled before it, or last by other
+   strides, has no partner and is reported.
+
 What cannot be made invariant is reported per layer (`not_invariant`).
 """
 
@@ -40,6 +54,7 @@ from keras_blurpool import surgery as _surgery
 from keras_blurpool.layers.circular_padding import CircularPadding2D
 from keras_blurpool.layers.polyphase import APSPool2D
 from keras_blurpool.layers.polyphase import LPSPool2D
+from keras_blurpool.layers.polyphase_upsampling import APSUpSampling2D
 
 # The 2-D layers the rewrite makes circular (and polyphase when strided).
 _CONVS_2D = (
@@ -82,6 +97,8 @@ class _Plan:
     strided: dict = dataclasses.field(default_factory=dict)  # id -> class
     not_invariant: dict = dataclasses.field(default_factory=dict)
     parent: dict = dataclasses.field(default_factory=dict)  # union-find
+    made_by: dict = dataclasses.field(default_factory=dict)  # class -> layer
+    paired: dict = dataclasses.field(default_factory=dict)  # id(up) -> class
 
     def new_class(self):
         cls = len(self.parent)
@@ -261,6 +278,7 @@ def _apply_layer(plan, model, node, layer, out, options, consumers, breaks):
                 )
             cls = plan.new_class()
             plan.strided[id(layer)] = cls
+            plan.made_by[cls] = layer
             return out + [cls]
         return out
     if reason is not None:
@@ -294,6 +312,8 @@ def _apply_layer(plan, model, node, layer, out, options, consumers, breaks):
     data_format = _data_format(layer)
     before = _spatial(tuple(input_tensor.shape), data_format)
     after = _spatial(tuple(output.shape), data_format)
+    if isinstance(layer, _UPSAMPLERS) and before != after:
+        return _pair(plan, layer, out, before, after, breaks)
     if before != after:
         return breaks(layer, (
             f"it changes the map's size from {before} to {after} (upsampling, "
@@ -310,6 +330,70 @@ def _apply_layer(plan, model, node, layer, out, options, consumers, breaks):
     return out
 
 
+_UPSAMPLERS = (keras.layers.UpSampling2D, keras.layers.Conv2DTranspose)
+
+
+def _upsampling_factor(layer):
+    if isinstance(layer, keras.layers.UpSampling2D):
+        return tuple(layer.size)
+    return tuple(layer.strides)
+
+
+def _transposed_offset(layer):
+    """Per axis, `p` in `y[n] = sum_j u[j] w[n + p - j]`: how a
+    Conv2DTranspose of `k` taps and strides `s` crops its full output, as
+    the gradient of a conv of that padding (`max(k - s, 0) // 2` for
+    "same", 0 for "valid")."""
+    if layer.padding != "same":
+        return (0, 0)
+    return tuple(
+        max(k - s, 0) // 2 for k, s in zip(layer.kernel_size, layer.strides)
+    )
+
+
+def _pair(plan, layer, out, before, after, breaks):
+    """The history after an upsampler: its partner's subsampling undone."""
+    factor = _upsampling_factor(layer)
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        if any(d != 1 for d in layer.dilation_rate):
+            return breaks(layer, "a dilated Conv2DTranspose: no polyphase "
+                                 "rule keeps it equivariant")
+        if None not in before and after != tuple(
+            n * s for n, s in zip(before, factor)
+        ):
+            return breaks(layer, (
+                f"a Conv2DTranspose whose output {after} is not its input "
+                f"{before} times its strides {factor} (padding='valid' with "
+                "a kernel larger than the strides, or output_padding): it "
+                "cannot undo a polyphase downsampler's choice"
+            ))
+    if id(layer) in plan.paired or len(layer._inbound_nodes) > 1:
+        return breaks(layer, "an upsampler called more than once: its calls "
+                             "cannot share one pairing")
+    if not out:
+        return breaks(layer, (
+            f"it upsamples by {factor} a map that no downsampler subsampled "
+            "before it: there is no polyphase choice to undo, so a shift of "
+            "the input is no shift of its output"
+        ))
+    last = out[-1]
+    if not isinstance(last, int):
+        return breaks(layer, (
+            "it upsamples a nested model's output: that model's polyphase "
+            "choice is not available to pair with"
+        ))
+    partner = plan.made_by[last]
+    strides = _strides2(partner)
+    if strides != factor:
+        return breaks(layer, (
+            f"it upsamples by {factor} a map whose last downsampler "
+            f"'{partner.name}' had strides {strides}: no polyphase choice of "
+            "the same factor to undo"
+        ))
+    plan.paired[id(layer)] = last
+    return out[:-1]
+
+
 def _split(total, before):
     before = total // 2 if before is None else min(before, total)
     return before, total - before
@@ -320,6 +404,7 @@ class _Edit:
     pad: keras.layers.Layer | None = None
     before: _Down | None = None
     after: _Down | None = None
+    up: tuple | None = None  # (class, APSUpSampling2D, crop or None)
 
 
 def rebuild(model, options, report, prefix=""):
@@ -330,6 +415,7 @@ def rebuild(model, options, report, prefix=""):
     for name, reason in plan.not_invariant.items():
         report.not_invariant[prefix + name] = reason
     sizes = plan.class_sizes()
+    indexed = {plan.find(cls) for cls in plan.paired.values()}
     chain_of = _surgery._followers(graph)
     taken = {layer.name for layer in model.layers}
     edits = {}  # id(new layer) -> _Edit
@@ -363,6 +449,8 @@ def rebuild(model, options, report, prefix=""):
                 dtype=layer.dtype_policy,
                 name=layer.name,
             )
+        if id(layer) in plan.paired:
+            return clone_upsampler(layer)
         if id(layer) not in plan.circular:
             if isinstance(layer, keras.layers.Lambda):
                 return layer
@@ -407,6 +495,55 @@ def rebuild(model, options, report, prefix=""):
             edit(new).after = down
         return new
 
+    def clone_upsampler(layer):
+        cls = plan.paired[id(layer)]
+        partner = plan.made_by[cls]
+        report.paired[prefix + layer.name] = prefix + partner.name
+        report.replaced["upsampling"].append(prefix + layer.name)
+        data_format = _data_format(layer)
+        common = dict(
+            strides=_upsampling_factor(layer),
+            pad_type="circular",
+            data_format=data_format,
+            dtype=layer.dtype_policy,
+        )
+        if isinstance(layer, keras.layers.UpSampling2D):
+            new = APSUpSampling2D(
+                filter_size=options.filter_size, name=layer.name, **common
+            )
+            edit(new).up = (plan.find(cls), None, None)
+            return new
+        # u = the input placed at the partner's offset, zeros elsewhere;
+        # the stride-1 transposed conv of u, circularly padded by k - 1
+        # and cropped by k - 1 per side, is the circular convolution
+        # y[n] = sum_j u[j] w[(n + p - j) mod N] (p: _transposed_offset).
+        new = _surgery._clone(layer, strides=1, padding="valid")
+        pairs.append((layer, new))
+        report.circular.append(prefix + layer.name)
+        place = APSUpSampling2D(
+            filter_size=None,
+            name=_surgery._unique_name(f"{layer.name}_aps_up", taken),
+            **common,
+        )
+        kernel = tuple(layer.kernel_size)
+        offset = _transposed_offset(layer)
+        crop = None
+        if any(k > 1 for k in kernel):
+            edit(new).pad = CircularPadding2D(
+                padding=tuple((k - 1 - p, p) for k, p in zip(kernel, offset)),
+                data_format=data_format,
+                dtype=layer.dtype_policy,
+                name=_surgery._unique_name(f"{layer.name}_pad", taken),
+            )
+            crop = keras.layers.Cropping2D(
+                cropping=tuple((k - 1, k - 1) for k in kernel),
+                data_format=data_format,
+                dtype=layer.dtype_policy,
+                name=_surgery._unique_name(f"{layer.name}_crop", taken),
+            )
+        edit(new).up = (plan.find(cls), place, crop)
+        return new
+
     def clone_function(layer):
         if id(layer) not in clones:
             clones[id(layer)] = clone_one(layer)
@@ -426,7 +563,7 @@ def rebuild(model, options, report, prefix=""):
                 "a circular shift of the input is no circular shift of the "
                 "padded map. Use an input side divisible by the total stride"
             )
-        shared = sizes.get(down.cls, 1) > 1
+        shared = sizes.get(down.cls, 1) > 1 or down.cls in indexed
         common = dict(
             filter_size=options.filter_size,
             strides=down.strides,
@@ -451,6 +588,8 @@ def rebuild(model, options, report, prefix=""):
 
     def call_function(layer, *args, **kwargs):
         todo = edits.get(id(layer))
+        if todo is not None and todo.up is not None:
+            return upsample(layer, todo, args, kwargs)
         if todo is not None and (todo.pad is not None or todo.before is not None):
 
             def prepare(x):
@@ -465,6 +604,21 @@ def rebuild(model, options, report, prefix=""):
         if todo is not None and todo.after is not None:
             outputs = downsample(todo.after, outputs)
         return outputs
+
+    def upsample(layer, todo, args, kwargs):
+        cls, place, crop = todo.up
+        index = leaders[cls]
+        if place is None:  # APSUpSampling2D in the UpSampling2D's place
+            x = args[0] if args else next(iter(kwargs.values()))
+            return layer(x, index)
+
+        def prepare(x):
+            x = place(x, index)
+            return x if todo.pad is None else _call_pad(todo.pad, x)
+
+        args, kwargs = _surgery._map_first_input(layer, args, kwargs, prepare)
+        outputs = layer(*args, **kwargs)
+        return outputs if crop is None else crop(outputs)
 
     new_graph = keras.models.clone_model(
         graph,

@@ -109,6 +109,9 @@ class AntialiasReport:
             by a stride, a custom layer with strided layers inside, ...).
         circular: with `antialias="aps"|"lps"`, the names of the convs and
             pools made circular (circular padding, `padding="valid"`).
+        paired: with `antialias="aps"|"lps"`, upsampler name (an
+            `UpSampling2D` or strided `Conv2DTranspose`) -> the strided
+            layer whose polyphase choice it undoes (`APSUpSampling2D`).
         min_input_size: for a model whose inputs have unknown spatial
             sizes, `(original, new)`: the smallest side (the same on
             every unknown axis) each model takes, found by shape
@@ -124,6 +127,7 @@ class AntialiasReport:
     left_alone: dict = dataclasses.field(default_factory=dict)
     not_invariant: dict = dataclasses.field(default_factory=dict)
     circular: list = dataclasses.field(default_factory=list)
+    paired: dict = dataclasses.field(default_factory=dict)
     min_input_size: tuple | None = None
 
     @property
@@ -217,9 +221,13 @@ def antialias_model(
     every strided one runs at stride 1 followed by `APSPool2D` /
     `LPSPool2D` of its stride, and downsamplers whose branches meet at a
     merge keep one polyphase component (the first chooses, the others
-    follow its `index`). What cannot be made invariant (a Flatten head, a
-    positional embedding, a side not divisible by the total stride,
-    upsampling, a custom layer with strided layers inside) is reported in
+    follow its `index`). An `UpSampling2D` or strided `Conv2DTranspose`
+    (a U-Net's decoder) is paired with the downsampler that made the last
+    subsampling of its input, when their strides match, and puts its
+    input back at that downsampler's offset (`APSUpSampling2D`). What
+    cannot be made invariant (a Flatten head, a positional embedding, a
+    side not divisible by the total stride, an upsampler with no partner,
+    a custom layer with strided layers inside) is reported in
     `AntialiasReport.not_invariant` and warned about. See
     docs/shift_invariance.md, "Any model".
 
@@ -425,9 +433,11 @@ def _check_polyphase_arguments(antialias, filter_size, upsampling, blur_first,
         )
     if upsampling:
         raise ValueError(
-            f"antialias={antialias!r} does not rewrite UpSampling2D or "
-            "Conv2DTranspose (they are reported as not invariant); pass "
-            "upsampling=False. Received: upsampling=True"
+            f"antialias={antialias!r} pairs UpSampling2D and "
+            "Conv2DTranspose with their encoder's polyphase choice "
+            "(APSUpSampling2D) by itself; the blurred upsampling of "
+            "upsampling=True does not apply. Pass upsampling=False. "
+            "Received: upsampling=True"
         )
     if blur_first:
         raise ValueError(
