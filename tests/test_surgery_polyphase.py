@@ -242,10 +242,14 @@ class StridedInside(keras.layers.Layer):
         (lambda x: keras.layers.GlobalAveragePooling2D()(
             StridedInside(name="custom")(x)), "custom", "strided layers"),
         (lambda x: keras.layers.GlobalAveragePooling2D()(
-            keras.layers.UpSampling2D(name="up")(x)), "up", "changes the map's size"),
+            keras.layers.UpSampling2D(3, name="up")(x)), "up",
+         "no polyphase choice of the same factor"),
         (lambda x: keras.layers.GlobalAveragePooling2D()(
-            keras.layers.Conv2DTranspose(4, 2, strides=2, name="tc")(x)), "tc",
-         "transposed conv"),
+            keras.layers.Conv2DTranspose(4, 3, strides=2, name="tc")(x)), "tc",
+         "not its input"),
+        (lambda x: keras.layers.GlobalAveragePooling2D()(
+            keras.layers.Cropping2D(1, name="crop")(x)), "crop",
+         "changes the map's size"),
         (lambda x: keras.layers.GlobalAveragePooling2D()(
             keras.layers.ZeroPadding2D(1, name="zp")(x)), "zp", "zero padding"),
     ],
