@@ -255,7 +255,8 @@ def antialias_model(
         max_pools: anti-alias strided max pools.
         avg_pools: anti-alias strided average pools.
         upsampling: replace `UpSampling2D` and strided `Conv2DTranspose`
-            by blurred upsampling.
+            by blurred upsampling. Not with `"aps"`/`"lps"`, which pair
+            them with their encoder's downsampler by themselves.
         min_channels: layers whose input has fewer channels are left alone
             (None: composer's 16, which leaves RGB stems alone; 0 with
             `"aps"`/`"lps"`, where a layer left alone breaks invariance).
