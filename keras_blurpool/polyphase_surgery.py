@@ -629,7 +629,9 @@ def rebuild(model, options, report, prefix=""):
     for old, new in pairs:
         if old is not new and getattr(old, "weights", None):
             new.set_weights(old.get_weights())
-    if isinstance(model, keras.Sequential):
+    # A Sequential cannot pass a polyphase index from a downsampler to its
+    # upsampler: with a pairing the result stays Functional.
+    if isinstance(model, keras.Sequential) and not plan.paired:
         return keras.Sequential(
             [keras.Input(batch_shape=model.inputs[0].shape,
                          dtype=model.inputs[0].dtype)]
@@ -638,6 +640,9 @@ def rebuild(model, options, report, prefix=""):
             name=model.name,
             trainable=model.trainable,
         )
+    if isinstance(model, keras.Sequential):
+        return keras.Model(new_graph.inputs, new_graph.outputs,
+                           name=model.name, trainable=model.trainable)
     return new_graph
 
 

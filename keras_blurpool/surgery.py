@@ -279,8 +279,10 @@ def antialias_model(
 
     Returns:
         The new `keras.Model` (Functional for a Functional model,
-        Sequential for a Sequential one), or `(model, report)` with
-        `return_report=True`.
+        Sequential for a Sequential one, except that with `"aps"`/`"lps"`
+        a Sequential one with a paired upsampler becomes Functional: a
+        Sequential cannot pass the polyphase index), or `(model, report)`
+        with `return_report=True`.
 
     Raises:
         ValueError: for a bad argument; with `"aps"`/`"lps"`, a strided

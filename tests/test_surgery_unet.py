@@ -99,15 +99,24 @@ def test_lps_unet_is_exactly_equivariant_at_inference():
     assert errors.max() <= 1e-5, errors.max()
 
 
-def test_conv_transpose_unet_is_exactly_equivariant():
+def test_conv_transpose_unet_is_exactly_equivariant(tmp_path):
     unet = build_unet(up="transpose")
     assert equivariance_errors(unet).max() > 1e-2
     model, report = antialias_model(unet, "aps", return_report=True)
     assert report.not_invariant == {}
     assert report.paired == {"up2": "pool2", "up1": "pool1"}
     assert "up1" in report.circular
-    # Weights and layer names kept: the original's weights load.
+    # Weights and layer names kept: the original's weights file loads.
     assert model.count_params() == unet.count_params()
+    path = os.path.join(tmp_path, "unet.weights.h5")
+    unet.save_weights(path)
+    fresh = antialias_model(build_unet(up="transpose", seed=9), "aps")
+    fresh.load_weights(path)
+    x = np.random.default_rng(6).uniform(-1, 1, (1, SIZE, SIZE, 3))
+    np.testing.assert_allclose(
+        fresh.predict(x, verbose=0), model.predict(x, verbose=0),
+        rtol=1e-6, atol=1e-6,
+    )
     errors = equivariance_errors(model)
     assert errors.max() <= 1e-5, errors.max()
 
@@ -170,3 +179,27 @@ def test_upsamplers_without_a_partner_stay_reported():
     assert report.paired == {}
     assert list(report.not_invariant) == ["up4"]
     assert "'pool' had strides (2, 2)" in report.not_invariant["up4"]
+
+
+def test_encoder_decoder_without_skips_is_paired_too():
+    # The rule needs no merge: the upsampler undoes its input's last
+    # subsampling, skip or not (a Sequential autoencoder).
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([
+        keras.Input((SIZE, SIZE, 3)),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu",
+                            name="enc"),
+        keras.layers.MaxPooling2D(2, name="pool"),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu",
+                            name="mid"),
+        keras.layers.UpSampling2D(2, interpolation="bilinear", name="up"),
+        keras.layers.Conv2D(3, 3, padding="same", name="dec"),
+    ])
+    assert equivariance_errors(model).max() > 1e-2
+    new, report = antialias_model(model, "aps", return_report=True)
+    # A Sequential cannot pass the index: the result is Functional.
+    assert not isinstance(new, keras.Sequential)
+    assert new.name == model.name
+    assert report.paired == {"up": "pool"} and report.not_invariant == {}
+    errors = equivariance_errors(new)
+    assert errors.max() <= 1e-5, errors.max()
