@@ -50,11 +50,21 @@ import warnings
 
 import keras
 
-from keras_blurpool import surgery as _surgery
 from keras_blurpool.layers.circular_padding import CircularPadding2D
 from keras_blurpool.layers.polyphase import APSPool2D
 from keras_blurpool.layers.polyphase import LPSPool2D
 from keras_blurpool.layers.polyphase_upsampling import APSUpSampling2D
+from keras_blurpool.surgery_graph import check_model
+from keras_blurpool.surgery_graph import clone_layer
+from keras_blurpool.surgery_graph import followers
+from keras_blurpool.surgery_graph import hidden_strided
+from keras_blurpool.surgery_graph import is_graph_model
+from keras_blurpool.surgery_graph import is_projection
+from keras_blurpool.surgery_graph import layer_kind
+from keras_blurpool.surgery_graph import map_first_input
+from keras_blurpool.surgery_graph import same_input
+from keras_blurpool.surgery_graph import strides_of
+from keras_blurpool.surgery_graph import unique_name
 
 # The 2-D layers the rewrite makes circular (and polyphase when strided).
 _CONVS_2D = (
@@ -148,7 +158,7 @@ def _effective_kernel(layer):
 
 
 def _strides2(layer):
-    strides = _surgery._strides(layer)
+    strides = strides_of(layer)
     return strides if strides is not None and len(strides) == 2 else None
 
 
@@ -160,7 +170,7 @@ def _rewritable(layer, options):
     strides = _strides2(layer)
     if all(s == 1 for s in strides):
         return True, None
-    kind, reason = _surgery._kind(layer, options)
+    kind, reason = layer_kind(layer, options)
     if kind is None:
         return False, reason or "left alone"
     return True, None
@@ -245,7 +255,7 @@ def _apply_layer(plan, model, node, layer, out, options, consumers, breaks):
     if isinstance(layer, _GLOBAL_POOLS):
         return None
     if isinstance(layer, keras.Model):
-        if not _surgery._is_graph_model(layer):
+        if not is_graph_model(layer):
             return breaks(layer, "a subclassed nested model: its call() cannot "
                                  "be rewritten")
         # Rewritten on its own (its layers reported under its name): a
@@ -283,7 +293,7 @@ def _apply_layer(plan, model, node, layer, out, options, consumers, breaks):
         return out
     if reason is not None:
         return breaks(layer, f"a strided layer left alone ({reason})")
-    hidden = _surgery._hidden_strided(layer)
+    hidden = hidden_strided(layer)
     if hidden is not None:
         return breaks(layer, hidden)
     if isinstance(layer, keras.layers.ZeroPadding2D):
@@ -409,14 +419,14 @@ class _Edit:
 
 def rebuild(model, options, report, prefix=""):
     """The circular, polyphase copy of one graph model."""
-    _surgery._check_model(model, "model")
+    check_model(model, "model")
     graph = model._functional if isinstance(model, keras.Sequential) else model
     plan = plan_graph(graph, options)
     for name, reason in plan.not_invariant.items():
         report.not_invariant[prefix + name] = reason
     sizes = plan.class_sizes()
     indexed = {plan.find(cls) for cls in plan.paired.values()}
-    chain_of = _surgery._followers(graph)
+    chain_of = followers(graph)
     taken = {layer.name for layer in model.layers}
     edits = {}  # id(new layer) -> _Edit
     pending_after = {}  # id(old anchor) -> _Down
@@ -434,7 +444,7 @@ def rebuild(model, options, report, prefix=""):
 
     def clone_one(layer):
         if isinstance(layer, keras.Model):
-            if not _surgery._is_graph_model(layer):
+            if not is_graph_model(layer):
                 return layer
             return rebuild(layer, options, report, prefix + layer.name + "/")
         if id(layer) in plan.absorbed:
@@ -454,23 +464,23 @@ def rebuild(model, options, report, prefix=""):
         if id(layer) not in plan.circular:
             if isinstance(layer, keras.layers.Lambda):
                 return layer
-            new = _surgery._clone(layer)
+            new = clone_layer(layer)
             pairs.append((layer, new))
             return new
         strides = _strides2(layer)
         kernel = _effective_kernel(layer)
         if all(k == 1 for k in kernel) and id(layer) not in plan.strided:
-            new = _surgery._clone(layer)  # pointwise: nothing to pad
+            new = clone_layer(layer)  # pointwise: nothing to pad
             pairs.append((layer, new))
             return new
-        new = _surgery._clone(layer, strides=1, padding="valid")
+        new = clone_layer(layer, strides=1, padding="valid")
         pairs.append((layer, new))
         if id(layer) not in padding_of and any(k > 1 for k in kernel):
             edit(new).pad = CircularPadding2D(
                 padding=tuple(_split(k - 1, None) for k in kernel),
                 data_format=_data_format(layer),
                 dtype=layer.dtype_policy,
-                name=_surgery._unique_name(f"{layer.name}_pad", taken),
+                name=unique_name(f"{layer.name}_pad", taken),
             )
         report.circular.append(prefix + layer.name)
         if id(layer) not in plan.strided:
@@ -482,12 +492,12 @@ def rebuild(model, options, report, prefix=""):
         report.replaced[kind].append(prefix + layer.name)
         down = _Down(
             layer=layer,
-            name=_surgery._unique_name(f"{layer.name}_{options.antialias}", taken),
+            name=unique_name(f"{layer.name}_{options.antialias}", taken),
             strides=strides,
             cls=plan.find(plan.strided[id(layer)]),
         )
         chain = chain_of(layer) if kind == "conv" else []
-        if kind == "conv" and _surgery._is_projection(layer, chain):
+        if kind == "conv" and is_projection(layer, chain):
             edit(new).before = down
         elif chain:
             pending_after[id(chain[-1])] = down
@@ -517,12 +527,12 @@ def rebuild(model, options, report, prefix=""):
         # the stride-1 transposed conv of u, circularly padded by k - 1
         # and cropped by k - 1 per side, is the circular convolution
         # y[n] = sum_j u[j] w[(n + p - j) mod N] (p: _transposed_offset).
-        new = _surgery._clone(layer, strides=1, padding="valid")
+        new = clone_layer(layer, strides=1, padding="valid")
         pairs.append((layer, new))
         report.circular.append(prefix + layer.name)
         place = APSUpSampling2D(
             filter_size=None,
-            name=_surgery._unique_name(f"{layer.name}_aps_up", taken),
+            name=unique_name(f"{layer.name}_aps_up", taken),
             **common,
         )
         kernel = tuple(layer.kernel_size)
@@ -533,13 +543,13 @@ def rebuild(model, options, report, prefix=""):
                 padding=tuple((k - 1 - p, p) for k, p in zip(kernel, offset)),
                 data_format=data_format,
                 dtype=layer.dtype_policy,
-                name=_surgery._unique_name(f"{layer.name}_pad", taken),
+                name=unique_name(f"{layer.name}_pad", taken),
             )
             crop = keras.layers.Cropping2D(
                 cropping=tuple((k - 1, k - 1) for k in kernel),
                 data_format=data_format,
                 dtype=layer.dtype_policy,
-                name=_surgery._unique_name(f"{layer.name}_crop", taken),
+                name=unique_name(f"{layer.name}_crop", taken),
             )
         edit(new).up = (plan.find(cls), place, crop)
         return new
@@ -599,7 +609,7 @@ def rebuild(model, options, report, prefix=""):
                     x = _call_pad(todo.pad, x)
                 return x
 
-            args, kwargs = _surgery._map_first_input(layer, args, kwargs, prepare)
+            args, kwargs = map_first_input(layer, args, kwargs, prepare)
         outputs = layer(*args, **kwargs)
         if todo is not None and todo.after is not None:
             outputs = downsample(todo.after, outputs)
@@ -616,13 +626,13 @@ def rebuild(model, options, report, prefix=""):
             x = place(x, index)
             return x if todo.pad is None else _call_pad(todo.pad, x)
 
-        args, kwargs = _surgery._map_first_input(layer, args, kwargs, prepare)
+        args, kwargs = map_first_input(layer, args, kwargs, prepare)
         outputs = layer(*args, **kwargs)
         return outputs if crop is None else crop(outputs)
 
     new_graph = keras.models.clone_model(
         graph,
-        input_tensors=keras.tree.map_structure(_surgery._same_input, graph.input),
+        input_tensors=keras.tree.map_structure(same_input, graph.input),
         clone_function=clone_function,
         call_function=call_function,
     )

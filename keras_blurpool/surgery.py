@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import inspect
 import logging
 import warnings
 from typing import Callable
@@ -28,6 +27,7 @@ from typing import Union
 
 import keras
 
+from keras_blurpool import polyphase_surgery
 from keras_blurpool._utils import check_int
 from keras_blurpool.layers import antialias as _antialias
 from keras_blurpool.layers import standardize_pad_type
@@ -36,54 +36,29 @@ from keras_blurpool.layers.blur_pool import BlurPool1D
 from keras_blurpool.layers.blur_pool import BlurPool2D
 from keras_blurpool.layers.blur_pool import BlurPool3D
 from keras_blurpool.layers.blur_upsampling import BlurUpSampling2D
+from keras_blurpool.surgery_graph import CAUSAL
+from keras_blurpool.surgery_graph import CUSTOM_LAYER
+from keras_blurpool.surgery_graph import channels_of
+from keras_blurpool.surgery_graph import check_model
+from keras_blurpool.surgery_graph import clone_layer
+from keras_blurpool.surgery_graph import followers
+from keras_blurpool.surgery_graph import hidden_strided
+from keras_blurpool.surgery_graph import input_shape_of
+from keras_blurpool.surgery_graph import is_graph_model
+from keras_blurpool.surgery_graph import is_projection
+from keras_blurpool.surgery_graph import layer_kind
+from keras_blurpool.surgery_graph import map_first_input
+from keras_blurpool.surgery_graph import same_input
+from keras_blurpool.surgery_graph import strides_of
+from keras_blurpool.surgery_graph import unique_name
 
 _LOG = logging.getLogger(__name__)
 
-_CONVS = (
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-)
-_TRANSPOSED = (
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
-_MAX_POOLS = (
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.MaxPooling3D,
-)
-_AVG_POOLS = (
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-    keras.layers.AveragePooling3D,
-)
-# Layers the paper's blur goes after when they follow a strided conv
-# (conv -> BN -> ReLU -> blur), so that the nonlinearity is evaluated
-# densely too.
-_FOLLOWERS = (
-    keras.layers.BatchNormalization,
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.PReLU,
-    keras.layers.ELU,
-)
 _BLURS = {1: BlurPool1D, 2: BlurPool2D, 3: BlurPool3D}
 _AVG_BY_RANK = {
     1: keras.layers.AveragePooling1D,
     3: keras.layers.AveragePooling3D,
 }
-# How the report's reason for a custom layer with strided layers inside
-# starts (the no-change warning names those layers) ...
-_CUSTOM_LAYER = "a custom "
-# ... and for a causal conv.
-_CAUSAL = "a causal conv"
 # Layer kinds of the report.
 _KINDS = ("conv", "max_pool", "avg_pool", "upsampling")
 
@@ -344,7 +319,7 @@ def antialias_model(
         antialias, filter_size, convs, max_pools, avg_pools, upsampling,
         min_channels, blur_first, skip, pad_type,
     )
-    _check_model(model, "model")
+    check_model(model, "model")
     report = AntialiasReport()
     if polyphase:
         new_model = polyphase_surgery.rebuild(model, options, report)
@@ -356,9 +331,9 @@ def antialias_model(
         _report_min_input_size(model, new_model, report)
     if report.total == 0:
         hidden = [name for name, why in report.left_alone.items()
-                  if why.startswith(_CUSTOM_LAYER)]
+                  if why.startswith(CUSTOM_LAYER)]
         causal = [name for name, why in report.left_alone.items()
-                  if why.startswith(_CAUSAL)]
+                  if why.startswith(CAUSAL)]
         warnings.warn(
             f"antialias_model: model '{model.name}' has no strided layer to "
             "anti-alias (with these options); the result is a copy."
@@ -475,146 +450,32 @@ def _skip_predicate(skip):
     return lambda layer: layer.name in names
 
 
-def _check_model(model, what):
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"`{what}` must be a keras.Model (Functional or Sequential). "
-            f"Received: {what}={model!r} of type {type(model).__name__}"
-        )
-    if not _is_graph_model(model):
-        raise ValueError(
-            f"antialias_model needs a Functional or Sequential model, whose "
-            f"graph of layers it can rewrite; '{model.name}' is a subclassed "
-            f"{type(model).__name__}, whose call() it cannot see into. "
-            "Build the network with the functional API (or keras.Sequential), "
-            "or add the anti-aliasing by hand in its __init__: evaluate each "
-            "strided layer at stride 1 and follow it with "
-            "keras_blurpool.create_antialias('blur', strides=...)."
-        )
-    if isinstance(model, keras.Sequential) and not model.built:
-        raise ValueError(
-            f"Sequential model '{model.name}' is not built: antialias_model "
-            "needs its input shape. Start it with keras.Input(shape=...) or "
-            "call it on data first."
-        )
 
 
-def _is_graph_model(model):
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
 
 
 # --- what each layer becomes ----------------------------------------------
 
 
-def _strides(layer):
-    strides = getattr(layer, "strides", None)
-    if strides is None:
-        return None
-    strides = tuple(strides) if isinstance(strides, (tuple, list)) else (strides,)
-    return strides
 
 
-def _channels(shape, data_format):
-    return shape[-1] if data_format != "channels_first" else shape[1]
 
 
-def _input_shape(layer):
-    return tuple(layer._inbound_nodes[0].input_tensors[0].shape)
 
 
-def _kind(layer, options):
-    """`(kind, reason)`: what to do with `layer`; kind None leaves it."""
-    strides = _strides(layer)
-    if isinstance(layer, keras.layers.UpSampling2D):
-        return ("upsampling", None) if options.upsampling else (None, None)
-    if strides is None or all(s == 1 for s in strides):
-        return None, None
-    if isinstance(layer, _TRANSPOSED):
-        if not options.upsampling:
-            return None, None
-        if not isinstance(layer, keras.layers.Conv2DTranspose):
-            return None, "a 1-D/3-D transposed conv: no blurred upsampling"
-        if layer.padding != "same" or layer.output_padding is not None:
-            return None, (
-                "a strided Conv2DTranspose with padding='valid' or "
-                "output_padding: at stride 1 after upsampling its output "
-                "shape would change"
-            )
-        return "upsampling", None
-    if isinstance(layer, _CONVS):
-        kind, enabled = "conv", options.convs
-    elif isinstance(layer, _MAX_POOLS):
-        kind, enabled = "max_pool", options.max_pools
-    elif isinstance(layer, _AVG_POOLS):
-        kind, enabled = "avg_pool", options.avg_pools
-    else:
-        return None, None
-    if not enabled:
-        return None, f"{kind}s switched off"
-    if getattr(layer, "padding", None) == "causal":
-        return None, (
-            f"{_CAUSAL} (padding='causal'): a blur after it (or before it, "
-            "with blur_first) would let each output see later steps"
-        )
-    if options.skip(layer):
-        return None, "in `skip`"
-    channels = _channels(_input_shape(layer), layer.data_format)
-    if channels is not None and channels < options.min_channels:
-        return None, (
-            f"{channels} input channel(s) < min_channels="
-            f"{options.min_channels}"
-        )
-    return kind, None
 
 
-def _is_projection(layer, chain):
-    """A strided 1x1 conv with no nonlinearity up to where the blur goes."""
-    kernel = getattr(layer, "kernel_size", None)
-    return (
-        kernel is not None
-        and all(k == 1 for k in kernel)
-        and layer.get_config().get("activation") == "linear"
-        and all(isinstance(f, keras.layers.BatchNormalization) for f in chain)
-    )
 
 
-def _hidden_strided(layer):
-    """Why a custom layer holding strided layers is left alone, or None."""
-    if not isinstance(layer, keras.layers.Layer):
-        return None  # an op of the graph (`x + y`), no sublayers
-    inner = [
-        sub.name
-        for sub in layer._flatten_layers(include_self=False, recursive=True)
-        if isinstance(sub, _CONVS + _MAX_POOLS + _AVG_POOLS)
-        and any(s > 1 for s in _strides(sub))
-    ]
-    if not inner:
-        return None
-    return (
-        f"{_CUSTOM_LAYER}{type(layer).__name__} layer holding strided layers "
-        f"({', '.join(inner)}): its call() cannot be rewritten"
-    )
 
 
-def _clone(layer, **changes):
-    config = layer.get_config()
-    config.update(changes)
-    return type(layer).from_config(config)
 
 
-def _unique_name(name, taken):
-    candidate, index = name, 1
-    while candidate in taken:
-        candidate, index = f"{name}_{index}", index + 1
-    taken.add(candidate)
-    return candidate
 
 
 def _make_blur(layer, options, strides, name, channels):
     """The anti-aliasing layer of `layer` (a strided layer of its rank)."""
-    rank = len(_strides(layer))
+    rank = len(strides_of(layer))
     data_format = layer.data_format
     antialias = options.antialias
     if len(set(strides)) == 1:
@@ -650,61 +511,12 @@ class _Edit:
 # --- the graph ------------------------------------------------------------
 
 
-def _followers(model):
-    """The conv -> BN -> act chains of a model.
-
-    Returns a function mapping a layer to the `_FOLLOWERS` after it, each
-    the only consumer of the one before (empty when there are none): the
-    blur goes after the last.
-    """
-    if isinstance(model, keras.Sequential):
-        layers = model.layers
-
-        def chain_sequential(layer):
-            index = next(i for i, x in enumerate(layers) if x is layer)
-            chain = []
-            for follower in layers[index + 1:]:
-                if not isinstance(follower, _FOLLOWERS):
-                    break
-                chain.append(follower)
-            return chain
-
-        return chain_sequential
-
-    consumers = collections.defaultdict(list)
-    nodes_of = collections.defaultdict(list)
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            if node.operation is None or node.is_input:
-                continue
-            nodes_of[id(node.operation)].append(node)
-            for tensor in node.input_tensors:
-                consumers[id(tensor)].append(node)
-    outputs = {id(t) for t in model.outputs}
-
-    def chain_functional(layer):
-        anchor, chain = layer, []
-        while len(nodes_of[id(anchor)]) == 1:
-            (node,) = nodes_of[id(anchor)]
-            if len(node.outputs) != 1 or id(node.outputs[0]) in outputs:
-                break
-            users = consumers[id(node.outputs[0])]
-            if len(users) != 1 or not isinstance(users[0].operation, _FOLLOWERS):
-                break
-            follower = users[0].operation
-            if len(nodes_of[id(follower)]) != 1 or len(users[0].input_tensors) != 1:
-                break
-            anchor = follower
-            chain.append(follower)
-        return chain
-
-    return chain_functional
 
 
 def _rebuild(model, options, report, prefix):
     """The anti-aliased copy of one (possibly nested) graph model."""
-    _check_model(model, "model")
-    chain_of = _followers(model)
+    check_model(model, "model")
+    chain_of = followers(model)
     taken = {layer.name for layer in model.layers}
     edits = collections.defaultdict(_Edit)  # id(new layer) -> _Edit
     pending_after = {}  # id(old anchor) -> blur to go after it
@@ -720,16 +532,16 @@ def _rebuild(model, options, report, prefix):
 
     def _clone_one(layer):
         if isinstance(layer, keras.Model):
-            if not _is_graph_model(layer):
+            if not is_graph_model(layer):
                 report.left_alone[prefix + layer.name] = (
                     "a subclassed nested model: its call() cannot be rewritten"
                 )
                 pairs.append((layer, layer))
                 return layer  # shared, as is
             return _rebuild(layer, options, report, prefix + layer.name + "/")
-        kind, reason = _kind(layer, options)
+        kind, reason = layer_kind(layer, options)
         if reason is None and kind is None:
-            reason = _hidden_strided(layer)
+            reason = hidden_strided(layer)
         if reason is not None:
             report.left_alone[prefix + layer.name] = reason
         if kind is None:
@@ -738,34 +550,34 @@ def _rebuild(model, options, report, prefix):
                 # is refused, a closure loses what it captured), and it
                 # has no stride to change: the same object serves both.
                 return layer
-            new = _clone(layer)
+            new = clone_layer(layer)
             pairs.append((layer, new))
             return new
         report.replaced[kind].append(prefix + layer.name)
-        strides = _strides(layer)
+        strides = strides_of(layer)
         if kind == "upsampling":
             return _clone_upsampling(layer, options, edits, taken, pairs)
-        name = _unique_name(f"{layer.name}_blur", taken)
+        name = unique_name(f"{layer.name}_blur", taken)
         if kind == "conv" and options.blur_first:
-            new = _clone(layer)
+            new = clone_layer(layer)
             pairs.append((layer, new))
-            channels = _channels(_input_shape(layer), layer.data_format)
+            channels = channels_of(input_shape_of(layer), layer.data_format)
             ones = (1,) * len(strides)
             edits[id(new)].before = _make_blur(layer, options, ones, name, channels)
             return new
-        new = _clone(layer, strides=1)
+        new = clone_layer(layer, strides=1)
         pairs.append((layer, new))
         chain = chain_of(layer) if kind == "conv" else []
-        if kind == "conv" and _is_projection(layer, chain):
+        if kind == "conv" and is_projection(layer, chain):
             # Blur before, as the reference's ResNet shortcut (BlurPool,
             # conv1x1, BN): a pointwise affine chain commutes with the
             # blur, and the conv then runs at the low resolution.
-            channels = _channels(_input_shape(layer), layer.data_format)
+            channels = channels_of(input_shape_of(layer), layer.data_format)
             edits[id(new)].before = _make_blur(
                 layer, options, strides, name, channels
             )
             return new
-        out_channels = _channels(
+        out_channels = channels_of(
             tuple(layer._inbound_nodes[0].outputs[0].shape), layer.data_format
         )
         blur = _make_blur(layer, options, strides, name, out_channels)
@@ -786,7 +598,7 @@ def _rebuild(model, options, report, prefix):
     def call_function(layer, *args, **kwargs):
         edit = edits.get(id(layer))
         if edit is not None and edit.before is not None:
-            args, kwargs = _map_first_input(
+            args, kwargs = map_first_input(
                 layer, args, kwargs, lambda x: _call_blur(edit.before, x)
             )
         outputs = layer(*args, **kwargs)
@@ -799,7 +611,7 @@ def _rebuild(model, options, report, prefix):
     else:
         new_model = keras.models.clone_model(
             model,
-            input_tensors=keras.tree.map_structure(_same_input, model.input),
+            input_tensors=keras.tree.map_structure(same_input, model.input),
             clone_function=clone_function,
             call_function=call_function,
         )
@@ -810,28 +622,8 @@ def _rebuild(model, options, report, prefix):
     return new_model
 
 
-def _map_first_input(layer, args, kwargs, fn):
-    """`(args, kwargs)` with `fn` applied to the layer's input tensor,
-    passed positionally or by keyword (`conv(inputs=x)`)."""
-    if args:
-        return (fn(args[0]), *args[1:]), kwargs
-    name = next(iter(inspect.signature(layer.call).parameters), None)
-    if name not in kwargs:
-        raise ValueError(
-            f"antialias_model: cannot find the input of layer '{layer.name}' "
-            f"in its call's arguments {sorted(kwargs)}"
-        )
-    return args, {**kwargs, name: fn(kwargs[name])}
 
 
-def _same_input(tensor):
-    # clone_model would name the inputs after their tensors, not their
-    # InputLayers.
-    return keras.Input(
-        batch_shape=tensor.shape,
-        dtype=tensor.dtype,
-        name=tensor._keras_history.operation.name,
-    )
 
 
 def _clone_upsampling(layer, options, edits, taken, pairs):
@@ -845,14 +637,14 @@ def _clone_upsampling(layer, options, edits, taken, pairs):
             dtype=layer.dtype_policy,
             name=layer.name,
         )
-    new = _clone(layer, strides=1)
+    new = clone_layer(layer, strides=1)
     pairs.append((layer, new))
     edits[id(new)].before = BlurUpSampling2D(
         size=tuple(layer.strides),
         filter_size=options.filter_size,
         data_format=data_format,
         dtype=layer.dtype_policy,
-        name=_unique_name(f"{layer.name}_blur", taken),
+        name=unique_name(f"{layer.name}_blur", taken),
     )
     return new
 
@@ -978,6 +770,3 @@ def _report_min_input_size(model, new_model, report):
             stacklevel=3,
         )
 
-
-# The APS / LPS rewrite uses this module's graph helpers.
-from keras_blurpool import polyphase_surgery  # noqa: E402
