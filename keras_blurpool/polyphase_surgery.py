@@ -55,7 +55,7 @@ from keras_blurpool.layers.polyphase import APSPool2D
 from keras_blurpool.layers.polyphase import LPSPool2D
 from keras_blurpool.layers.polyphase_upsampling import APSUpSampling2D
 from keras_blurpool.surgery_graph import check_model
-from keras_blurpool.surgery_graph import clone_layer
+from keras_blurpool.surgery_graph import copy_layer
 from keras_blurpool.surgery_graph import followers
 from keras_blurpool.surgery_graph import hidden_strided
 from keras_blurpool.surgery_graph import is_graph_model
@@ -464,16 +464,16 @@ def rebuild(model, options, report, prefix=""):
         if id(layer) not in plan.circular:
             if isinstance(layer, keras.layers.Lambda):
                 return layer
-            new = clone_layer(layer)
+            new = copy_layer(layer)
             pairs.append((layer, new))
             return new
         strides = _strides2(layer)
         kernel = _effective_kernel(layer)
         if all(k == 1 for k in kernel) and id(layer) not in plan.strided:
-            new = clone_layer(layer)  # pointwise: nothing to pad
+            new = copy_layer(layer)  # pointwise: nothing to pad
             pairs.append((layer, new))
             return new
-        new = clone_layer(layer, strides=1, padding="valid")
+        new = copy_layer(layer, strides=1, padding="valid")
         pairs.append((layer, new))
         if id(layer) not in padding_of and any(k > 1 for k in kernel):
             edit(new).pad = CircularPadding2D(
@@ -527,7 +527,7 @@ def rebuild(model, options, report, prefix=""):
         # the stride-1 transposed conv of u, circularly padded by k - 1
         # and cropped by k - 1 per side, is the circular convolution
         # y[n] = sum_j u[j] w[(n + p - j) mod N] (p: _transposed_offset).
-        new = clone_layer(layer, strides=1, padding="valid")
+        new = copy_layer(layer, strides=1, padding="valid")
         pairs.append((layer, new))
         report.circular.append(prefix + layer.name)
         place = APSUpSampling2D(

@@ -40,7 +40,7 @@ from keras_blurpool.surgery_graph import CAUSAL
 from keras_blurpool.surgery_graph import CUSTOM_LAYER
 from keras_blurpool.surgery_graph import channels_of
 from keras_blurpool.surgery_graph import check_model
-from keras_blurpool.surgery_graph import clone_layer
+from keras_blurpool.surgery_graph import copy_layer
 from keras_blurpool.surgery_graph import followers
 from keras_blurpool.surgery_graph import hidden_strided
 from keras_blurpool.surgery_graph import input_shape_of
@@ -550,7 +550,7 @@ def _rebuild(model, options, report, prefix):
                 # is refused, a closure loses what it captured), and it
                 # has no stride to change: the same object serves both.
                 return layer
-            new = clone_layer(layer)
+            new = copy_layer(layer)
             pairs.append((layer, new))
             return new
         report.replaced[kind].append(prefix + layer.name)
@@ -559,13 +559,13 @@ def _rebuild(model, options, report, prefix):
             return _clone_upsampling(layer, options, edits, taken, pairs)
         name = unique_name(f"{layer.name}_blur", taken)
         if kind == "conv" and options.blur_first:
-            new = clone_layer(layer)
+            new = copy_layer(layer)
             pairs.append((layer, new))
             channels = channels_of(input_shape_of(layer), layer.data_format)
             ones = (1,) * len(strides)
             edits[id(new)].before = _make_blur(layer, options, ones, name, channels)
             return new
-        new = clone_layer(layer, strides=1)
+        new = copy_layer(layer, strides=1)
         pairs.append((layer, new))
         chain = chain_of(layer) if kind == "conv" else []
         if kind == "conv" and is_projection(layer, chain):
@@ -637,7 +637,7 @@ def _clone_upsampling(layer, options, edits, taken, pairs):
             dtype=layer.dtype_policy,
             name=layer.name,
         )
-    new = clone_layer(layer, strides=1)
+    new = copy_layer(layer, strides=1)
     pairs.append((layer, new))
     edits[id(new)].before = BlurUpSampling2D(
         size=tuple(layer.strides),

@@ -188,7 +188,7 @@ def hidden_strided(layer):
     )
 
 
-def clone_layer(layer, **changes):
+def copy_layer(layer, **changes):
     config = layer.get_config()
     config.update(changes)
     return type(layer).from_config(config)
