@@ -206,3 +206,10 @@ def test_mixed_precision_forward_and_step_stay_finite():
     want = keras.ops.convert_to_numpy(reference(x))
     assert np.isfinite(logits).all() and np.isfinite(loss)
     assert np.abs(logits - want).max() <= 3e-2 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("padding", ["zero", "same", None])
+def test_padding_other_than_circular_is_refused(padding):
+    with pytest.raises(ValueError, match=r"`padding` must be 'circular'\. "
+                       rf"Received: padding={padding!r}"):
+        applications.ConvNeXtTinyAFC(weights=None, padding=padding)

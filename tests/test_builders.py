@@ -38,8 +38,9 @@ def test_docstring_documents_exactly_the_signature(builder):
     parameters = list(inspect.signature(builder).parameters)
     assert _documented_arguments(inspect.getdoc(builder)) == parameters
     if builder.__module__ == convnext_afc.__name__:
-        # keras.applications' arguments, then the ConvNeXt configuration.
-        assert parameters[-2:] == ["depths", "dims"]
+        # keras.applications' arguments, the ConvNeXt configuration, and
+        # the padding (circular only).
+        assert parameters[-3:] == ["depths", "dims", "padding"]
         return
     # One signature for all: the shared arguments, in their order.
     assert parameters == [

@@ -417,7 +417,16 @@ def _builder(builder_name: str, variant: str, arch: str):
         name: str | None = None,
         depths: tuple[int, int, int, int] = TINY_DEPTHS,
         dims: tuple[int, int, int, int] = TINY_DIMS,
+        padding: str = "circular",
     ) -> keras.Model:
+        if padding != "circular":
+            raise ValueError(
+                f"{builder_name} is built with circular padding only: its "
+                "invariance to circular shifts (integer and, for AFC, "
+                "fractional) holds only then, and the authors' checkpoints "
+                "were trained with it. `padding` must be 'circular'. "
+                f"Received: padding={padding!r}"
+            )
         return _build(
             variant,
             include_top=include_top,
@@ -459,6 +468,9 @@ Args:
     name: the model's name; default `"{arch}"`.
     depths: blocks per stage, 4 ints (ConvNeXt-Tiny: {TINY_DEPTHS}).
     dims: channels per stage, 4 ints (ConvNeXt-Tiny: {TINY_DIMS}).
+    padding: the convolutions' padding: `"circular"` only (the
+        guarantee and the authors' checkpoints need it; anything else
+        raises).
 
 Returns:
     A `keras.Model`, in `keras.config.image_data_format()`.

@@ -17,6 +17,7 @@ def ConvNeXtTinyAFC(
     name: str | None = None,
     depths: tuple[int, int, int, int] = (3, 3, 9, 3),
     dims: tuple[int, int, int, int] = (96, 192, 384, 768),
+    padding: str = 'circular',
 ) -> keras.Model:
     """Builds ConvNeXt-Tiny-AFC (Michaeli et al., CVPR 2023).
 
@@ -42,6 +43,9 @@ def ConvNeXtTinyAFC(
         name: the model's name; default `"convnext_afc_tiny"`.
         depths: blocks per stage, 4 ints (ConvNeXt-Tiny: (3, 3, 9, 3)).
         dims: channels per stage, 4 ints (ConvNeXt-Tiny: (96, 192, 384, 768)).
+        padding: the convolutions' padding: `"circular"` only (the
+            guarantee and the authors' checkpoints need it; anything else
+            raises).
 
     Returns:
         A `keras.Model`, in `keras.config.image_data_format()`.
@@ -65,6 +69,7 @@ def ConvNeXtTinyCircular(
     name: str | None = None,
     depths: tuple[int, int, int, int] = (3, 3, 9, 3),
     dims: tuple[int, int, int, int] = (96, 192, 384, 768),
+    padding: str = 'circular',
 ) -> keras.Model:
     """Builds ConvNeXt-Tiny (circular baseline) (Michaeli et al., CVPR 2023).
 
@@ -90,6 +95,9 @@ def ConvNeXtTinyCircular(
         name: the model's name; default `"convnext_circular_tiny"`.
         depths: blocks per stage, 4 ints (ConvNeXt-Tiny: (3, 3, 9, 3)).
         dims: channels per stage, 4 ints (ConvNeXt-Tiny: (96, 192, 384, 768)).
+        padding: the convolutions' padding: `"circular"` only (the
+            guarantee and the authors' checkpoints need it; anything else
+            raises).
 
     Returns:
         A `keras.Model`, in `keras.config.image_data_format()`.
@@ -113,6 +121,7 @@ def ConvNeXtTinyAPS(
     name: str | None = None,
     depths: tuple[int, int, int, int] = (3, 3, 9, 3),
     dims: tuple[int, int, int, int] = (96, 192, 384, 768),
+    padding: str = 'circular',
 ) -> keras.Model:
     """Builds ConvNeXt-Tiny-APS (Michaeli et al., CVPR 2023).
 
@@ -138,6 +147,9 @@ def ConvNeXtTinyAPS(
         name: the model's name; default `"convnext_aps_tiny"`.
         depths: blocks per stage, 4 ints (ConvNeXt-Tiny: (3, 3, 9, 3)).
         dims: channels per stage, 4 ints (ConvNeXt-Tiny: (96, 192, 384, 768)).
+        padding: the convolutions' padding: `"circular"` only (the
+            guarantee and the authors' checkpoints need it; anything else
+            raises).
 
     Returns:
         A `keras.Model`, in `keras.config.image_data_format()`.
