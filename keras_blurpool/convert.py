@@ -26,7 +26,6 @@ largest logit difference is printed.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import re
 import sys
@@ -198,7 +197,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             + ", ".join(registry.ARCHITECTURES)
         )
     spec = registry.get(args.arch)
-    if "filter_size" not in inspect.signature(spec.builder).parameters:
+    if getattr(spec.builder, "afc_variant", None) is not None:
         parser.error(
             f"{args.arch} is not converted here: build it with its checkpoint, "
             f"`{spec.builder.__name__}(weights=path)`, then `model.save_weights(...)` "

@@ -93,7 +93,7 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--padding", default="zero", choices=("zero", "circular"),
-        help="padding of the convolutions, ResNet family (default zero)",
+        help="padding of the convolutions, zoo builders (default zero)",
     )
     p.add_argument(
         "--weights", required=True,

@@ -179,7 +179,8 @@ def _zoo(builder: Callable) -> Callable:
             if "padding" not in inspect.signature(builder).parameters:
                 raise ValueError(
                     f"{builder.__name__} has zero padding only; "
-                    "`padding='circular'` is for the ResNet family. "
+                    "`padding='circular'` is for the builders that take "
+                    "`padding`. "
                     f"Received: padding={padding!r}"
                 )
             extra["padding"] = padding
@@ -344,7 +345,7 @@ def build_model(
             `"blur"`, or for the zoo and the demo CNN also `"aps"`/`"lps"`
             (the zoo's `"avg"` too); keras.applications models take
             `"blur"` only.
-        padding: `"zero"`, or `"circular"` for the zoo's ResNet family
+        padding: `"zero"`, or `"circular"` for the zoo's builders
             (and the demo CNN with `"aps"`/`"lps"`, where it is implied).
         allow_nonfinite: load `weights` holding NaN or infinite values or
             negative variances, which are refused by default

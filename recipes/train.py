@@ -232,7 +232,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--padding",
         default="zero",
         choices=("zero", "circular"),
-        help="with --arch (ResNet family): padding of the convolutions "
+        help="with --arch (zoo builders): padding of the convolutions "
         "(circular with aps/lps: exactly invariant to circular shifts)",
     )
     p.add_argument(

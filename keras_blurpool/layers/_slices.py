@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -364,13 +365,24 @@ def _add_runs(x, lines, axis, n):
     """`x` plus the `(q, line)` lines at `q` along `axis` (length `n`).
 
     Each run is a slice update: XLA updates the buffer in place, where
-    adding a padded run would make the whole pass select per element.
+    adding a padded run would make the whole pass select per element
+    (twice the time of the whole gradient on a CPU). Under a
+    `keras.distribution` (a batch sharded over devices) the runs are
+    padded and added instead: there the slice updates gave gradients
+    that differed from one device's by more than rounding
+    (tests/test_jax_data_parallel.py).
     """
+    in_place = keras.distribution.distribution() is None
     for q, run in _runs(lines, axis):
-        start = [0] * len(x.shape)
-        start[axis] = q
-        current = _take(x, axis, q, run.shape[axis])
-        x = ops.slice_update(x, start, current + run)
+        if in_place:
+            start = [0] * len(x.shape)
+            start[axis] = q
+            current = _take(x, axis, q, run.shape[axis])
+            x = ops.slice_update(x, start, current + run)
+        else:
+            widths = [(0, 0)] * len(x.shape)
+            widths[axis] = (q, n - q - run.shape[axis])
+            x = x + ops.pad(run, widths)
     return x
 
 

@@ -40,7 +40,7 @@ class AliasFreeLayerNormalization(keras.layers.Layer):
 
     Example:
 
-    >>> AliasFreeLayerNormalization()(keras.random.normal((2, 4, 4, 3))).shape
+    >>> tuple(AliasFreeLayerNormalization()(keras.random.normal((2, 4, 4, 3))).shape)
     (2, 4, 4, 3)
     """
 

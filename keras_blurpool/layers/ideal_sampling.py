@@ -224,7 +224,7 @@ class IdealDownsampling2D(_FourierLayer):
     Example:
 
     >>> x = keras.random.normal((2, 8, 8, 3))
-    >>> IdealDownsampling2D(2)(x).shape
+    >>> tuple(IdealDownsampling2D(2)(x).shape)
     (2, 4, 4, 3)
     """
 
@@ -307,7 +307,7 @@ class IdealUpsampling2D(_FourierLayer):
     Example:
 
     >>> x = keras.random.normal((2, 4, 4, 3))
-    >>> IdealUpsampling2D(2)(x).shape
+    >>> tuple(IdealUpsampling2D(2)(x).shape)
     (2, 8, 8, 3)
     """
 

@@ -33,7 +33,7 @@ class LayerScale(keras.layers.Layer):
 
     Example:
 
-    >>> LayerScale(0.5)(keras.ops.ones((1, 2, 2, 3))).shape
+    >>> tuple(LayerScale(0.5)(keras.ops.ones((1, 2, 2, 3))).shape)
     (1, 2, 2, 3)
     """
 

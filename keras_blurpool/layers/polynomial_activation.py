@@ -178,7 +178,7 @@ class PolynomialActivation(_Quadratic):
 
     >>> layer = PolynomialActivation(upsampling=2, in_scale=7, out_scale=7,
     ...                              train_scale=True)
-    >>> layer(keras.random.normal((2, 8, 8, 4))).shape
+    >>> tuple(layer(keras.random.normal((2, 8, 8, 4))).shape)
     (2, 8, 8, 4)
     """
 
@@ -263,7 +263,7 @@ class LowpassPolynomialActivation(_Quadratic):
     Example:
 
     >>> layer = LowpassPolynomialActivation(cutoff=0.75)
-    >>> layer(keras.random.normal((2, 8, 8, 4))).shape
+    >>> tuple(layer(keras.random.normal((2, 8, 8, 4))).shape)
     (2, 8, 8, 4)
     """
 
