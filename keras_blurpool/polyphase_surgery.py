@@ -12,7 +12,10 @@ al., NeurIPS 2022), each applied here to the graph as it is:
    named `<layer>_pad`, or, where a `ZeroPadding2D` fed the layer alone
    (keras.applications' ResNet, DenseNet, MobileNetV2, EfficientNet), that
    `ZeroPadding2D`'s replacement under its own name, padding as many
-   pixels before as it did.
+   pixels before as it did. A stride-1 `Conv2DTranspose` that keeps the
+   map's size gets `k - 1` pixels of circular padding, runs with
+   `padding="valid"` and is cropped by `k - 1` per side (`<layer>_crop`):
+   the same circular convolution.
 2. Every strided conv or pool runs at stride 1 and is followed by an
    `APSPool2D` (or `LPSPool2D`) of its stride, after the
    `BatchNormalization` and activation that follow it (a linear strided
@@ -109,6 +112,8 @@ class _Plan:
     parent: dict = dataclasses.field(default_factory=dict)  # union-find
     made_by: dict = dataclasses.field(default_factory=dict)  # class -> layer
     paired: dict = dataclasses.field(default_factory=dict)  # id(up) -> class
+    # id -> a stride-1 Conv2DTranspose made circular (pad, valid, crop)
+    transposed: dict = dataclasses.field(default_factory=dict)
 
     def new_class(self):
         cls = len(self.parent)
@@ -324,6 +329,14 @@ def _apply_layer(plan, model, node, layer, out, options, consumers, breaks):
     after = _spatial(tuple(output.shape), data_format)
     if isinstance(layer, _UPSAMPLERS) and before != after:
         return _pair(plan, layer, out, before, after, breaks)
+    if (
+        isinstance(layer, keras.layers.Conv2DTranspose)
+        and any(k > 1 for k in _effective_kernel(layer))
+    ):
+        # A stride-1 transposed conv that keeps the size: its zero padding
+        # becomes circular like a conv's.
+        plan.transposed[id(layer)] = layer
+        return out
     if before != after:
         return breaks(layer, (
             f"it changes the map's size from {before} to {after} (upsampling, "
@@ -351,13 +364,14 @@ def _upsampling_factor(layer):
 
 def _transposed_offset(layer):
     """Per axis, `p` in `y[n] = sum_j u[j] w[n + p - j]`: how a
-    Conv2DTranspose of `k` taps and strides `s` crops its full output, as
-    the gradient of a conv of that padding (`max(k - s, 0) // 2` for
-    "same", 0 for "valid")."""
+    Conv2DTranspose of `k` taps (dilation included) and strides `s` crops
+    its full output, as the gradient of a conv of that padding
+    (`max(k - s, 0) // 2` for "same", 0 for "valid")."""
     if layer.padding != "same":
         return (0, 0)
     return tuple(
-        max(k - s, 0) // 2 for k, s in zip(layer.kernel_size, layer.strides)
+        max(k - s, 0) // 2
+        for k, s in zip(_effective_kernel(layer), layer.strides)
     )
 
 
@@ -414,7 +428,8 @@ class _Edit:
     pad: keras.layers.Layer | None = None
     before: _Down | None = None
     after: _Down | None = None
-    up: tuple | None = None  # (class, APSUpSampling2D, crop or None)
+    up: tuple | None = None  # (class, APSUpSampling2D or None)
+    crop: keras.layers.Layer | None = None
 
 
 def rebuild(model, options, report, prefix=""):
@@ -461,6 +476,8 @@ def rebuild(model, options, report, prefix=""):
             )
         if id(layer) in plan.paired:
             return clone_upsampler(layer)
+        if id(layer) in plan.transposed:
+            return clone_transposed(layer)
         if id(layer) not in plan.circular:
             if isinstance(layer, keras.layers.Lambda):
                 return layer
@@ -521,23 +538,29 @@ def rebuild(model, options, report, prefix=""):
             new = APSUpSampling2D(
                 filter_size=options.filter_size, name=layer.name, **common
             )
-            edit(new).up = (plan.find(cls), None, None)
+            edit(new).up = (plan.find(cls), None)
             return new
-        # u = the input placed at the partner's offset, zeros elsewhere;
-        # the stride-1 transposed conv of u, circularly padded by k - 1
-        # and cropped by k - 1 per side, is the circular convolution
-        # y[n] = sum_j u[j] w[(n + p - j) mod N] (p: _transposed_offset).
-        new = copy_layer(layer, strides=1, padding="valid")
-        pairs.append((layer, new))
-        report.circular.append(prefix + layer.name)
+        # u = the input placed at the partner's offset, zeros elsewhere,
+        # then the transposed conv made circular at stride 1.
         place = APSUpSampling2D(
             filter_size=None,
             name=unique_name(f"{layer.name}_aps_up", taken),
             **common,
         )
-        kernel = tuple(layer.kernel_size)
+        new = clone_transposed(layer)
+        edit(new).up = (plan.find(cls), place)
+        return new
+
+    def clone_transposed(layer):
+        # The stride-1 transposed conv of u, circularly padded by k - 1
+        # and cropped by k - 1 per side, is the circular convolution
+        # y[n] = sum_j u[j] w[(n + p - j) mod N] (p: _transposed_offset).
+        new = copy_layer(layer, strides=1, padding="valid")
+        pairs.append((layer, new))
+        report.circular.append(prefix + layer.name)
+        kernel = _effective_kernel(layer)
         offset = _transposed_offset(layer)
-        crop = None
+        data_format = _data_format(layer)
         if any(k > 1 for k in kernel):
             edit(new).pad = CircularPadding2D(
                 padding=tuple((k - 1 - p, p) for k, p in zip(kernel, offset)),
@@ -545,13 +568,12 @@ def rebuild(model, options, report, prefix=""):
                 dtype=layer.dtype_policy,
                 name=unique_name(f"{layer.name}_pad", taken),
             )
-            crop = keras.layers.Cropping2D(
+            edit(new).crop = keras.layers.Cropping2D(
                 cropping=tuple((k - 1, k - 1) for k in kernel),
                 data_format=data_format,
                 dtype=layer.dtype_policy,
                 name=unique_name(f"{layer.name}_crop", taken),
             )
-        edit(new).up = (plan.find(cls), place, crop)
         return new
 
     def clone_function(layer):
@@ -611,12 +633,14 @@ def rebuild(model, options, report, prefix=""):
 
             args, kwargs = map_first_input(layer, args, kwargs, prepare)
         outputs = layer(*args, **kwargs)
+        if todo is not None and todo.crop is not None:
+            outputs = todo.crop(outputs)
         if todo is not None and todo.after is not None:
             outputs = downsample(todo.after, outputs)
         return outputs
 
     def upsample(layer, todo, args, kwargs):
-        cls, place, crop = todo.up
+        cls, place = todo.up
         index = leaders[cls]
         if place is None:  # APSUpSampling2D in the UpSampling2D's place
             x = args[0] if args else next(iter(kwargs.values()))
@@ -628,7 +652,7 @@ def rebuild(model, options, report, prefix=""):
 
         args, kwargs = map_first_input(layer, args, kwargs, prepare)
         outputs = layer(*args, **kwargs)
-        return outputs if crop is None else crop(outputs)
+        return outputs if todo.crop is None else todo.crop(outputs)
 
     new_graph = keras.models.clone_model(
         graph,

@@ -192,7 +192,8 @@ def antialias_model(
     With `antialias="aps"` or `"lps"` the copy is instead exactly
     invariant to circular shifts of its input (Chaman & Dokmanić; Rojas-
     Gomez et al.): every 2-D conv and pool pads circularly (`k - 1` pixels,
-    `padding="valid"`; a `ZeroPadding2D` feeding it becomes that padding),
+    `padding="valid"`; a `ZeroPadding2D` feeding it becomes that padding;
+    a stride-1 `Conv2DTranspose` is padded and cropped circularly),
     every strided one runs at stride 1 followed by `APSPool2D` /
     `LPSPool2D` of its stride, and downsamplers whose branches meet at a
     merge keep one polyphase component (the first chooses, the others

@@ -203,3 +203,35 @@ def test_encoder_decoder_without_skips_is_paired_too():
     assert report.paired == {"up": "pool"} and report.not_invariant == {}
     errors = equivariance_errors(new)
     assert errors.max() <= 1e-5, errors.max()
+
+
+@pytest.mark.parametrize("kernel, dilation", [(3, 1), (4, 1), (3, 2), (2, 3)])
+def test_stride_one_conv_transpose_becomes_circular(kernel, dilation):
+    # A stride-1 "same" Conv2DTranspose keeps the map's size: like a conv,
+    # its zero padding becomes circular, so the model stays equivariant
+    # and the layer computes the original on the input's periodic
+    # extension.
+    keras.utils.set_random_seed(11)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2DTranspose(
+        4, kernel, padding="same", dilation_rate=dilation, name="tconv"
+    )(inputs)
+    original = keras.Model(inputs, x)
+    assert equivariance_errors(original).max() > 1e-2
+    model, report = antialias_model(original, "aps", return_report=True)
+    assert report.not_invariant == {}
+    assert "tconv" in report.circular
+    assert model.count_params() == original.count_params()
+    errors = equivariance_errors(model)
+    assert errors.max() <= 1e-5, errors.max()
+    image = np.random.default_rng(12).normal(size=(2, SIZE, SIZE, 3))
+    expected = original.get_layer("tconv")(
+        np.tile(image, (1, 3, 3, 1)).astype("float32")
+    )
+    expected = keras.ops.convert_to_numpy(expected)[
+        :, SIZE:2 * SIZE, SIZE:2 * SIZE
+    ]
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(image.astype("float32"))), expected,
+        rtol=1e-5, atol=1e-5,
+    )
