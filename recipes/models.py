@@ -169,6 +169,16 @@ def demo_cnn(
     return model
 
 
+def own_antialiasing(arch: str | None) -> bool:
+    """Whether `arch` is a zoo architecture with anti-aliasing of its own
+    (the alias-free ConvNeXts and their controls): its builder takes no
+    `filter_size` or `antialias`, so those arguments do not apply."""
+    spec = registry.ARCHITECTURES.get(arch) if isinstance(arch, str) else None
+    return spec is not None and "filter_size" not in inspect.signature(
+        spec.builder
+    ).parameters
+
+
 def _zoo(builder: Callable) -> Callable:
     """Adapts a zoo builder to the common signature, with logits out."""
 
@@ -187,6 +197,12 @@ def _zoo(builder: Callable) -> Callable:
         parameters = inspect.signature(builder).parameters
         if "filter_size" in parameters:
             extra.update(filter_size=filter_size, antialias=antialias)
+        elif antialias != "blur":
+            raise ValueError(
+                f"{builder.__name__} has its own anti-aliasing and takes no "
+                "`antialias`. Received: "
+                f"antialias={antialias!r}"
+            )
         return builder(
             include_top=True,
             weights=weights,

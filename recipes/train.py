@@ -254,6 +254,7 @@ def _validate(parser: argparse.ArgumentParser, args) -> bool:
     from .config import recipe_for
     from .models import ARCHITECTURES
     from .models import is_keras_application
+    from .models import own_antialiasing
 
     keras_app = is_keras_application(args.arch)
     compare = (args.arch is None or keras_app) and args.data in (None, "demo")
@@ -285,6 +286,15 @@ def _validate(parser: argparse.ArgumentParser, args) -> bool:
             "argument --with-lps: only the demo comparison (no --arch, "
             "--data demo) trains an LPS twin"
         )
+    if own_antialiasing(args.arch):
+        if args.antialias != "blur":
+            parser.error(
+                f"argument --antialias: {args.arch} has its own anti-aliasing "
+                f"(no BlurPool, APS or LPS to choose). Received: "
+                f"--antialias {args.antialias}"
+            )
+        # No filter to name in the header, results.json or the run folder.
+        args.filter_size = None
     if compare and args.filter_size is None:
         parser.error(
             "argument --filter-size: the demo comparison trains the plain "
@@ -618,7 +628,8 @@ def _train_one(
     )
     if trainer.is_chief and not args.quiet:
         print(
-            f"{arch} (filter_size={filter_size}) on {data}: {num_classes} "
+            f"{arch} ({_antialiasing(arch, filter_size, antialias)}) on "
+            f"{data}: {num_classes} "
             f"classes, {image_size}x{image_size}; {epochs} epochs x "
             f"{steps_per_epoch} steps of {effective} images "
             f"({batch_size} x {accum} accumulated) on "
@@ -633,7 +644,22 @@ def _train_one(
     return trainer.fit(), trainer
 
 
+def _antialiasing(arch: str, filter_size, antialias: str) -> str:
+    """The header's words for how `arch` is anti-aliased."""
+    from .models import own_antialiasing
+
+    if own_antialiasing(arch):
+        return "its own anti-aliasing"
+    if filter_size is None:
+        return "plain"
+    return f"{antialias}, filter_size={filter_size}"
+
+
 def _default_out_dir(arch: str, filter_size, antialias: str = "blur") -> str:
+    from .models import own_antialiasing
+
+    if own_antialiasing(arch):
+        return os.path.join("runs", arch)
     kind = "lpf" if antialias == "blur" else antialias
     tag = "baseline" if filter_size is None else f"{kind}{filter_size}"
     return os.path.join("runs", f"{arch}_{tag}")

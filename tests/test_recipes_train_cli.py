@@ -43,6 +43,8 @@ from tests._recipes_training import make_env
         (["--antialias", "aps"], "--antialias/--padding need --arch"),
         (["--arch", "resnet18", "--antialias", "max"],
          "--antialias: invalid choice: 'max'"),
+        (["--arch", "convnext_afc_tiny", "--antialias", "aps"],
+         "--antialias: convnext_afc_tiny has its own anti-aliasing"),
     ],
 )
 def test_cli_rejects_bad_input(argv, message, capsys):
@@ -50,6 +52,28 @@ def test_cli_rejects_bad_input(argv, message, capsys):
         train.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_architectures_with_their_own_antialiasing_name_no_filter():
+    # The alias-free ConvNeXts take no filter_size: the header and the run
+    # folder say so instead of naming a filter they ignore.
+    assert models.own_antialiasing("convnext_afc_tiny")
+    assert not models.own_antialiasing("resnet18")
+    assert not models.own_antialiasing("keras.ResNet50")
+    assert train._antialiasing("convnext_afc_tiny", 4, "blur") == (
+        "its own anti-aliasing"
+    )
+    assert train._antialiasing("resnet18", 4, "aps") == "aps, filter_size=4"
+    assert train._antialiasing("resnet18", None, "blur") == "plain"
+    assert train._default_out_dir("convnext_afc_tiny", None) == os.path.join(
+        "runs", "convnext_afc_tiny"
+    )
+    assert train._default_out_dir("resnet18", 4) == os.path.join(
+        "runs", "resnet18_lpf4"
+    )
+    with pytest.raises(ValueError, match="has its own anti-aliasing"):
+        models.build_model("convnext_afc_tiny", None, antialias="lps",
+                           image_size=96)
 
 
 # Issue 30. Each with a folder that does not exist: without the bound, a
