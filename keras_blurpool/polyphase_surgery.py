@@ -436,6 +436,16 @@ def rebuild(model, options, report, prefix=""):
     """The circular, polyphase copy of one graph model."""
     check_model(model, "model")
     graph = model._functional if isinstance(model, keras.Sequential) else model
+    if not prefix and not any(len(t.shape) == 4 for t in graph.inputs):
+        shapes = [tuple(t.shape) for t in graph.inputs]
+        raise ValueError(
+            f"antialias_model: antialias={options.antialias!r} makes 2-D "
+            "CNNs exactly invariant to circular shifts of an image input "
+            f"(4-D: batch, two spatial axes, channels); model '{model.name}' "
+            "has no such input, and its 1-D or 3-D layers would be left as "
+            "they are. Use antialias='blur' for 1-D and 3-D models. "
+            f"Received: input shapes {shapes}"
+        )
     plan = plan_graph(graph, options)
     for name, reason in plan.not_invariant.items():
         report.not_invariant[prefix + name] = reason

@@ -2,6 +2,7 @@
 rewrite's rules, what it reports, and its errors. (keras.applications
 models: tests/test_surgery_invariance.py.)"""
 
+import re
 import warnings
 
 import keras
@@ -320,6 +321,27 @@ def test_bad_polyphase_arguments(kwargs, match):
 def test_polyphase_only_arguments_refused_with_blur(kwargs, match):
     with pytest.raises(ValueError, match=match):
         antialias_model(_branchy(), "blur", **kwargs)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_models_without_an_image_input_are_refused(rank):
+    # 1-D and 3-D models have no polyphase rewrite: refused, not returned
+    # with their strided layers left as they were.
+    conv, pool = {1: (keras.layers.Conv1D, keras.layers.GlobalAveragePooling1D),
+                  3: (keras.layers.Conv3D, keras.layers.GlobalAveragePooling3D)}[rank]
+    inputs = keras.Input((16,) * rank + (3,))
+    x = conv(4, 3, strides=2, padding="same", name="down")(inputs)
+    model = keras.Model(inputs, pool()(x))
+    shape = (None,) + (16,) * rank + (3,)
+    with pytest.raises(ValueError, match=re.escape(
+        f"has no such input, and its 1-D or 3-D layers would be left as they "
+        f"are. Use antialias='blur' for 1-D and 3-D models. Received: input "
+        f"shapes [{shape}]"
+    )):
+        antialias_model(model, "aps")
+    # The blur surgery handles them.
+    blurred = antialias_model(model, "blur", min_channels=0)
+    assert blurred.get_layer("down").strides == (1,) * rank
 
 
 def test_unknown_sizes_name_the_layer():
