@@ -197,6 +197,31 @@ def _positional_weights(layer, spatial):
     return None
 
 
+def _hidden_zero_padding(layer):
+    """Why a custom layer holding zero-padded convs or pools is not
+    invariant, or None."""
+    if not isinstance(layer, keras.layers.Layer):
+        return None
+    inner = [
+        sub.name
+        for sub in layer._flatten_layers(include_self=False, recursive=True)
+        if isinstance(sub, keras.layers.ZeroPadding2D)
+        or (
+            isinstance(sub, _CONVS_2D + _POOLS_2D
+                       + (keras.layers.Conv2DTranspose,))
+            and sub.padding == "same"
+            and any(k > 1 for k in _effective_kernel(sub))
+        )
+    ]
+    if not inner:
+        return None
+    return (
+        f"a custom {type(layer).__name__} layer holding zero-padded layers "
+        f"({', '.join(inner)}): its call() cannot be rewritten, and zero "
+        "padding does not move with a circular shift"
+    )
+
+
 def _topological_nodes(model):
     for depth in sorted(model._nodes_by_depth, reverse=True):
         yield from model._nodes_by_depth[depth]
@@ -298,7 +323,7 @@ def _apply_layer(plan, model, node, layer, out, options, consumers, breaks):
         return out
     if reason is not None:
         return breaks(layer, f"a strided layer left alone ({reason})")
-    hidden = hidden_strided(layer)
+    hidden = hidden_strided(layer) or _hidden_zero_padding(layer)
     if hidden is not None:
         return breaks(layer, hidden)
     if isinstance(layer, keras.layers.ZeroPadding2D):

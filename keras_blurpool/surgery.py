@@ -81,7 +81,8 @@ class AntialiasReport:
         not_invariant: with `antialias="aps"|"lps"`, name -> why that
             layer keeps the model from being exactly invariant to circular
             shifts (a Flatten head, zero padding, a map side not divisible
-            by a stride, a custom layer with strided layers inside, ...).
+            by a stride, a custom layer with strided or zero-padded
+            layers inside, ...).
         circular: with `antialias="aps"|"lps"`, the names of the convs and
             pools made circular (circular padding, `padding="valid"`).
         paired: with `antialias="aps"|"lps"`, upsampler name (an
@@ -203,8 +204,8 @@ def antialias_model(
     input back at that downsampler's offset (`APSUpSampling2D`). What
     cannot be made invariant (a Flatten head, a positional embedding, a
     side not divisible by the total stride, an upsampler with no partner,
-    a custom layer with strided layers inside) is reported in
-    `AntialiasReport.not_invariant` and warned about. See
+    a custom layer with strided or zero-padded layers inside) is
+    reported in `AntialiasReport.not_invariant` and warned about. See
     docs/shift_invariance.md, "Any model".
 
     Layer names, weights and the parameter count are kept: the

@@ -233,9 +233,23 @@ class StridedInside(keras.layers.Layer):
         return self.conv(x)
 
 
+class PaddedInside(keras.layers.Layer):
+    """A stride-1 "same" conv inside a custom layer: zero padding that the
+    rewrite cannot reach."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3, padding="same")
+
+    def call(self, x):
+        return self.conv(x)
+
+
 @pytest.mark.parametrize(
     "head, layer, reason",
     [
+        (lambda x: keras.layers.GlobalAveragePooling2D()(
+            PaddedInside(name="custom")(x)), "custom", "zero-padded layers"),
         (lambda x: keras.layers.Dense(2, name="fc")(
             keras.layers.Flatten(name="flat")(x)), "flat", "Flatten"),
         (lambda x: keras.layers.GlobalAveragePooling2D()(
@@ -271,6 +285,14 @@ def test_flatten_head_really_is_not_invariant():
     with pytest.warns(UserWarning):
         new = antialias_model(model, "aps")
     assert shift_changes(new, make_image(16), SHIFTS).max() > 1e-3
+
+
+def test_zero_padding_inside_a_custom_layer_really_is_not_invariant():
+    model = _with_head(lambda x: keras.layers.GlobalAveragePooling2D()(
+        PaddedInside(name="custom")(x)))
+    with pytest.warns(UserWarning, match="'custom'"):
+        new = antialias_model(model, "aps")
+    assert shift_changes(new, make_image(16), SHIFTS).max() > 1e-4
 
 
 def test_side_not_divisible_by_the_total_stride():
