@@ -14,6 +14,7 @@ and a safetensors file loaded through `weights=`, and a `.keras` file
 saved on TensorFlow.
 """
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -54,10 +55,6 @@ print("RESULT " + json.dumps(_backends.tensorflow_reference(sys.argv[1])))
 """
 
 
-# All of this module's tests on one pytest-xdist worker (`--dist
-# loadgroup`): one TensorFlow subprocess per run, not one per worker.
-pytestmark.append(pytest.mark.xdist_group("tensorflow_reference"))
-
 # Where CI keeps TensorFlow's folder between its JAX and PyTorch runs: the
 # reference is made once (the same weights, files and logits serve both).
 REFERENCE_ENV = "KERAS_BLURPOOL_BACKENDS_REFERENCE"
@@ -67,18 +64,26 @@ REFERENCE_ENV = "KERAS_BLURPOOL_BACKENDS_REFERENCE"
 def tensorflow(tmp_path_factory):
     """The folder of TensorFlow's logits and files, and its skip reasons."""
     shared = os.environ.get(REFERENCE_ENV)
-    if not shared:
-        folder = tmp_path_factory.mktemp("tensorflow")
-        result, _ = run_tensorflow_script(_SCRIPT, folder, timeout=1200)
-        return folder, result["skipped"]
-    folder = Path(shared)
+    if shared:
+        folder = Path(shared)
+    else:
+        # This run's temporary root, which pytest-xdist's workers share.
+        root = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            root = root.parent
+        folder = root / "tensorflow-reference"
     done = folder / "result.json"
-    if not done.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        result, _ = run_tensorflow_script(_SCRIPT, folder, timeout=1200)
-        partial = folder / "result.json.part"
-        partial.write_text(json.dumps(result))
-        partial.replace(done)  # written last: the folder is complete
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # pytest-xdist workers share the folder: the first to take the lock
+    # makes it, the others wait for it and read it.
+    with open(folder.parent / f"{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            folder.mkdir(exist_ok=True)
+            result, _ = run_tensorflow_script(_SCRIPT, folder, timeout=1200)
+            partial = folder / "result.json.part"
+            partial.write_text(json.dumps(result))
+            partial.replace(done)  # written last: the folder is complete
     return folder, json.loads(done.read_text())["skipped"]
 
 
