@@ -59,6 +59,7 @@ from keras_blurpool.layers.polyphase import LPSPool2D
 from keras_blurpool.layers.polyphase_upsampling import APSUpSampling2D
 from keras_blurpool.surgery_graph import check_model
 from keras_blurpool.surgery_graph import copy_layer
+from keras_blurpool.surgery_graph import custom_layer_holding
 from keras_blurpool.surgery_graph import followers
 from keras_blurpool.surgery_graph import hidden_strided
 from keras_blurpool.surgery_graph import is_graph_model
@@ -197,28 +198,24 @@ def _positional_weights(layer, spatial):
     return None
 
 
+def _zero_padded(layer):
+    """Whether `layer` pads with zeros: a `ZeroPadding2D`, or a "same"
+    conv or pool whose window is larger than one pixel."""
+    return isinstance(layer, keras.layers.ZeroPadding2D) or (
+        isinstance(layer, _CONVS_2D + _POOLS_2D
+                   + (keras.layers.Conv2DTranspose,))
+        and layer.padding == "same"
+        and any(k > 1 for k in _effective_kernel(layer))
+    )
+
+
 def _hidden_zero_padding(layer):
     """Why a custom layer holding zero-padded convs or pools is not
     invariant, or None."""
-    if not isinstance(layer, keras.layers.Layer):
-        return None
-    inner = [
-        sub.name
-        for sub in layer._flatten_layers(include_self=False, recursive=True)
-        if isinstance(sub, keras.layers.ZeroPadding2D)
-        or (
-            isinstance(sub, _CONVS_2D + _POOLS_2D
-                       + (keras.layers.Conv2DTranspose,))
-            and sub.padding == "same"
-            and any(k > 1 for k in _effective_kernel(sub))
-        )
-    ]
-    if not inner:
-        return None
-    return (
-        f"a custom {type(layer).__name__} layer holding zero-padded layers "
-        f"({', '.join(inner)}): its call() cannot be rewritten, and zero "
-        "padding does not move with a circular shift"
+    return custom_layer_holding(
+        layer, "zero-padded layers", _zero_padded,
+        "its call() cannot be rewritten, and zero padding does not move "
+        "with a circular shift",
     )
 
 

@@ -170,21 +170,32 @@ def is_projection(layer, chain):
     )
 
 
-def hidden_strided(layer):
-    """Why a custom layer holding strided layers is left alone, or None."""
+def custom_layer_holding(layer, what, matches,
+                         consequence="its call() cannot be rewritten"):
+    """Why a custom layer is left alone because of the sublayers that
+    `matches` picks (`what` names them), or None if it holds none."""
     if not isinstance(layer, keras.layers.Layer):
         return None  # an op of the graph (`x + y`), no sublayers
     inner = [
         sub.name
         for sub in layer._flatten_layers(include_self=False, recursive=True)
-        if isinstance(sub, CONVS + MAX_POOLS + AVG_POOLS)
-        and any(s > 1 for s in strides_of(sub))
+        if matches(sub)
     ]
     if not inner:
         return None
     return (
-        f"{CUSTOM_LAYER}{type(layer).__name__} layer holding strided layers "
-        f"({', '.join(inner)}): its call() cannot be rewritten"
+        f"{CUSTOM_LAYER}{type(layer).__name__} layer holding {what} "
+        f"({', '.join(inner)}): {consequence}"
+    )
+
+
+def hidden_strided(layer):
+    """Why a custom layer holding strided layers is left alone, or None."""
+    return custom_layer_holding(
+        layer,
+        "strided layers",
+        lambda sub: isinstance(sub, CONVS + MAX_POOLS + AVG_POOLS)
+        and any(s > 1 for s in strides_of(sub)),
     )
 
 
